@@ -1,0 +1,3 @@
+from edgepack.cli.app import main
+
+main()

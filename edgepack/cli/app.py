@@ -1,0 +1,94 @@
+"""The `edgepack` command: the root Typer app and the one error boundary.
+
+Library code raises `EdgepackError`; here it becomes one red line, a hint, and an exit code.
+Nothing imported at module level may pull in TensorFlow, onnxruntime, tf2onnx or keras.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from edgepack.errors import EXIT_INTERNAL, EdgepackError
+
+
+def _debug() -> bool:
+    return os.environ.get("EDGEPACK_DEBUG", "") not in ("", "0")
+
+
+def report_error(exc: EdgepackError) -> None:
+    """Print an EdgepackError as the user sees it: one red line, details, the hint."""
+    from edgepack.cli.render import err_console
+
+    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    for line in exc.details:
+        err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+
+
+class ErrorBoundary(TyperGroup):
+    """Turn EdgepackError (and any other failure) into a short message and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgepackError as exc:
+            if _debug():
+                raise
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug: say so briefly; the traceback is one variable away
+            if _debug() or getattr(exc, "__module__", "").startswith("click"):
+                raise
+            from edgepack.cli.render import err_console
+
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print("[yellow]hint:[/] run again with EDGEPACK_DEBUG=1 for the traceback, and report it")
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+
+app = typer.Typer(
+    cls=ErrorBoundary,
+    name="edgepack",
+    help="Build, package and measure ML models for edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from edgepack import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def _register() -> None:
+    from edgepack.cli import targets
+
+    app.add_typer(targets.app, name="targets")
+
+
+_register()
+
+
+def main() -> None:
+    """Run the CLI (the `edgepack` console script)."""
+    app(prog_name="edgepack")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The target profile: what a device is, and what a build for it must produce.
+
+Every model forbids unknown keys. Closed sets are enums. Rules that involve more than one
+field live in named validators whose messages say how to fix the profile.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Conflict(ValueError):
+    """A cross-field rule is broken; ``at`` is the dotted key the user should look at."""
+
+    def __init__(self, message: str, at: str):
+        super().__init__(message)
+        self.at = tuple(at.split("."))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=True)
+
+
+class Family(str, Enum):
+    phone = "phone"
+    raspberry_pi = "raspberry-pi"
+    jetson = "jetson"
+    microcontroller = "microcontroller"
+
+
+class Format(str, Enum):
+    tflite = "tflite"
+    onnx = "onnx"
+    tflite_micro = "tflite-micro"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    dynamic_int8 = "dynamic-int8"
+    int8 = "int8"
+
+
+class IoDtype(str, Enum):
+    float32 = "float32"
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+class Engine(str, Enum):
+    tflite = "tflite"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+    tflite_micro = "tflite-micro"
+
+
+class Fallback(str, Enum):
+    auto = "auto"
+    off = "off"
+
+
+# The one table of what each runtime accepts: the format it loads and the precisions it runs.
+# The schema checks profiles against it; the build planner consults it too.
+ENGINE_SUPPORT: dict[Engine, tuple[Format, frozenset[Precision]]] = {
+    Engine.tflite: (Format.tflite, frozenset(Precision)),
+    Engine.onnxruntime: (Format.onnx, frozenset(Precision)),
+    # TensorRT builds engines from fp32, fp16 or QDQ int8 graphs; it has no dynamic-range int8.
+    Engine.tensorrt: (Format.onnx, frozenset({Precision.fp32, Precision.fp16, Precision.int8})),
+    # TFLite Micro runs full-integer models only: no fp16, no dynamic-range, no sparse tensors.
+    Engine.tflite_micro: (Format.tflite_micro, frozenset({Precision.int8})),
+}
+
+
+class Hardware(Strict):
+    arch: str = Field(description="CPU architecture as `uname -m` prints it, e.g. aarch64, x86_64, armv7e-m")
+    cpu: str = Field(description="CPU core, e.g. cortex-a76")
+    cores: int = Field(ge=1)
+    clock_mhz: Optional[int] = Field(default=None, ge=1)
+    ram_mb: Optional[int] = Field(default=None, ge=1, description="RAM of an application processor")
+    gpu: Optional[str] = None
+    flash_kb: Optional[int] = Field(default=None, ge=1, description="Flash of a microcontroller")
+    ram_kb: Optional[int] = Field(default=None, ge=1, description="SRAM of a microcontroller")
+
+
+class Prune(Strict):
+    sparsity: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of weights zeroed per layer")
+    channels: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of filters/units removed")
+    fine_tune_epochs: int = Field(default=2, ge=0)
+
+
+class Build(Strict):
+    format: Format
+    precision: Precision
+    io_dtype: IoDtype = IoDtype.float32
+    prune: Prune = Prune()
+    calibration_samples: int = Field(default=200, ge=1)
+    fallback: Fallback = Fallback.auto
+
+    @model_validator(mode="after")
+    def integer_io_needs_int8(self) -> "Build":
+        if self.io_dtype is not IoDtype.float32 and self.precision is not Precision.int8:
+            raise Conflict(
+                f"io_dtype {self.io_dtype.value} needs precision int8 (got {self.precision.value}): "
+                "set build.io_dtype: float32, or build.precision: int8",
+                at="io_dtype",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def micro_is_full_integer(self) -> "Build":
+        if self.format is Format.tflite_micro:
+            if self.precision is not Precision.int8:
+                raise Conflict(
+                    f"format tflite-micro runs full-integer models only (got precision {self.precision.value}): "
+                    "set build.precision: int8",
+                    at="precision",
+                )
+            if self.io_dtype is IoDtype.float32:
+                raise Conflict("format tflite-micro needs integer input and output: set build.io_dtype: int8", at="io_dtype")
+            if self.prune.sparsity > 0:
+                raise Conflict(
+                    "format tflite-micro cannot run sparse models: set build.prune.sparsity: 0 "
+                    "(build.prune.channels shrinks the model instead)",
+                    at="prune.sparsity",
+                )
+        return self
+
+
+class Runtime(Strict):
+    engine: Engine
+    threads: Optional[int] = Field(default=None, ge=1, description="interpreter threads; default: all cores")
+    delegates: list[str] = Field(default_factory=list, description="TFLite delegates, e.g. xnnpack, gpu")
+    providers: list[str] = Field(default_factory=list, description="ONNX Runtime execution providers, in order")
+
+
+class Budgets(Strict):
+    max_model_kb: Optional[float] = Field(default=None, gt=0)
+    max_peak_memory_mb: Optional[float] = Field(default=None, gt=0)
+    max_p90_latency_ms: Optional[float] = Field(default=None, gt=0)
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+
+
+class Bench(Strict):
+    warmup: int = Field(default=10, ge=0)
+    runs: int = Field(default=100, ge=1)
+    min_seconds: float = Field(default=1.0, ge=0)
+    cold_loads: int = Field(default=3, ge=0)
+
+
+class Micro(Strict):
+    """What firmware needs beside the model, for the flash/RAM fit and the latency estimate."""
+
+    runtime_code_kb: float = Field(gt=0, description="flash taken by the TFLite Micro runtime and its kernels")
+    reserved_ram_kb: float = Field(ge=0, description="RAM the application needs besides the tensor arena")
+    cycles_per_mac: float = Field(gt=0, description="assumed cycles per int8 multiply-accumulate")
+
+
+class Profile(Strict):
+    name: str
+    extends: Optional[str] = None
+    family: Family
+    description: str = ""
+    hardware: Hardware
+    build: Build
+    runtime: Runtime
+    budgets: Budgets = Budgets()
+    bench: Bench = Bench()
+    micro: Optional[Micro] = None
+
+    @model_validator(mode="after")
+    def runtime_runs_the_build(self) -> "Profile":
+        fmt, precisions = ENGINE_SUPPORT[self.runtime.engine]
+        engine = self.runtime.engine.value
+        if self.build.format is not fmt:
+            raise Conflict(
+                f"runtime.engine {engine} loads {fmt.value} models, but build.format is "
+                f"{self.build.format.value}: set build.format: {fmt.value} or pick another engine",
+                at="build.format",
+            )
+        if self.build.precision not in precisions:
+            allowed = ", ".join(p.value for p in Precision if p in precisions)
+            raise Conflict(
+                f"runtime.engine {engine} cannot run precision {self.build.precision.value}: "
+                f"set build.precision to one of {allowed}",
+                at="build.precision",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def microcontroller_has_micro(self) -> "Profile":
+        if self.build.format is Format.tflite_micro:
+            if self.micro is None:
+                raise Conflict(
+                    "a tflite-micro profile needs a `micro:` section (runtime_code_kb, reserved_ram_kb, cycles_per_mac)",
+                    at="build.format",
+                )
+            if self.hardware.flash_kb is None or self.hardware.ram_kb is None:
+                raise Conflict("a tflite-micro profile needs hardware.flash_kb and hardware.ram_kb", at="hardware")
+        return self

@@ -1,0 +1,300 @@
+"""Find target profiles, resolve `extends`, and validate them with errors that point at the YAML.
+
+Search order: ``./targets/``, then the user config directory, then the built-ins shipped with
+edgepack. The first file with a name wins; later ones are shadowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import MarkedYAMLError
+
+from edgepack.errors import ProfileError
+from edgepack.profile.schema import Conflict, Profile
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+Location = tuple[Path, int, int]  # file, 1-based line, 1-based column
+
+
+def builtin_dir() -> Path:
+    """Return the directory of the built-in profiles (inside the wheel, or the source tree)."""
+    shipped = PACKAGE_DIR / "_builtin_targets"
+    return shipped if shipped.is_dir() else PACKAGE_DIR.parent / "targets"
+
+
+def user_dir() -> Path:
+    """Return the user's own profile directory (``<user config dir>/targets``)."""
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir("edgepack")) / "targets"
+
+
+@dataclass(frozen=True)
+class SearchDir:
+    origin: str  # "project", "user" or "builtin"
+    path: Path
+
+
+def default_search_dirs() -> list[SearchDir]:
+    """Return the profile directories in search order, without duplicates."""
+    dirs = [
+        SearchDir("project", Path.cwd() / "targets"),
+        SearchDir("user", user_dir()),
+        SearchDir("builtin", builtin_dir()),
+    ]
+    seen: set[Path] = set()
+    unique = []
+    for d in reversed(dirs):  # the built-in origin wins when ./targets *is* the built-in dir
+        real = d.path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(d)
+    return list(reversed(unique))
+
+
+@dataclass(frozen=True)
+class ProfileSource:
+    name: str
+    path: Path
+    origin: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.origin == "builtin"
+
+
+@dataclass
+class LoadedProfile:
+    profile: Profile
+    source: ProfileSource
+    chain: list[Path] = field(default_factory=list)  # the file, then its bases
+
+
+def read_yaml(path: Path) -> CommentedMap:
+    """Read one profile file as a round-trip mapping (comments and line numbers kept)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such file", hint="check the path") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read it: {exc.strerror}") from None
+    try:
+        doc = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ProfileError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, CommentedMap):
+        raise ProfileError(f"{path}:1:1: a target profile must be a mapping of keys to values")
+    return doc
+
+
+class Catalog:
+    """The profiles visible from a list of search directories."""
+
+    def __init__(self, dirs: list[SearchDir] | None = None):
+        self.dirs = default_search_dirs() if dirs is None else dirs
+
+    def candidates(self) -> dict[str, list[ProfileSource]]:
+        """Return every profile file by name, in search order (the first one wins)."""
+        found: dict[str, list[ProfileSource]] = {}
+        for d in self.dirs:
+            if not d.path.is_dir():
+                continue
+            for path in sorted(d.path.glob("*.yaml")):
+                found.setdefault(path.stem, []).append(ProfileSource(path.stem, path, d.origin))
+        return found
+
+    def sources(self) -> dict[str, ProfileSource]:
+        """Return the winning file for every profile name, sorted by name."""
+        return {name: srcs[0] for name, srcs in sorted(self.candidates().items())}
+
+    def find(self, name: str, below: Path | None = None) -> ProfileSource:
+        """Return the file for NAME; with ``below``, only files that come after that one in the search."""
+        candidates = self.candidates()
+        options = candidates.get(name, [])
+        if below is not None:
+            paths = [s.path for s in options]
+            options = options[paths.index(below) + 1 :] if below in paths else options
+        if options:
+            return options[0]
+        close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "run `edgepack targets list` to see the targets"
+        raise ProfileError(f"unknown target '{name}'", hint=hint)
+
+    def load(self, name: str) -> LoadedProfile:
+        """Find, resolve and validate the profile NAME."""
+        return self._load(self.find(name))
+
+    def load_path(self, path: Path) -> LoadedProfile:
+        """Resolve and validate the profile file at PATH; its bases are looked up next to it first."""
+        path = Path(path)
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such file", hint="check the path")
+        local = SearchDir("project", path.resolve().parent)
+        catalog = Catalog([local] + [d for d in self.dirs if d.path.resolve() != local.path])
+        return catalog._load(ProfileSource(path.stem, path.resolve(), "project"))
+
+    def resolved_data(self, source: ProfileSource) -> tuple[dict[str, Any], dict[tuple, Location], list[Path]]:
+        """Merge SOURCE over its chain of bases; return the data, where each key came from, and the chain."""
+        chain: list[ProfileSource] = []
+        current: ProfileSource | None = source
+        docs: list[CommentedMap] = []
+        while current is not None:
+            if current.path in [s.path for s in chain]:
+                names = " -> ".join(str(s.path) for s in chain + [current])
+                raise ProfileError(f"extends cycle: {names}", hint="remove `extends` from one of these files")
+            chain.append(current)
+            doc = read_yaml(current.path)
+            docs.append(doc)
+            base = doc.get("extends")
+            if base is None:
+                current = None
+            elif not isinstance(base, str):
+                line, col = _key_position(doc, "extends")
+                raise ProfileError(f"{current.path}:{line}:{col}: extends: must be the name of a profile")
+            else:
+                try:
+                    current = self.find(base, below=current.path if base == current.name else None)
+                except ProfileError as exc:
+                    line, col = _key_position(doc, "extends")
+                    raise ProfileError(
+                        f"{current.path}:{line}:{col}: extends: base profile '{base}' not found", hint=exc.hint
+                    ) from None
+
+        merged: dict[str, Any] = {}
+        where: dict[tuple, Location] = {}
+        for src, doc in zip(reversed(chain), reversed(docs)):
+            _merge(merged, doc, where, src.path, ())
+        merged["name"] = source.name
+        return merged, where, [s.path for s in chain]
+
+    def _load(self, source: ProfileSource) -> LoadedProfile:
+        data, where, chain = self.resolved_data(source)
+        # The file name is the profile's name; a `name:` key, where written, must agree with it.
+        own = read_yaml(source.path).get("name", source.name)
+        if own != source.name:
+            line, col = _key_position(read_yaml(source.path), "name")
+            raise ProfileError(
+                f"{source.path}:{line}:{col}: name: '{own}' does not match the file name '{source.name}'",
+                hint=f"rename the file to {own}.yaml or set name: {source.name}",
+            )
+        data["name"] = source.name
+        try:
+            profile = Profile.model_validate(data)
+        except ValidationError as exc:
+            problems = [_describe(err, where, source.path) for err in exc.errors()]
+            head = problems[0] if len(problems) == 1 else f"{source.path}: {len(problems)} problems in target profile '{source.name}'"
+            raise ProfileError(
+                head,
+                hint="fix the profile; `edgepack targets schema` prints every key it may have",
+                details=problems if len(problems) > 1 else [],
+            ) from None
+        return LoadedProfile(profile, source, chain)
+
+
+def _key_position(doc: CommentedMap, key: str) -> tuple[int, int]:
+    try:
+        line, col = doc.lc.key(key)
+        return line + 1, col + 1
+    except (KeyError, AttributeError, TypeError):
+        return 1, 1
+
+
+def _merge(into: dict, doc: Any, where: dict[tuple, Location], path: Path, prefix: tuple) -> None:
+    """Deep-merge DOC into INTO (mappings merge, everything else replaces), recording key locations."""
+    for key, value in doc.items():
+        loc = prefix + (key,)
+        line, col = _key_position(doc, key)
+        where[loc] = (path, line, col)
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, where, path, loc)
+        elif isinstance(value, dict):
+            into[key] = {}
+            _merge(into[key], value, where, path, loc)
+        else:
+            into[key] = _plain(value)
+            if isinstance(value, list):
+                for i in range(len(value)):
+                    try:
+                        line, col = value.lc.item(i)
+                        where[loc + (i,)] = (path, line + 1, col + 1)
+                    except (AttributeError, KeyError, TypeError):
+                        pass
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _describe(err: dict, where: dict[tuple, Location], top: Path) -> str:
+    """Turn one pydantic error into `file:line:col: key.path: message (did you mean ...)`."""
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, Conflict):
+        loc = loc + cause.at
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    message = str(cause) if cause is not None else err["msg"]
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key '{loc[-1]}'"
+        close = difflib.get_close_matches(str(loc[-1]), _fields_at(Profile, loc[:-1]), n=1, cutoff=0.6)
+        message += f" (did you mean '{close[0]}'?)" if close else f"; allowed keys: {', '.join(_fields_at(Profile, loc[:-1]))}"
+    elif kind == "enum":
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", ""))
+        close = difflib.get_close_matches(str(err.get("input")), choices, n=1, cutoff=0.5)
+        message = f"unknown value '{err.get('input')}'"
+        message += f" (did you mean '{close[0]}'?)" if close else ""
+        message += f"; expected one of: {', '.join(choices)}"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    file, line, col = _nearest(loc, where, top)
+    return f"{file}:{line}:{col}: {key}: {message}"
+
+
+def _nearest(loc: tuple, where: dict[tuple, Location], top: Path) -> Location:
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in where:
+            return where[loc[:n]]
+    return (top, 1, 1)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Return the keys allowed at LOC inside MODEL (empty when LOC leaves the models)."""
+    for part in loc:
+        info = model.model_fields.get(str(part))
+        if info is None:
+            return []
+        nested = [a for a in (info.annotation, *typing.get_args(info.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def load_target(name: str) -> Profile:
+    """Find, resolve and validate the target profile NAME.
+
+    Raises:
+        ProfileError: unknown name, unreadable or invalid profile.
+    """
+    return Catalog().load(name).profile
