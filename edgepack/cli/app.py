@@ -46,7 +46,7 @@ class ErrorBoundary(TyperGroup):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so briefly; the traceback is one variable away
-            if _debug() or getattr(exc, "__module__", "").startswith("click"):
+            if _debug() or type(exc).__module__.startswith(("click", "typer")):  # usage errors
                 raise
             from edgepack.cli.render import err_console
 
@@ -65,15 +65,21 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from edgepack import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Build, package and measure ML models for edge devices."""
 
 
 def _register() -> None:

@@ -106,6 +106,11 @@ class Catalog:
 
     def __init__(self, dirs: list[SearchDir] | None = None):
         self.dirs = default_search_dirs() if dirs is None else dirs
+        # Documents to use instead of what is on disk: lets an edit be validated before it is written.
+        self.overlay: dict[Path, CommentedMap] = {}
+
+    def read(self, path: Path) -> CommentedMap:
+        return self.overlay[path] if path in self.overlay else read_yaml(path)
 
     def candidates(self) -> dict[str, list[ProfileSource]]:
         """Return every profile file by name, in search order (the first one wins)."""
@@ -157,19 +162,19 @@ class Catalog:
                 names = " -> ".join(str(s.path) for s in chain + [current])
                 raise ProfileError(f"extends cycle: {names}", hint="remove `extends` from one of these files")
             chain.append(current)
-            doc = read_yaml(current.path)
+            doc = self.read(current.path)
             docs.append(doc)
             base = doc.get("extends")
             if base is None:
                 current = None
             elif not isinstance(base, str):
-                line, col = _key_position(doc, "extends")
+                line, col = _key_position(doc, "extends") or (1, 1)
                 raise ProfileError(f"{current.path}:{line}:{col}: extends: must be the name of a profile")
             else:
                 try:
                     current = self.find(base, below=current.path if base == current.name else None)
                 except ProfileError as exc:
-                    line, col = _key_position(doc, "extends")
+                    line, col = _key_position(doc, "extends") or (1, 1)
                     raise ProfileError(
                         f"{current.path}:{line}:{col}: extends: base profile '{base}' not found", hint=exc.hint
                     ) from None
@@ -184,9 +189,10 @@ class Catalog:
     def _load(self, source: ProfileSource) -> LoadedProfile:
         data, where, chain = self.resolved_data(source)
         # The file name is the profile's name; a `name:` key, where written, must agree with it.
-        own = read_yaml(source.path).get("name", source.name)
+        own_doc = self.read(source.path)
+        own = own_doc.get("name", source.name)
         if own != source.name:
-            line, col = _key_position(read_yaml(source.path), "name")
+            line, col = _key_position(own_doc, "name") or (1, 1)
             raise ProfileError(
                 f"{source.path}:{line}:{col}: name: '{own}' does not match the file name '{source.name}'",
                 hint=f"rename the file to {own}.yaml or set name: {source.name}",
@@ -205,20 +211,22 @@ class Catalog:
         return LoadedProfile(profile, source, chain)
 
 
-def _key_position(doc: CommentedMap, key: str) -> tuple[int, int]:
+def _key_position(doc: CommentedMap, key: str) -> tuple[int, int] | None:
+    """Return the 1-based line and column of KEY in DOC; None for a key not read from a file."""
     try:
         line, col = doc.lc.key(key)
         return line + 1, col + 1
     except (KeyError, AttributeError, TypeError):
-        return 1, 1
+        return None
 
 
 def _merge(into: dict, doc: Any, where: dict[tuple, Location], path: Path, prefix: tuple) -> None:
     """Deep-merge DOC into INTO (mappings merge, everything else replaces), recording key locations."""
     for key, value in doc.items():
         loc = prefix + (key,)
-        line, col = _key_position(doc, key)
-        where[loc] = (path, line, col)
+        pos = _key_position(doc, key)
+        if pos:
+            where[loc] = (path, *pos)
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _merge(into[key], value, where, path, loc)
         elif isinstance(value, dict):

@@ -1,0 +1,128 @@
+"""`edgepack targets ...` end to end through the CLI, including exit codes and error output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from edgepack.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_list_shows_every_family_with_its_source():
+    result = run("targets", "list", "--json")
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert {"phone", "raspberry-pi", "jetson", "microcontroller"} <= {r["family"] for r in rows.values()}
+    assert rows["pixel-8"]["precision"] == "fp16" and rows["pixel-8"]["origin"] == "builtin"
+
+
+def test_list_filters_by_family_and_rejects_unknown_family():
+    rows = json.loads(run("targets", "list", "--family", "jetson", "--json").stdout)
+    assert {r["family"] for r in rows} == {"jetson"} and len(rows) >= 3
+    result = run("targets", "list", "--family", "jetsn")
+    assert result.exit_code == 2 and "did you mean jetson?" in result.output
+
+
+def test_list_shows_which_file_won(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "pixel-8.yaml").write_text("extends: phone\n")
+    rows = {r["name"]: r for r in json.loads(run("targets", "list", "--json").stdout)}
+    assert rows["pixel-8"]["origin"] == "project"
+    assert rows["pixel-8"]["file"] == str(isolated_user_dirs / "targets" / "pixel-8.yaml")
+
+
+def test_show_prints_as_written_or_resolved():
+    plain = run("targets", "show", "raspberry-pi-4")
+    assert plain.exit_code == 0 and "extends: raspberry-pi" in plain.output and "engine" not in plain.output
+    resolved = run("targets", "show", "raspberry-pi-4", "--resolved")
+    assert resolved.exit_code == 0 and "engine: tflite" in resolved.output and "precision: int8" in resolved.output
+
+
+def test_unknown_target_exits_2_with_did_you_mean_and_no_traceback():
+    result = run("targets", "show", "pixel8")
+    assert result.exit_code == 2
+    assert "unknown target 'pixel8'" in result.output and "did you mean pixel-8" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_all_builtins_passes():
+    result = run("targets", "validate")
+    assert result.exit_code == 0 and "ok      cortex-m4" in result.output
+
+
+def test_validate_lists_every_problem_and_exits_2(isolated_user_dirs):
+    bad = isolated_user_dirs / "bad.yaml"
+    bad.write_text("extends: raspberry-pi-4\nbuild:\n  precison: fp16\nruntime:\n  threads: lots\n")
+    good = isolated_user_dirs / "good.yaml"
+    good.write_text("extends: raspberry-pi-4\n")
+    result = run("targets", "validate", str(bad), str(good))
+    assert result.exit_code == 2
+    assert f"{bad}:3:3: build.precison: unknown key" in result.output
+    assert f"{bad}:5:3: runtime.threads:" in result.output
+    assert "ok      good" in result.output and "1 of 2 profiles are invalid" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_a_missing_file_exits_2(isolated_user_dirs):
+    result = run("targets", "validate", "nope.yaml")
+    assert result.exit_code == 2 and "nope.yaml: no such file" in result.output
+
+
+def test_new_then_set_then_show(isolated_user_dirs):
+    assert run("targets", "new", "lab", "--from", "pixel-8").exit_code == 0
+    assert run("targets", "set", "lab", "build.precision=int8", "runtime.delegates=[xnnpack]").exit_code == 0
+    resolved = run("targets", "show", "lab", "--resolved").output
+    assert "precision: int8" in resolved and "- xnnpack" in resolved and "- gpu" not in resolved
+    again = run("targets", "new", "lab", "--from", "pixel-8")
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_set_invalid_value_exits_2_and_leaves_the_file(isolated_user_dirs):
+    run("targets", "new", "lab", "--from", "pixel-8")
+    path = isolated_user_dirs / "targets" / "lab.yaml"
+    before = path.read_text()
+    result = run("targets", "set", "lab", "build.io_dtype=int8")
+    assert result.exit_code == 2 and "needs precision int8" in result.output
+    assert path.read_text() == before
+
+
+def test_set_refuses_builtins_with_a_hint():
+    result = run("targets", "set", "pixel-8", "build.precision=int8")
+    assert result.exit_code == 2 and "edgepack targets new" in result.output
+
+
+def test_schema_is_json_schema_of_the_profile():
+    schema = json.loads(run("targets", "schema").stdout)
+    assert schema["title"] == "Profile"
+    assert {"build", "runtime", "budgets", "hardware"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+
+
+def test_debug_variable_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv("EDGEPACK_DEBUG", "1")
+    result = run("targets", "show", "pixel8")
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_cli_start_does_not_import_heavy_libraries():
+    code = (
+        "import sys, edgepack.cli.app\n"
+        "heavy = [m for m in ('tensorflow', 'onnxruntime', 'tf2onnx', 'keras', 'onnx') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "edgepack", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == __import__("edgepack").__version__
