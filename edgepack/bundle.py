@@ -46,7 +46,7 @@ class FileEntry(BaseModel):
     sha256: str
 
 
-class SourceModel(BaseModel):
+class SourceInfo(BaseModel):
     path: str
     kind: str  # keras, savedmodel, onnx
     sha256: str
@@ -64,7 +64,7 @@ class Manifest(BaseModel):
     artifact: str  # file name of the model the runtime loads
     format: str
     precision: str
-    source: SourceModel
+    source: SourceInfo
     profile: dict[str, Any]  # the resolved profile
     build: dict[str, Any]  # settings actually used (after the plan), incl. data and scaling
     inputs: list[TensorSpec]
@@ -87,6 +87,15 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def temp_dir_beside(path: Path) -> Path:
+    """Make an empty directory next to PATH (same file system, so a rename can replace PATH)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
+    return tmp
+
+
 def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | bytes], reference: dict) -> Path:
     """Write a bundle atomically: into a temporary sibling directory, then renamed into place.
 
@@ -103,7 +112,7 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)
     try:
         for name, content in files.items():
             if isinstance(content, bytes):

@@ -1,0 +1,219 @@
+"""The build: load, prune, fine-tune, convert, verify, package — with a cache in front."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgepack import __version__
+from edgepack.build import cache
+from edgepack.build.plan import Plan, make_plan
+from edgepack.build.prune import PruneReport
+from edgepack.bundle import Manifest, SourceInfo, now_utc, read_manifest, write_bundle
+from edgepack.profile.schema import Profile
+from edgepack.quiet import quiet
+from edgepack.profile.store import Catalog
+
+# Called as on_stage(name, detail, seconds): seconds is None when the stage starts.
+OnStage = Callable[[str, str, Optional[float]], None]
+REFERENCE_SAMPLES = 8
+MAX_EVAL_SAMPLES = 2000
+SYNTHETIC_SAMPLES = 64
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy")
+
+
+@dataclass
+class BuildResult:
+    bundle: Path
+    manifest: Manifest
+    cached: bool
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.manifest.status == "ok"
+
+    @property
+    def failures(self) -> list[str]:
+        return list(self.manifest.fidelity.get("failures", []))
+
+    @property
+    def size_bytes(self) -> int:
+        return next(f.bytes for f in self.manifest.files if f.path == self.manifest.artifact)
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"edgepack": __version__}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def build(
+    model: Path,
+    target: str,
+    data: Path | None = None,
+    eval_data: Path | None = None,
+    out: Path | None = None,
+    use_cache: bool = True,
+    synthetic_calibration: bool = False,
+    on_stage: OnStage | None = None,
+    catalog: Catalog | None = None,
+) -> BuildResult:
+    """Build MODEL for TARGET into a bundle directory.
+
+    A build that misses a budget still writes its bundle (status "failed") for inspection; the
+    result says so, and the caller decides the exit code.
+
+    Raises:
+        EdgepackError: bad input of any kind, before anything is written.
+    """
+    from edgepack.model.source import sha256_path
+
+    profile = (catalog or Catalog()).load(target).profile
+    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration)
+    report = on_stage or (lambda *_: None)
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str, detail: str = ""):
+        report(name, detail, None)
+        start = time.perf_counter()
+        with quiet():
+            yield
+        timings[name] = time.perf_counter() - start
+        report(name, detail, timings[name])
+
+    tools = tool_versions()
+    key = None
+    if use_cache:
+        data_sha = ":".join(sha256_path(Path(p)) if p else "-" for p in (data, eval_data))
+        settings = {"profile": profile.model_dump(mode="json"), "synthetic": synthetic_calibration}
+        key = cache.cache_key(sha256_path(plan.model), data_sha, settings, tools)
+        if cache.lookup(key):
+            with stage("cache", "hit: an identical build is cached"):
+                cache.restore(key, plan.out)
+            return BuildResult(plan.out, read_manifest(plan.out), cached=True, stage_seconds=timings)
+
+    manifest, files, reference = _run(plan, profile, tools, stage)
+    with stage("package", f"{plan.out}/"):
+        write_bundle(plan.out, manifest, files, reference)
+        if key and manifest.status == "ok":
+            cache.store(plan.out, key)
+    return BuildResult(plan.out, read_manifest(plan.out), cached=False, stage_seconds=timings)
+
+
+def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
+    from edgepack.build.convert.tflite import export_tflite
+    from edgepack.build.verify import TfliteRunner, check_size, verify_tflite
+    from edgepack.model.data import load_data, split, synthetic
+    from edgepack.model.source import load_model
+
+    b = profile.build
+    notes: list[str] = []
+    with stage("load", str(plan.model)):
+        original = load_model(plan.model)
+        if plan.data:
+            calibration, evaluation = split(
+                load_data(plan.data, original.inputs),
+                b.calibration_samples,
+                load_data(plan.eval_data, original.inputs) if plan.eval_data else None,
+            )
+        else:
+            calibration = evaluation = synthetic(original.inputs, SYNTHETIC_SAMPLES)
+            notes.append("no data given: verified on SYNTHETIC random inputs, which says little about accuracy")
+            if plan.synthetic_calibration:
+                notes.append("int8 calibrated on SYNTHETIC random inputs: activation ranges are guesses; expect lower accuracy")
+        if len(evaluation) > MAX_EVAL_SAMPLES:
+            evaluation = evaluation.take(np.arange(MAX_EVAL_SAMPLES))
+
+    model, prune_report = original, None
+    if b.prune.sparsity > 0 or b.prune.channels > 0:
+        model, prune_report = _prune(original, calibration, profile, stage)
+
+    with stage("convert", f"{b.format.value} {b.precision.value}"):
+        content = export_tflite(model, b.precision, b.io_dtype, calibration)
+
+    with stage("verify", f"{len(evaluation)} samples"):
+        fidelity = verify_tflite(original, content, evaluation, profile.budgets.max_accuracy_drop)
+        fidelity.failures += check_size(len(content), profile.budgets)
+        fidelity.passed = not fidelity.failures
+        inputs, outputs = TfliteRunner(content).specs()
+
+    n_ref = min(REFERENCE_SAMPLES, len(evaluation))
+    ref_inputs = [x[:n_ref] for x in evaluation.x]
+    reference = {f"in_{i}": x for i, x in enumerate(ref_inputs)}
+    reference.update({f"out_{i}": y for i, y in enumerate(original.predict(ref_inputs))})
+
+    settings = b.model_dump(mode="json")
+    settings.update(
+        data=str(plan.data) if plan.data else None,
+        eval_data=str(plan.eval_data) if plan.eval_data else None,
+        calibration_samples_used=len(calibration),
+        evaluation_samples=len(evaluation),
+        synthetic_calibration=plan.synthetic_calibration,
+        data_preparation=evaluation.notes,
+    )
+    if prune_report:
+        settings["prune_result"] = prune_report.__dict__
+    manifest = Manifest(
+        created=now_utc(),
+        status="ok" if fidelity.passed else "failed",
+        target=profile.name,
+        artifact="model.tflite",
+        format=b.format.value,
+        precision=b.precision.value,
+        source=SourceInfo(path=str(plan.model), kind=original.kind, sha256=original.sha256, params=original.params),
+        profile=profile.model_dump(mode="json"),
+        build=settings,
+        inputs=inputs,
+        outputs=outputs,
+        fidelity=fidelity.to_dict(),
+        tools=tools,
+        notes=notes + fidelity.failures,
+    )
+    return manifest, {"model.tflite": content}, reference
+
+
+def _prune(original, calibration, profile: Profile, stage):
+    from edgepack.build import prune
+    from edgepack.errors import BuildError
+
+    p = profile.build.prune
+    if original.keras_model is None:
+        raise BuildError(
+            f"{original.path}: pruning needs a Keras model; a SavedModel has no layers edgepack can edit",
+            hint="build from the .keras file, or set build.prune.sparsity and build.prune.channels to 0",
+        )
+    import keras
+
+    from edgepack.model.source import SourceModel
+
+    with stage("prune", f"sparsity {p.sparsity:.0%}, channels {p.channels:.0%}"):
+        working = keras.models.clone_model(original.keras_model)
+        working.set_weights(original.keras_model.get_weights())
+        removed: dict[str, int] = {}
+        if p.channels > 0:
+            working, removed = prune.channel_prune(working, p.channels)
+        masks = prune.magnitude_masks(working, p.sparsity) if p.sparsity > 0 else []
+    if p.fine_tune_epochs > 0:
+        targets, loss, how = prune.recovery_objective(original.predict(calibration.x), calibration.y)
+        with stage("fine-tune", f"{p.fine_tune_epochs} epochs, {how}"):
+            prune.fine_tune(working, calibration.x, targets, loss, p.fine_tune_epochs, masks)
+    report = PruneReport(
+        params_before=original.params,
+        params_after=int(working.count_params()),
+        sparsity=prune.measured_sparsity(masks) if masks else 0.0,
+        channels_removed=removed,
+    )
+    pruned = SourceModel(original.path, "keras", original.sha256, original.inputs, original.outputs, keras_model=working)
+    return pruned, report

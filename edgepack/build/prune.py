@@ -1,0 +1,200 @@
+"""Prune Keras 3 models: per-layer magnitude sparsity, and structured channel removal.
+
+tensorflow-model-optimization cannot prune Keras 3 models, so this is edgepack's own:
+- magnitude: zero the smallest weights of each Dense/Conv kernel; masks are re-applied after
+  every fine-tuning step so pruned weights stay zero;
+- channels: drop the conv filters / dense units with the smallest L1 norm and rebuild a smaller
+  model from the surviving weights. This really cuts latency and memory, but only works where
+  every layer feeds the next (a chain); a branch or a merge is refused, naming the layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import BuildError
+
+# Layers that carry channels through unchanged and have no weights to slice.
+_PASS_THROUGH = {
+    "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Dropout", "SpatialDropout2D",
+    "MaxPooling2D", "AveragePooling2D", "MaxPooling1D", "AveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
+    "ZeroPadding2D", "Cropping2D", "Identity", "GaussianNoise", "Rescaling",
+}
+
+
+@dataclass
+class PruneReport:
+    params_before: int
+    params_after: int
+    sparsity: float = 0.0  # fraction of zeros in the pruned kernels
+    channels_removed: dict[str, int] = field(default_factory=dict)  # layer -> filters/units removed
+
+
+def prunable_kernels(model) -> list[Any]:
+    """Return the kernel variables magnitude pruning applies to (Dense and convolution kernels)."""
+    import keras
+
+    kernels = []
+    for layer in _all_layers(model):
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
+            kernels.append(layer.kernel)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            kernels.append(layer.depthwise_kernel)
+    return kernels
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def magnitude_masks(model, sparsity: float) -> list[tuple[Any, np.ndarray]]:
+    """Zero the fraction SPARSITY of smallest-magnitude weights in each kernel; return (kernel, mask) pairs."""
+    masks = []
+    for kernel in prunable_kernels(model):
+        w = np.asarray(kernel.numpy())
+        k = int(round(sparsity * w.size))
+        mask = np.ones(w.size, dtype=w.dtype)
+        if k > 0:
+            mask[np.argpartition(np.abs(w).ravel(), k - 1)[:k]] = 0
+        mask = mask.reshape(w.shape)
+        kernel.assign(w * mask)
+        masks.append((kernel, mask))
+    return masks
+
+
+def measured_sparsity(masks: list[tuple[Any, np.ndarray]]) -> float:
+    """Return the fraction of zero weights over all masked kernels."""
+    total = sum(m.size for _, m in masks)
+    zeros = sum(int(np.count_nonzero(np.asarray(k.numpy()) == 0)) for k, _ in masks)
+    return zeros / total if total else 0.0
+
+
+def fine_tune(model, x: list[np.ndarray], targets: np.ndarray, loss: str, epochs: int, masks=None) -> None:
+    """Train MODEL for EPOCHS on (X, TARGETS), re-applying MASKS after every step."""
+    import keras
+
+    class KeepMasks(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for kernel, mask in masks or []:
+                kernel.assign(kernel * mask)
+
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-4), loss=loss)
+    model.fit(x if len(x) > 1 else x[0], targets, epochs=epochs, batch_size=32, verbose=0, shuffle=True, callbacks=[KeepMasks()])
+
+
+def recovery_objective(original_outputs: list[np.ndarray], labels: np.ndarray | None) -> tuple[np.ndarray, str, str]:
+    """Choose what fine-tuning trains towards: the labels where they fit one classifier output,
+    otherwise the original model's outputs (distillation). Returns (targets, loss, description)."""
+    out = original_outputs[0]
+    if labels is not None and len(original_outputs) == 1 and out.ndim == 2 and out.shape[1] > 1:
+        probabilities = bool(np.all(out >= 0) and np.allclose(out.sum(axis=1), 1, atol=1e-3))
+        if probabilities:
+            return labels, "sparse_categorical_crossentropy", "labels"
+        import keras
+
+        return labels, keras.losses.SparseCategoricalCrossentropy(from_logits=True), "labels"
+    return (original_outputs if len(original_outputs) > 1 else out), "mse", "distillation from the original outputs"
+
+
+def channel_prune(model, fraction: float):
+    """Return a smaller copy of MODEL without the FRACTION of filters/units with the smallest L1 norm.
+
+    The last Dense/Conv layer keeps all its units (it defines the model's outputs).
+
+    Raises:
+        BuildError: the model is not a chain of layers, or holds a layer whose channels cannot be sliced.
+    """
+    import keras
+
+    chain = _chain(model)
+    kinds = (keras.layers.Conv2D, keras.layers.Conv1D, keras.layers.Dense)
+    prunable = [i for i, layer in enumerate(chain) if type(layer) in kinds]
+    if len(prunable) < 2:
+        raise BuildError("channel pruning needs at least two Dense/Conv layers (the last one is never pruned)")
+    keep: np.ndarray | None = None  # channels of the current tensor that survive
+    removed: dict[str, int] = {}
+    rebuilt = []
+    for i, layer in enumerate(chain):
+        weights = layer.get_weights()
+        config = layer.get_config()
+        name = type(layer).__name__
+        if type(layer) in kinds:
+            kernel = weights[0] if keep is None else np.take(weights[0], keep, axis=-2)
+            rest = weights[1:]
+            keep = None
+            if i != prunable[-1]:
+                units = kernel.shape[-1]
+                n_keep = max(1, units - int(round(fraction * units)))
+                norms = np.abs(kernel).reshape(-1, units).sum(axis=0)
+                keep = np.sort(np.argsort(-norms, kind="stable")[:n_keep])
+                kernel = kernel[..., keep]
+                rest = [b[keep] for b in rest]
+                config["filters" if "filters" in config else "units"] = n_keep
+                removed[layer.name] = units - n_keep
+            weights = [kernel, *rest]
+        elif name == "BatchNormalization":
+            weights = weights if keep is None else [w[keep] for w in weights]
+        elif name == "DepthwiseConv2D":
+            if config.get("depth_multiplier", 1) != 1:
+                raise BuildError(f"channel pruning: layer '{layer.name}' (DepthwiseConv2D) has depth_multiplier > 1, which it cannot slice")
+            if keep is not None:
+                weights = [np.take(weights[0], keep, axis=2), *[b[keep] for b in weights[1:]]]
+        elif name == "Flatten":
+            if keep is not None:
+                shape = layer.input.shape[1:]
+                positions = int(np.prod(shape[:-1]))
+                keep = (np.arange(positions)[:, None] * shape[-1] + keep[None, :]).ravel()
+        elif name not in _PASS_THROUGH or weights:
+            raise BuildError(
+                f"channel pruning: layer '{layer.name}' ({name}) is not supported",
+                hint="set build.prune.channels: 0 and use build.prune.sparsity instead",
+            )
+        rebuilt.append((type(layer).from_config(config), weights))
+
+    inputs = keras.Input(shape=model.inputs[0].shape[1:], dtype=model.inputs[0].dtype, name=model.inputs[0].name)
+    x = inputs
+    for new_layer, _ in rebuilt:
+        x = new_layer(x)
+    smaller = keras.Model(inputs, x, name=f"{model.name}_pruned")
+    for new_layer, weights in rebuilt:
+        new_layer.set_weights(weights)
+    return smaller, removed
+
+
+def _chain(model) -> list:
+    """Return MODEL's layers in order if each one takes the previous one's output; refuse branches."""
+    import keras
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise BuildError(
+            f"channel pruning supports models with one input and one output ({len(model.inputs)} in, {len(model.outputs)} out)",
+            hint="set build.prune.channels: 0 and use build.prune.sparsity instead",
+        )
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    previous = model.inputs[0]
+    for layer in layers:
+        inputs = layer.input
+        if isinstance(inputs, (list, tuple)):
+            raise BuildError(
+                f"channel pruning: layer '{layer.name}' ({type(layer).__name__}) merges {len(inputs)} branches, "
+                "whose channels would have to be pruned together",
+                hint="set build.prune.channels: 0 and use build.prune.sparsity instead",
+            )
+        if inputs is not previous:
+            raise BuildError(
+                f"channel pruning: layer '{layer.name}' ({type(layer).__name__}) does not take the output of the "
+                "layer before it: the model branches there",
+                hint="set build.prune.channels: 0 and use build.prune.sparsity instead",
+            )
+        if hasattr(layer, "layers"):
+            raise BuildError(f"channel pruning: layer '{layer.name}' is a nested model, which it cannot slice")
+        previous = layer.output
+    return layers

@@ -1,0 +1,105 @@
+"""`edgepack build`: turn a trained model into a verified bundle for a target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgepack.cli.render import console, err_console
+from edgepack.errors import GateFailed
+
+
+def build_command(
+    model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
+    target: str = typer.Option(..., "--target", "-t", help="Target profile name (edgepack targets list)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Separate evaluation data (same formats)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Bundle directory [default: build/<model>-<target>]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Build even if an identical build is cached."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and build nothing."),
+    synthetic_calibration: bool = typer.Option(
+        False, "--synthetic-calibration", help="Calibrate int8 on random inputs when there is no data (lower accuracy)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the build result as JSON."),
+) -> None:
+    """Prune, quantize and convert MODEL for a target, verify it, and write a bundle."""
+    if dry_run:
+        from edgepack.build.plan import make_plan
+        from edgepack.profile.store import Catalog
+
+        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration)
+        if as_json:
+            typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": [s.__dict__ for s in plan.stages]}, indent=2))
+            return
+        console.print(f"plan for [bold]{model}[/] -> [bold]{target}[/] (nothing is built)", highlight=False)
+        for i, s in enumerate(plan.stages, 1):
+            console.print(f"  {i}. {s.name:<10} {s.detail}", highlight=False)
+        return
+
+    from edgepack.build.pipeline import build
+
+    result = build(
+        model, target, data, eval_data, out, use_cache=not no_cache,
+        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else _show_stage,
+    )
+    if as_json:
+        typer.echo(json.dumps(build_summary(result), indent=2))
+    else:
+        render_build(result)
+    if not result.passed:
+        raise GateFailed(
+            f"build for {target} missed its budget: " + "; ".join(result.failures),
+            hint=f"the bundle is kept for inspection in {result.bundle}/ (status: failed)",
+        )
+
+
+def _show_stage(name: str, detail: str, seconds: float | None) -> None:
+    if seconds is None:
+        err_console.print(f"[dim]… {name:<10} {detail}[/]", highlight=False)
+    else:
+        err_console.print(f"[green]✓[/] {name:<10} {seconds:6.2f} s", highlight=False)
+
+
+def build_summary(result) -> dict:
+    m = result.manifest
+    return {
+        "bundle": str(result.bundle),
+        "status": m.status,
+        "cached": result.cached,
+        "target": m.target,
+        "format": m.format,
+        "precision": m.precision,
+        "artifact_bytes": result.size_bytes,
+        "fidelity": m.fidelity,
+        "prune": m.build.get("prune_result"),
+        "notes": m.notes,
+        "stage_seconds": result.stage_seconds,
+    }
+
+
+def render_build(result) -> None:
+    """Print a build's summary: what was made, how it compares with the original, where it is."""
+    m = result.manifest
+    f = m.fidelity
+    status = "[green]ok[/]" if result.passed else "[red]FAILED[/]"
+    cached = " (cache hit)" if result.cached else ""
+    console.print(f"{status} {m.target}: {m.format} {m.precision}, {result.size_bytes / 1024:.1f} KB{cached}", highlight=False)
+    parts = [f"{f['n_samples']} samples"]
+    if f.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {100 * f['top1_agreement']:.2f}%")
+    if f.get("accuracy_original") is not None:
+        parts.append(f"accuracy {100 * f['accuracy_original']:.2f}% -> {100 * f['accuracy_artifact']:.2f}%")
+    parts.append(f"max |err| {f['max_abs_error']:.4g}")
+    console.print("   verify: " + ", ".join(parts), highlight=False)
+    pr = m.build.get("prune_result")
+    if pr:
+        console.print(
+            f"   prune: params {pr['params_before']:,} -> {pr['params_after']:,}, sparsity {pr['sparsity']:.1%}",
+            highlight=False,
+        )
+    for note in m.notes:
+        console.print(f"   [yellow]note:[/] {note}", highlight=False)
+    console.print(f"   bundle: {result.bundle}/", highlight=False)

@@ -1,0 +1,149 @@
+"""Load the user's trained model: Keras (.keras, .h5) or a TensorFlow SavedModel directory.
+
+A `SourceModel` runs the original model (the reference for verification), describes its
+inputs and outputs, and hands the TFLite converter what it needs. TensorFlow is imported
+inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgepack.errors import ModelError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[Optional[int], ...]  # None for a dynamic dimension (the batch, usually)
+    dtype: str
+
+
+@dataclass
+class SourceModel:
+    """A loaded model. Outputs are named output_0, output_1, ... for Keras models (the names the
+    TFLite converter gives them) and by their signature keys for SavedModels."""
+
+    path: Path
+    kind: str  # "keras" or "savedmodel"
+    sha256: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    keras_model: Any = None  # a keras.Model, when there is one (needed to prune)
+    signature: Any = None  # the SavedModel's serving function
+    _keep: list = field(default_factory=list, repr=False)  # objects the signature needs alive
+
+    @property
+    def params(self) -> int | None:
+        return int(self.keras_model.count_params()) if self.keras_model is not None else None
+
+    def predict(self, xs: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
+        """Run the model on inputs (one array per input, batch first); return one array per output."""
+        n = len(xs[0])
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, n, batch_size):
+            batch = [x[start : start + batch_size] for x in xs]
+            chunks.append(self._run(batch))
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
+
+    def _run(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        if self.keras_model is not None:
+            out = self.keras_model(batch if len(batch) > 1 else batch[0], training=False)
+            out = out if isinstance(out, (list, tuple)) else [out]
+            return [np.asarray(o) for o in out]
+        import tensorflow as tf
+
+        kwargs = {spec.name: tf.constant(x, dtype=spec.dtype) for spec, x in zip(self.inputs, batch)}
+        result = self.signature(**kwargs)
+        return [result[o.name].numpy() for o in self.outputs]
+
+    def tflite_converter(self):
+        """Return a `tf.lite.TFLiteConverter` for this model."""
+        import tensorflow as tf
+
+        if self.keras_model is not None:
+            return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
+        return tf.lite.TFLiteConverter.from_saved_model(str(self.path))
+
+
+def sha256_path(path: Path) -> str:
+    """Hash a file, or every file of a directory with its relative path."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(path: Path) -> SourceModel:
+    """Load a Keras file or a SavedModel directory.
+
+    Raises:
+        ModelError: a missing path, a format edgepack does not read, or a file the loader rejects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file or directory", hint="check the model path")
+    if path.suffix == ".onnx":
+        raise ModelError(
+            f"{path}: ONNX models are not supported as input yet",
+            hint="pass the Keras (.keras, .h5) or SavedModel the ONNX file was exported from",
+        )
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ModelError(f"{path}: a directory but not a SavedModel (no saved_model.pb)", hint="pass a SavedModel directory or a .keras file")
+        return _load_savedmodel(path)
+    if path.suffix in KERAS_SUFFIXES:
+        return _load_keras(path)
+    raise ModelError(
+        f"{path}: unknown model format '{path.suffix}'",
+        hint="edgepack reads Keras .keras / .h5 files and SavedModel directories",
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _load_keras(path: Path) -> SourceModel:
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # the loader raises many types for a corrupt file
+        raise ModelError(
+            f"{path}: cannot load it as a Keras model: {_first_line(exc)}",
+            hint="check that the file is complete and was written by model.save()",
+        ) from None
+    inputs = [TensorInfo(t.name, tuple(t.shape), str(np.dtype(t.dtype))) for t in model.inputs]
+    outputs = [TensorInfo(f"output_{i}", tuple(t.shape), str(np.dtype(t.dtype))) for i, t in enumerate(model.outputs)]
+    return SourceModel(path, "keras", sha256_path(path), inputs, outputs, keras_model=model)
+
+
+def _load_savedmodel(path: Path) -> SourceModel:
+    import tensorflow as tf
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load the SavedModel: {_first_line(exc)}", hint="check the directory is complete") from None
+    signature = getattr(loaded, "signatures", {}).get("serving_default")
+    if signature is None:
+        raise ModelError(f"{path}: the SavedModel has no 'serving_default' signature", hint="save it with a serving signature")
+    _, kwargs = signature.structured_input_signature
+    inputs = [TensorInfo(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in sorted(kwargs.items())]
+    outs = signature.structured_outputs
+    outputs = [TensorInfo(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in sorted(outs.items())]
+    return SourceModel(path, "savedmodel", sha256_path(path), inputs, outputs, signature=signature, _keep=[loaded])
