@@ -83,9 +83,13 @@ def _root(
 
 
 def _register() -> None:
-    from edgepack.cli import targets
+    from edgepack.cli import build, targets
 
     app.add_typer(targets.app, name="targets")
+    app.command("build")(build.build_command)
+    from edgepack.cli import devices
+
+    app.add_typer(devices.app, name="devices")
 
 
 _register()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # long lines stay whole: paths and messages are copied from them
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fmt_num(value: float | None, digits: int = 2) -> str:

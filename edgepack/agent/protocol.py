@@ -1,0 +1,152 @@
+"""The agent's report, as the host reads it: pydantic models and `parse_report`.
+
+`edgepack_agent.py` (run on the device, never importing edgepack) writes this document; keep
+the two in sync. Every model forbids unknown keys, so a drift between them fails loudly in
+the test that validates a real agent report. Measurement fields are optional: a report with
+``ok: false`` carries what was measured before the failure, and ``errors`` says why.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgepack.errors import DeviceError
+
+PROTOCOL_VERSION = 1
+
+_AGENT_HINT = "run `python edgepack_agent.py BUNDLE_DIR` on the device by hand and read its stderr"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SystemInfo(Strict):
+    arch: Optional[str] = None
+    cpu_model: Optional[str] = None
+    cores: Optional[int] = None
+    cores_usable: Optional[int] = None  # CPU affinity: what a container or taskset leaves us
+    memory_total_mb: Optional[float] = None
+    os: Optional[str] = None
+    python: Optional[str] = None
+
+
+class RuntimeInfo(Strict):
+    name: str  # ai_edge_litert, tflite_runtime, tensorflow.lite, onnxruntime
+    version: Optional[str] = None
+    delegates: list[str] = []  # TFLite delegates actually applied (xnnpack is the built-in default)
+    providers: list[str] = []  # ONNX Runtime: session.get_providers()
+    threads: Optional[int] = None  # num_threads / intra_op_num_threads passed to the runtime
+
+
+class LoadTimes(Strict):
+    cold_ms: list[float] = []  # one fresh process each, model file evicted from the page cache
+    warm_ms: list[float] = []  # one fresh process each, page cache left as it is
+    in_process_ms: Optional[float] = None
+    cold_evicted: Optional[bool] = None  # None when no cold load was asked for
+    method: Optional[str] = None
+
+
+class LatencyStats(Strict):
+    samples: list[float]
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    warmup: int = Field(ge=0)
+    runs: int = Field(ge=1)
+    method: Optional[str] = None
+
+    @model_validator(mode="after")
+    def percentiles_are_ordered(self) -> LatencyStats:
+        if len(self.samples) != self.runs:
+            raise ValueError(f"runs is {self.runs} but {len(self.samples)} samples were sent")
+        if not (self.min <= self.p50 <= self.p90 <= self.p99 <= self.max):
+            raise ValueError("latency statistics out of order: need min <= p50 <= p90 <= p99 <= max")
+        return self
+
+
+class MemoryUse(Strict):
+    baseline_rss_mb: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    delta_mb: Optional[float] = None
+    method: str
+
+
+class Check(Strict):
+    n_samples: int = Field(ge=0)
+    max_abs_error: Optional[float] = None
+    mean_abs_error: Optional[float] = None
+    top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+
+
+class AgentReport(Strict):
+    protocol: int
+    ok: bool
+    errors: list[str] = []
+    notes: list[str] = []
+    system: Optional[SystemInfo] = None
+    runtime: Optional[RuntimeInfo] = None
+    load: Optional[LoadTimes] = None
+    first_inference_ms: Optional[float] = None
+    latency_ms: Optional[LatencyStats] = None
+    throughput_per_s: Optional[float] = None
+    memory: Optional[MemoryUse] = None
+    check: Optional[Check] = None
+
+    @model_validator(mode="after")
+    def ok_matches_errors(self) -> AgentReport:
+        if self.ok and self.errors:
+            raise ValueError("ok is true but errors are listed")
+        if not self.ok and not self.errors:
+            raise ValueError("ok is false but no error says why")
+        if self.ok and (self.runtime is None or self.load is None or self.latency_ms is None or self.memory is None):
+            raise ValueError("ok is true but runtime, load, latency_ms or memory is missing")
+        return self
+
+
+def parse_report(text: str) -> AgentReport:
+    """Parse the agent's stdout into a validated report.
+
+    Args:
+        text: everything the agent printed on stdout.
+
+    Returns:
+        The report; check ``ok`` and ``errors`` for a failed measurement.
+
+    Raises:
+        DeviceError: the text is not one JSON document, speaks another protocol version, or does
+            not match the report schema.
+    """
+    if not text.strip():
+        raise DeviceError("the agent printed nothing on stdout", hint=_AGENT_HINT)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DeviceError(
+            f"the agent's output is not one JSON document ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+            hint=_AGENT_HINT + "; stdout must carry the report and nothing else",
+        ) from None
+    if not isinstance(doc, dict):
+        raise DeviceError(f"the agent's report is a JSON {type(doc).__name__}, not an object", hint=_AGENT_HINT)
+    if doc.get("protocol") != PROTOCOL_VERSION:
+        raise DeviceError(
+            f"the agent speaks protocol {doc.get('protocol')!r}; this edgepack reads protocol {PROTOCOL_VERSION}",
+            hint="push the agent that ships with this edgepack version",
+        )
+    try:
+        return AgentReport.model_validate(doc)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(report)'}: {err['msg']}" for err in exc.errors()]
+        raise DeviceError(
+            f"the agent's report does not match protocol {PROTOCOL_VERSION}: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            hint="the agent and edgepack.agent.protocol disagree: push the agent from this edgepack version",
+            details=problems,
+        ) from None

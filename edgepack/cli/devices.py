@@ -1,0 +1,162 @@
+"""`edgepack devices`: keep the device inventory, trust hosts, and check what a device can run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgepack.device import inventory as inv
+
+app = typer.Typer(help="Manage the devices edgepack deploys to and measures on.", no_args_is_help=True)
+
+InventoryOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--inventory",
+        metavar="FILE",
+        dir_okay=False,
+        help="Device inventory file (default: devices.yaml in the user config directory).",
+    ),
+]
+NameArg = Annotated[str, typer.Argument(help="Device name.", show_default=False)]
+
+
+@app.command("add")
+def add(
+    name: NameArg,
+    host: Annotated[str, typer.Option("--host", help="Address, host name or ~/.ssh/config alias.", show_default=False)],
+    port: Annotated[Optional[int], typer.Option("--port", help="SSH port (default: ~/.ssh/config's, else 22).")] = None,
+    user: Annotated[Optional[str], typer.Option("--user", help="Login user (default: ~/.ssh/config's, else yours).")] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", metavar="FILE", help="Private key file (default: ssh-agent, ~/.ssh keys).")] = None,
+    python: Annotated[Optional[str], typer.Option("--python", metavar="PATH", help="Python on the device [default: python3].")] = None,
+    workdir: Annotated[Optional[str], typer.Option("--workdir", metavar="DIR", help="Working directory on the device, relative to the login home [default: .cache/edgepack].")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", metavar="T", help="Default target profile for this device.")] = None,
+    connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Seconds to wait when connecting [default: 10].")] = None,
+    inventory: InventoryOpt = None,
+) -> None:
+    """Add a device to the inventory."""
+    from edgepack.cli.render import console
+
+    device = inv.make_device(
+        name=name, host=host, port=port, user=user, key=key, python=python,
+        workdir=workdir, target=target, connect_timeout_s=connect_timeout,
+    )
+    store = inv.add_device(device, inventory)
+    console.print(f"added device [bold]{device.name}[/] ({device.describe()}) to {store.path}", highlight=False)
+    console.print(f"next: `edgepack devices trust {device.name}`, then `edgepack devices check {device.name}`", highlight=False)
+
+
+@app.command("list")
+def list_(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    inventory: InventoryOpt = None,
+) -> None:
+    """List the devices, the built-in `local` one included."""
+    from edgepack.cli.render import console
+
+    store = inv.load_inventory(inventory)
+    devices = store.devices()
+    if as_json:
+        typer.echo(json.dumps([d.model_dump(mode="json") for d in devices], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"devices ({store.path})", title_justify="left")
+    for col in ("name", "host", "port", "user"):
+        table.add_column(col, no_wrap=True)
+    for col in ("key", "python", "workdir", "target"):
+        table.add_column(col, overflow="fold")
+    for d in devices:
+        table.add_row(
+            d.name,
+            "this machine" if d.is_local else d.host,
+            "-" if d.is_local else str(d.port or "default"),
+            d.user or "-",
+            d.key or "-",
+            d.python,
+            d.workdir,
+            d.target or "-",
+        )
+    console.print(table)
+
+
+@app.command("remove")
+def remove(name: NameArg, inventory: InventoryOpt = None) -> None:
+    """Remove a device from the inventory."""
+    from edgepack.cli.render import console
+
+    device = inv.remove_device(name, inventory)
+    console.print(f"removed device [bold]{device.name}[/] ({device.describe()})", highlight=False)
+
+
+@app.command("trust")
+def trust(
+    name: NameArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust the key without asking.")] = False,
+    inventory: InventoryOpt = None,
+) -> None:
+    """Fetch a device's SSH host key, show its fingerprint, and trust it."""
+    from edgepack.cli.render import console
+    from edgepack.device import ssh
+    from edgepack.errors import DeviceError
+
+    device = inv.get_device(name, inventory)
+    if device.is_local:
+        raise DeviceError("the local device needs no trust: it is this machine")
+
+    def confirm(hk: ssh.HostKey) -> bool:
+        console.print(f"{hk.host} offers {hk.key_type} key [bold]{hk.fingerprint}[/]", highlight=False)
+        return typer.confirm("Trust this key?", default=False)
+
+    hk = ssh.trust(device, yes=yes, confirm=confirm)
+    if hk.status == "known":
+        console.print(f"{hk.host} is already trusted ({hk.key_type} {hk.fingerprint}, in {hk.known_in})", highlight=False)
+    else:
+        console.print(f"trusted {hk.host}: {hk.key_type} {hk.fingerprint} (added to {hk.known_in})", highlight=False)
+
+
+@app.command("check")
+def check(
+    name: NameArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    inventory: InventoryOpt = None,
+) -> None:
+    """Connect to a device and report its arch, Python, runtimes, free disk and memory."""
+    import dataclasses
+
+    from edgepack.cli.render import console
+    from edgepack.device.transport import open_transport, probe
+
+    device = inv.get_device(name, inventory)
+    with open_transport(device) as transport:
+        info = probe(transport)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(info), indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{device.name} ({device.describe()})", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("system", f"{info.system} {info.release} ({info.arch}, {info.cpu_count or '?'} CPUs)")
+    table.add_row("python", f"{info.python} ({info.python_path})")
+    table.add_row("workdir", info.workdir)
+    table.add_row("free disk", _size(info.disk_free_bytes))
+    table.add_row("free memory", f"{_size(info.memory_available_bytes)} of {_size(info.memory_total_bytes)}")
+    for rt in info.runtimes:
+        value = f"[green]{rt.version}[/]" if rt.ok else f"[red]not usable[/] ({rt.error})"
+        table.add_row(rt.name, value)
+    console.print(table)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,334 @@
+"""`edgepack build` for TFLite targets: every precision, pruning, the fidelity gate, the cache, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgepack.build.pipeline import build
+from edgepack.bundle import sha256_file
+from edgepack.cli.app import app
+from tests.build.conftest import write_target
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def litert_outputs(tflite_path, x: np.ndarray) -> np.ndarray:
+    """Run a .tflite file with ai-edge-litert directly (not through edgepack), float in and out."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite_path))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    results = []
+    for sample in x:
+        value = sample[None]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            value = np.clip(np.round(value / scale + zero), -128 if inp["dtype"] == np.int8 else 0, 127 if inp["dtype"] == np.int8 else 255).astype(inp["dtype"])
+        it.set_tensor(inp["index"], value)
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        results.append(y[0])
+    return np.array(results)
+
+
+@pytest.mark.parametrize(
+    "precision, io_dtype, max_err",
+    [("fp32", "float32", 1e-4), ("fp16", "float32", 1e-2), ("dynamic-int8", "float32", 0.1), ("int8", "float32", 0.15), ("int8", "int8", 0.15)],
+)
+def test_every_precision_builds_and_runs_close_to_the_original(isolated_user_dirs, digits_files, digits, precision, io_dtype, max_err):
+    import keras
+
+    model, data = digits_files
+    name = write_target(isolated_user_dirs, "pi", f"extends: raspberry-pi-4\nbuild: {{precision: {precision}, io_dtype: {io_dtype}}}\n")
+    result = build(model, name, data=data)
+    assert result.passed and not result.cached
+    m = result.manifest
+    assert m.precision == precision and m.status == "ok"
+    assert m.inputs[0].dtype == ("int8" if io_dtype == "int8" else "float32")
+    if io_dtype == "int8":
+        assert m.inputs[0].scale and m.inputs[0].zero_point is not None
+
+    x, _ = digits
+    sample = x[1200:1300]
+    expected = keras.models.load_model(model).predict(sample, verbose=0)
+    got = litert_outputs(result.bundle / "model.tflite", sample)
+    assert np.abs(got - expected).max() < max_err
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.97
+
+    files = {f.path: f for f in m.files}
+    assert set(files) == {"model.tflite", "reference.npz"}
+    assert files["model.tflite"].sha256 == sha256_file(result.bundle / "model.tflite")
+    ref = np.load(result.bundle / "reference.npz")
+    assert ref["in_0"].shape[1:] == (8, 8, 1) and ref["out_0"].shape[1:] == (10,)
+    assert m.fidelity["n_samples"] > 300 and m.fidelity["accuracy_original"] > 0.9
+
+
+def test_int8_is_smaller_than_fp16_which_is_smaller_than_fp32(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    sizes = {}
+    for precision in ("fp32", "fp16", "int8"):
+        name = write_target(isolated_user_dirs, f"pi-{precision}", f"extends: raspberry-pi-4\nbuild: {{precision: {precision}}}\n")
+        sizes[precision] = build(model, name, data=data).size_bytes
+    assert sizes["int8"] < 0.35 * sizes["fp32"] and sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def _weight_sparsity(tflite_path, keras_path) -> float:
+    """Fraction of zeros in the artifact's Dense/Conv weight tensors, found by their shapes
+    (TFLite stores a Conv kernel as (out, kh, kw, in) and a Dense kernel as (out, in))."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    shapes = set()
+    for layer in keras.models.load_model(keras_path).layers:
+        if hasattr(layer, "kernel"):
+            k = tuple(layer.kernel.shape)
+            shapes.add((k[-1], *k[:-1]))
+    it = Interpreter(model_path=str(tflite_path))
+    it.allocate_tensors()
+    zeros = total = 0
+    for d in it.get_tensor_details():
+        if tuple(d["shape"]) in shapes:
+            w = it.get_tensor(d["index"])
+            zeros += int(np.count_nonzero(w == 0))
+            total += w.size
+    assert total > 0
+    return zeros / total
+
+
+def test_magnitude_pruning_reaches_the_requested_sparsity_in_the_artifact(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    name = write_target(
+        isolated_user_dirs, "sparse",
+        "extends: raspberry-pi-4\nbuild: {prune: {sparsity: 0.6, fine_tune_epochs: 1}}\nbudgets: {max_accuracy_drop: 0.05}\n",
+    )
+    result = build(model, name, data=data)
+    assert result.manifest.build["prune_result"]["sparsity"] >= 0.599
+    assert _weight_sparsity(result.bundle / "model.tflite", model) >= 0.59
+    assert result.passed
+
+
+def test_channel_pruning_shrinks_the_model_and_keeps_accuracy_after_fine_tuning(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    name = write_target(
+        isolated_user_dirs, "slim",
+        "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {channels: 0.5, fine_tune_epochs: 5}}\n"
+        "budgets: {max_accuracy_drop: 0.04}\n",
+    )
+    plain = build(model, write_target(isolated_user_dirs, "plain", "extends: raspberry-pi-4\nbuild: {precision: fp32}\n"), data=data)
+    result = build(model, name, data=data)
+    pr = result.manifest.build["prune_result"]
+    assert pr["params_after"] < 0.35 * pr["params_before"]
+    assert result.size_bytes < 0.4 * plain.size_bytes
+    f = result.manifest.fidelity
+    # Stated bound: within 4 points of the unpruned model's accuracy on held-out digits.
+    assert f["accuracy_original"] - f["accuracy_artifact"] <= 0.04
+    assert result.passed
+
+
+def test_channel_pruning_refuses_a_branching_model_naming_the_layer(isolated_user_dirs, tmp_path, digits):
+    import keras
+
+    inp = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="left")(inp)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="right")(inp)
+    h = keras.layers.Flatten()(keras.layers.Add(name="merge")([a, b]))
+    m = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Dense(16)(h)))
+    m.save(tmp_path / "branchy.keras")
+    x, y = digits
+    np.savez(tmp_path / "d.npz", x=x[:100], y=y[:100])
+    write_target(isolated_user_dirs, "slim", "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {channels: 0.5}}\n")
+    result = runner.invoke(app, ["build", str(tmp_path / "branchy.keras"), "--target", "slim", "--data", str(tmp_path / "d.npz")])
+    assert result.exit_code == 2
+    assert "channel pruning: layer 'right' (Conv2D) does not take the output of the layer before it" in result.output
+    assert not (isolated_user_dirs / "build").exists()
+
+
+def _outlier_model(tmp_path, digits):
+    """A model whose input has one feature a thousand times larger than the rest: int8 input
+    quantization then rounds every real pixel to the same value and the answers collapse."""
+    import keras
+
+    x, y = digits
+    flat = x.reshape(len(x), 64)
+    xa = np.concatenate([flat, np.full((len(x), 1), 1000.0, np.float32)], axis=1)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((65,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    m.compile("adam", "sparse_categorical_crossentropy")
+    m.fit(xa[:1200] * np.r_[np.ones(64), 0.001][None].astype(np.float32), y[:1200], epochs=30, verbose=0)
+    # Fold the 0.001 input scale into the weights so the model takes the raw (outlier) feature.
+    k, b = m.layers[0].get_weights()
+    k[64] *= 0.001
+    m.layers[0].set_weights([k, b])
+    m.save(tmp_path / "outlier.keras")
+    np.savez(tmp_path / "outlier.npz", x=xa[1200:].astype(np.float32), y=y[1200:])
+    return tmp_path / "outlier.keras", tmp_path / "outlier.npz"
+
+
+def test_verify_fails_a_build_whose_artifact_disagrees_and_keeps_the_bundle(isolated_user_dirs, tmp_path, digits):
+    model, data = _outlier_model(tmp_path, digits)
+    name = write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\nbuild: {fallback: off}\n")
+    result = runner.invoke(app, ["build", str(model), "--target", name, "--data", str(data)])
+    assert result.exit_code == 1, result.output
+    assert "missed its budget: accuracy dropped" in result.output and "missed by" in result.output
+    manifest = json.loads((isolated_user_dirs / "build" / "outlier-pi" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["fidelity"]["passed"] is False
+    # The same model in fp32 passes: the failure is the quantization's, not the model's.
+    fp32 = write_target(isolated_user_dirs, "pi32", "extends: raspberry-pi-4\nbuild: {precision: fp32}\n")
+    assert runner.invoke(app, ["build", str(model), "--target", fp32, "--data", str(data)]).exit_code == 0
+
+
+def test_size_budget_fails_the_build(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    name = write_target(isolated_user_dirs, "tiny", "extends: raspberry-pi-4\nbudgets: {max_model_kb: 10}\n")
+    result = build(model, name, data=data)
+    assert not result.passed and any("budget 10 KB" in f for f in result.failures)
+
+
+def test_an_identical_second_build_is_a_cache_hit(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    first = build(model, "raspberry-pi-4", data=data)
+    second = build(model, "raspberry-pi-4", data=data, out=isolated_user_dirs / "again")
+    assert not first.cached and second.cached
+    assert sha256_file(second.bundle / "model.tflite") == sha256_file(first.bundle / "model.tflite")
+    assert "convert" not in second.stage_seconds
+    rebuilt = build(model, "raspberry-pi-4", data=data, use_cache=False)
+    assert not rebuilt.cached and "convert" in rebuilt.stage_seconds
+
+
+def test_cli_build_reports_a_cache_hit(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    args = ["build", str(model), "--target", "pixel-8", "--data", str(data), "--json"]
+    first = json.loads(runner.invoke(app, args).stdout)
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert first["cached"] is False and second["cached"] is True
+    assert first["precision"] == "fp16" and first["fidelity"]["top1_agreement"] >= 0.99
+
+
+def test_dry_run_prints_the_plan_and_builds_nothing(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "slim", "extends: raspberry-pi-4\nbuild: {prune: {channels: 0.25}}\n")
+    result = runner.invoke(app, ["build", str(model), "--target", "slim", "--data", str(data), "--dry-run"])
+    assert result.exit_code == 0
+    for stage in ("load", "prune", "fine-tune", "convert", "verify", "package"):
+        assert stage in result.output
+    assert "calibrated on up to 200 samples" in result.output
+    assert not (isolated_user_dirs / "build").exists()
+
+
+def test_multi_output_keras_model_builds(isolated_user_dirs, tmp_path, digits):
+    import keras
+
+    x, y = digits
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inp))
+    m = keras.Model(inp, [keras.layers.Dense(10, activation="softmax")(h), keras.layers.Dense(1)(h)])
+    m.save(tmp_path / "two.keras")
+    np.savez(tmp_path / "d.npz", x=x[:400], y=y[:400])
+    result = build(tmp_path / "two.keras", "raspberry-pi-4", data=tmp_path / "d.npz")
+    assert [o.name for o in result.manifest.outputs] == ["output_0", "output_1"]
+    assert [o.shape for o in result.manifest.outputs] == [[1, 10], [1, 1]]
+    assert result.manifest.fidelity["top1_agreement"] >= 0.97
+    ref = np.load(result.bundle / "reference.npz")
+    assert ref["out_0"].shape[1:] == (10,) and ref["out_1"].shape[1:] == (1,)
+
+
+def test_keras2_savedmodel_with_optimizer_state_and_two_outputs_builds(isolated_user_dirs, tmp_path, digits):
+    import tf_keras
+
+    x, y = digits
+    flat = x.reshape(len(x), 64)
+    inp = tf_keras.Input((64,), name="features")
+    h = tf_keras.layers.Dense(32, activation="relu")(inp)
+    m = tf_keras.Model(inp, [tf_keras.layers.Dense(10, activation="softmax", name="digit")(h), tf_keras.layers.Dense(1, name="ink")(h)])
+    m.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    m.fit(flat[:1000], [y[:1000], flat[:1000].sum(1)], epochs=5, verbose=0)
+    m.save(tmp_path / "saved")  # SavedModel directory, optimizer slots included
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
+    np.savez(tmp_path / "d.npz", x=flat[1000:], y=y[1000:])
+    for target in ("raspberry-pi-4", "pixel-8"):
+        result = build(tmp_path / "saved", target, data=tmp_path / "d.npz")
+        assert result.passed, result.failures
+        assert result.manifest.source.kind == "savedmodel"
+        assert sorted(o.name for o in result.manifest.outputs) == ["digit", "ink"]
+
+
+def test_h5_model_builds(isolated_user_dirs, tmp_path, digits):
+    import keras
+
+    x, y = digits
+    m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    m.save(tmp_path / "m.h5")
+    np.savez(tmp_path / "d.npz", x=x[:300], y=y[:300])
+    assert build(tmp_path / "m.h5", "pixel-8", data=tmp_path / "d.npz").manifest.source.kind == "keras"
+
+
+def test_synthetic_calibration_is_marked_loudly(isolated_user_dirs, digits_files):
+    model, _ = digits_files
+    write_target(isolated_user_dirs, "loose", "extends: raspberry-pi-4\nbudgets: {max_accuracy_drop: 0.1}\n")
+    result = runner.invoke(app, ["build", str(model), "--target", "loose", "--synthetic-calibration"])
+    assert result.exit_code == 0, result.output
+    assert "SYNTHETIC" in result.output
+    manifest = json.loads((isolated_user_dirs / "build" / "cnn-loose" / "manifest.json").read_text())
+    assert manifest["build"]["synthetic_calibration"] is True
+    assert any("SYNTHETIC" in n for n in manifest["notes"])
+
+
+# --- bad input: one clear line, exit 2, no traceback, nothing written -------------------------
+
+
+def _fails_cleanly(work, args, expected):
+    result = runner.invoke(app, ["build", *args])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert not (work / "build").exists() or not any((work / "build").iterdir())
+
+
+def test_missing_model_file(isolated_user_dirs):
+    _fails_cleanly(isolated_user_dirs, ["nope.keras", "--target", "pixel-8"], "nope.keras: no such file or directory")
+
+
+def test_corrupt_model_file(isolated_user_dirs):
+    (isolated_user_dirs / "broken.keras").write_bytes(b"PK\x03\x04 this is not a model")
+    _fails_cleanly(isolated_user_dirs, ["broken.keras", "--target", "pixel-8"], "broken.keras: cannot load it as a Keras model")
+
+
+def test_data_shape_mismatch_names_both_shapes(isolated_user_dirs, digits_files, digits):
+    model, _ = digits_files
+    x, y = digits
+    np.savez(isolated_user_dirs / "flat.npz", x=x.reshape(len(x), 64), y=y)
+    _fails_cleanly(
+        isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "flat.npz"],
+        "data x has samples of shape (64,), but model input 'image' takes (8, 8, 1)",
+    )
+
+
+def test_int8_without_data_is_refused(isolated_user_dirs, digits_files):
+    model, _ = digits_files
+    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "raspberry-pi-4"], "needs calibration data")
+
+
+def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    _fails_cleanly(
+        isolated_user_dirs, [str(model), "--target", "jetson-orin-nano", "--data", str(data)],
+        "needs format onnx, which this edgepack cannot build yet",
+    )
+
+
+def test_onnx_model_input_is_not_supported_yet(isolated_user_dirs):
+    (isolated_user_dirs / "m.onnx").write_bytes(b"\x08\x07")
+    _fails_cleanly(isolated_user_dirs, ["m.onnx", "--target", "pixel-8"], "ONNX models are not supported as input yet")
+
+
+def test_unknown_target_is_refused_before_loading(isolated_user_dirs):
+    _fails_cleanly(isolated_user_dirs, ["nope.keras", "--target", "pixel8"], "did you mean pixel-8")

@@ -1,0 +1,126 @@
+"""`edgepack devices ...` through the CLI: inventory round trips, exit codes, no tracebacks.
+
+The commands that talk to a real SSH server (`check`, `trust`) are exercised against the test
+sshd in tests/integration/test_ssh_transport.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from edgepack.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    home = tmp_path / "home-dir"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return home
+
+
+def run(*args: str, input: str | None = None):
+    result = runner.invoke(app, list(args), input=input)
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_add_list_remove_round_trip(tmp_path):
+    inventory = str(tmp_path / "lab.yaml")
+    added = run("devices", "add", "pi4", "--host", "192.168.1.20", "--user", "pi", "--port", "2222",
+                "--key", "~/.ssh/id_pi", "--python", "/usr/bin/python3.11", "--workdir", "bench",
+                "--target", "raspberry-pi-4", "--inventory", inventory)
+    assert added.exit_code == 0, added.output
+    assert "added device pi4 (pi@192.168.1.20:2222)" in added.output
+    assert "edgepack devices trust pi4" in added.output
+
+    listed = run("devices", "list", "--json", "--inventory", inventory)
+    assert listed.exit_code == 0
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    assert list(rows) == ["local", "pi4"]
+    assert rows["pi4"] == {
+        "name": "pi4", "host": "192.168.1.20", "port": 2222, "user": "pi", "key": "~/.ssh/id_pi",
+        "python": "/usr/bin/python3.11", "workdir": "bench", "target": "raspberry-pi-4", "connect_timeout_s": 10.0,
+    }
+    assert rows["local"]["python"] == sys.executable
+
+    table = run("devices", "list", "--inventory", inventory)
+    assert table.exit_code == 0
+    assert "local" in table.output and "pi4" in table.output and "192.168.1.20" in table.output
+
+    removed = run("devices", "remove", "pi4", "--inventory", inventory)
+    assert removed.exit_code == 0 and "removed device pi4" in removed.output
+    assert [r["name"] for r in json.loads(run("devices", "list", "--json", "--inventory", inventory).stdout)] == ["local"]
+
+
+def test_default_inventory_is_in_the_user_config_dir(tmp_path):
+    assert run("devices", "add", "orin", "--host", "orin.lan").exit_code == 0
+    assert (tmp_path / "config" / "edgepack" / "devices.yaml").is_file()
+    assert "orin" in [r["name"] for r in json.loads(run("devices", "list", "--json").stdout)]
+
+
+def test_remove_of_an_unknown_name_suggests_the_close_one(tmp_path):
+    inventory = str(tmp_path / "lab.yaml")
+    run("devices", "add", "jetson-orin", "--host", "10.0.0.7", "--inventory", inventory)
+    result = run("devices", "remove", "jetson-orn", "--inventory", inventory)
+    assert result.exit_code == 2
+    assert "unknown device 'jetson-orn'" in result.output and "did you mean jetson-orin?" in result.output
+
+
+def test_duplicate_and_reserved_names_exit_2(tmp_path):
+    inventory = str(tmp_path / "lab.yaml")
+    assert run("devices", "add", "pi", "--host", "a", "--inventory", inventory).exit_code == 0
+    dup = run("devices", "add", "pi", "--host", "b", "--inventory", inventory)
+    assert dup.exit_code == 2 and "already exists" in dup.output
+    local = run("devices", "add", "local", "--host", "b", "--inventory", inventory)
+    assert local.exit_code == 2 and "built-in device" in local.output
+    bad = run("devices", "add", "my pi", "--host", "b", "--inventory", inventory)
+    assert bad.exit_code == 2 and "invalid device 'my pi'" in bad.output
+
+
+def test_a_broken_inventory_is_reported_with_file_and_line(tmp_path):
+    inventory = tmp_path / "lab.yaml"
+    inventory.write_text("devices:\n  pi:\n    host: h\n    prot: 22\n")
+    result = run("devices", "list", "--inventory", str(inventory))
+    assert result.exit_code == 2
+    assert f"{inventory}:4:5: devices.pi.prot: unknown key 'prot' (did you mean 'port'?)" in result.output.replace("\n", "")
+
+
+def test_check_of_an_unknown_device_exits_2(tmp_path):
+    result = run("devices", "check", "nope", "--inventory", str(tmp_path / "lab.yaml"))
+    assert result.exit_code == 2 and "unknown device 'nope'" in result.output
+
+
+def test_check_of_an_unreachable_device_exits_2_with_a_clear_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inventory = str(tmp_path / "lab.yaml")
+    run("devices", "add", "gone", "--host", "127.0.0.1", "--port", str(port), "--connect-timeout", "3", "--inventory", inventory)
+    result = run("devices", "check", "gone", "--inventory", inventory)
+    assert result.exit_code == 2
+    assert f"cannot reach gone at 127.0.0.1:{port}: connection refused" in result.output
+
+
+def test_trust_of_the_local_device_is_refused(tmp_path):
+    result = run("devices", "trust", "local", "--yes")
+    assert result.exit_code == 2 and "needs no trust" in result.output
+
+
+def test_cli_start_does_not_import_paramiko_or_runtimes():
+    code = (
+        "import sys, edgepack.cli.app; "
+        "print(sorted(m for m in ('paramiko', 'tensorflow', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
