@@ -71,6 +71,7 @@ class Manifest(BaseModel):
     outputs: list[TensorSpec]
     fidelity: dict[str, Any]
     tools: dict[str, str]  # versions of tensorflow, onnx, onnxruntime, ... that built it
+    facts: dict[str, Any] = {}  # format-specific: tensor arena and fit (tflite-micro), opset (onnx)
     notes: list[str] = []  # loud facts a user must see: synthetic calibration, failed gates
     files: list[FileEntry] = []
 

@@ -113,8 +113,8 @@ def build(
 
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
-    from edgepack.build.convert.tflite import export_tflite
-    from edgepack.build.verify import TfliteRunner, check_size, verify_tflite
+    from edgepack.build.convert import exporter
+    from edgepack.build.verify import check_size, verify
     from edgepack.model.data import load_data, split, synthetic
     from edgepack.model.source import load_model
 
@@ -141,13 +141,12 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         model, prune_report = _prune(original, calibration, profile, stage)
 
     with stage("convert", f"{b.format.value} {b.precision.value}"):
-        content = export_tflite(model, b.precision, b.io_dtype, calibration)
+        artifact = exporter(b.format)(model, profile, calibration)
 
     with stage("verify", f"{len(evaluation)} samples"):
-        fidelity = verify_tflite(original, content, evaluation, profile.budgets.max_accuracy_drop)
-        fidelity.failures += check_size(len(content), profile.budgets)
+        fidelity = verify(original, artifact, evaluation, profile.budgets.max_accuracy_drop)
+        fidelity.failures += check_size(artifact.size_bytes, profile.budgets) + artifact.failures
         fidelity.passed = not fidelity.failures
-        inputs, outputs = TfliteRunner(content).specs()
 
     n_ref = min(REFERENCE_SAMPLES, len(evaluation))
     ref_inputs = [x[:n_ref] for x in evaluation.x]
@@ -169,19 +168,20 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         created=now_utc(),
         status="ok" if fidelity.passed else "failed",
         target=profile.name,
-        artifact="model.tflite",
+        artifact=artifact.artifact,
         format=b.format.value,
         precision=b.precision.value,
         source=SourceInfo(path=str(plan.model), kind=original.kind, sha256=original.sha256, params=original.params),
         profile=profile.model_dump(mode="json"),
         build=settings,
-        inputs=inputs,
-        outputs=outputs,
+        inputs=artifact.inputs,
+        outputs=artifact.outputs,
+        facts=artifact.facts,
         fidelity=fidelity.to_dict(),
         tools=tools,
         notes=notes + fidelity.failures,
     )
-    return manifest, {"model.tflite": content}, reference
+    return manifest, artifact.files, reference
 
 
 def _prune(original, calibration, profile: Profile, stage):

@@ -6,12 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgepack.build.convert import EXPORTERS
 from edgepack.errors import BuildError, DataError
-from edgepack.profile.schema import Format, Precision, Profile
-
-# The formats this builder makes. The profile schema already checked the format and precision
-# against the runtime (schema.ENGINE_SUPPORT); this says which formats edgepack can produce.
-BUILDABLE: frozenset[Format] = frozenset({Format.tflite})
+from edgepack.profile.schema import Precision, Profile
 
 
 @dataclass
@@ -53,7 +50,9 @@ def make_plan(
         DataError: int8 or pruning recovery without data.
     """
     b = profile.build
-    if b.format not in BUILDABLE:
+    # The profile schema already checked format and precision against the runtime
+    # (schema.ENGINE_SUPPORT); EXPORTERS says which formats this edgepack can produce.
+    if b.format not in EXPORTERS:
         raise BuildError(
             f"target '{profile.name}' needs format {b.format.value}, which this edgepack cannot build yet",
             hint="pick a TFLite target: edgepack targets list --family raspberry-pi",

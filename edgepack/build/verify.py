@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgepack.bundle import TensorSpec
+from edgepack.build.convert import Artifact
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import Budgets
@@ -27,58 +27,6 @@ class Fidelity:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class TfliteRunner:
-    """Run a .tflite model on the host with ai-edge-litert, one sample at a time, float in and out."""
-
-    def __init__(self, content: bytes):
-        from ai_edge_litert.interpreter import Interpreter
-
-        self.interpreter = Interpreter(model_content=content)
-        self.runner = self.interpreter.get_signature_runner()
-        self.input_details = self.runner.get_input_details()
-        self.output_details = self.runner.get_output_details()
-
-    def specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """Return the artifact's input and output specs, with quantization where it applies."""
-
-        def spec(name: str, d: dict) -> TensorSpec:
-            scale, zero = d["quantization"]
-            quantized = scale != 0.0
-            return TensorSpec(
-                name=name, shape=[int(s) for s in d["shape"]], dtype=np.dtype(d["dtype"]).name,
-                scale=float(scale) if quantized else None, zero_point=int(zero) if quantized else None,
-            )
-
-        return ([spec(n, d) for n, d in self.input_details.items()], [spec(n, d) for n, d in self.output_details.items()])
-
-    def predict(self, xs: list[np.ndarray], input_names: list[str], output_names: list[str]) -> list[np.ndarray]:
-        if len(input_names) == 1 and len(self.input_details) == 1:
-            input_names = list(self.input_details)  # one input: its name does not matter
-        outputs: list[list[np.ndarray]] = [[] for _ in output_names]
-        for i in range(len(xs[0])):
-            feed = {name: _quantize(x[i : i + 1], self.input_details[name]) for name, x in zip(input_names, xs)}
-            result = self.runner(**feed)
-            for k, name in enumerate(output_names):
-                outputs[k].append(_dequantize(result[name], self.output_details[name]))
-        return [np.concatenate(o) for o in outputs]
-
-
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if np.issubdtype(np.dtype(detail["dtype"]), np.floating):
-        return y.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (y.astype(np.float32) - zero) * scale
 
 
 def compare(
@@ -121,9 +69,8 @@ def check_size(size_bytes: int, budgets: Budgets) -> list[str]:
     return []
 
 
-def verify_tflite(original: SourceModel, content: bytes, evaluation: Dataset, max_accuracy_drop: float) -> Fidelity:
-    """Run ORIGINAL and the .tflite CONTENT on EVALUATION and compare them."""
-    runner = TfliteRunner(content)
+def verify(original: SourceModel, artifact: Artifact, evaluation: Dataset, max_accuracy_drop: float) -> Fidelity:
+    """Run ORIGINAL and ARTIFACT on EVALUATION and compare them."""
     reference = original.predict(evaluation.x)
-    candidate = runner.predict(evaluation.x, [s.name for s in original.inputs], [s.name for s in original.outputs])
+    candidate = artifact.predict(evaluation.x, [s.name for s in original.inputs], [s.name for s in original.outputs])
     return compare(reference, candidate, evaluation.y, max_accuracy_drop)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgepack.bundle import Manifest, SourceInfo, TensorSpec, now_utc, write_bundle
+from edgepack.bundle import Manifest, TensorSpec, now_utc, write_bundle
 
 N_REFERENCE = 32
 

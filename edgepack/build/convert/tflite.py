@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from edgepack.build.convert import Artifact
+from edgepack.bundle import TensorSpec
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
-from edgepack.profile.schema import IoDtype, Precision
+from edgepack.profile.schema import IoDtype, Precision, Profile
 
 
-def export_tflite(model: SourceModel, precision: Precision, io_dtype: IoDtype, calibration: Dataset | None) -> bytes:
+def export_tflite(model: SourceModel, profile: Profile, calibration: Dataset | None) -> Artifact:
+    """Convert MODEL to TFLite at the profile's precision; the artifact is `model.tflite`.
+
+    Raises:
+        BuildError: int8 without calibration data, or a conversion the converter rejects.
+    """
+    content = convert_tflite(model, profile.build.precision, profile.build.io_dtype, calibration)
+    runner = TfliteRunner(content)
+    inputs, outputs = runner.specs()
+    return Artifact({"model.tflite": content}, "model.tflite", inputs, outputs, runner.predict)
+
+
+def convert_tflite(model: SourceModel, precision: Precision, io_dtype: IoDtype, calibration: Dataset | None) -> bytes:
     """Convert MODEL to a .tflite flatbuffer.
 
     Args:
@@ -54,3 +70,55 @@ def export_tflite(model: SourceModel, precision: Precision, io_dtype: IoDtype, c
             f"TFLite conversion to {precision.value} failed: {first[:300]}",
             hint="an op without a TFLite kernel at this precision; try another build.precision",
         ) from None
+
+
+class TfliteRunner:
+    """Run a .tflite model on the host with ai-edge-litert, one sample at a time, float in and out."""
+
+    def __init__(self, content: bytes):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_content=content)
+        self.runner = self.interpreter.get_signature_runner()
+        self.input_details = self.runner.get_input_details()
+        self.output_details = self.runner.get_output_details()
+
+    def specs(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        """Return the artifact's input and output specs, with quantization where it applies."""
+
+        def spec(name: str, d: dict) -> TensorSpec:
+            scale, zero = d["quantization"]
+            quantized = scale != 0.0
+            return TensorSpec(
+                name=name, shape=[int(s) for s in d["shape"]], dtype=np.dtype(d["dtype"]).name,
+                scale=float(scale) if quantized else None, zero_point=int(zero) if quantized else None,
+            )
+
+        return ([spec(n, d) for n, d in self.input_details.items()], [spec(n, d) for n, d in self.output_details.items()])
+
+    def predict(self, xs: list[np.ndarray], input_names: list[str], output_names: list[str]) -> list[np.ndarray]:
+        if len(input_names) == 1 and len(self.input_details) == 1:
+            input_names = list(self.input_details)  # one input: its name does not matter
+        outputs: list[list[np.ndarray]] = [[] for _ in output_names]
+        for i in range(len(xs[0])):
+            feed = {name: _quantize(x[i : i + 1], self.input_details[name]) for name, x in zip(input_names, xs)}
+            result = self.runner(**feed)
+            for k, name in enumerate(output_names):
+                outputs[k].append(_dequantize(result[name], self.output_details[name]))
+        return [np.concatenate(o) for o in outputs]
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.issubdtype(np.dtype(detail["dtype"]), np.floating):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
