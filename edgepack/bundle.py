@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -23,6 +21,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgepack import __version__
+from edgepack.atomic import replace_dir, temp_dir_beside
 from edgepack.errors import EdgepackError
 
 SCHEMA_VERSION = 1
@@ -88,15 +87,6 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def temp_dir_beside(path: Path) -> Path:
-    """Make an empty directory next to PATH (same file system, so a rename can replace PATH)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
-    return tmp
-
-
 def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | bytes], reference: dict) -> Path:
     """Write a bundle atomically: into a temporary sibling directory, then renamed into place.
 
@@ -131,17 +121,6 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move SRC to DST, replacing an existing DST with as short a window as a rename allows."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-        os.rename(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(src, dst)
 
 
 def read_manifest(bundle: Path) -> Manifest:

@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from edgepack.bundle import MANIFEST, replace_dir, temp_dir_beside
+from edgepack.atomic import replace_dir, temp_dir_beside
+from edgepack.bundle import MANIFEST
 
 
 def cache_root() -> Path:

@@ -12,7 +12,6 @@ interrupted push never leaves a half file under the real name.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from edgepack.bundle import sha256_file
 from edgepack.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -284,15 +284,6 @@ def _json_answer(transport: Transport, result: CommandResult, what: str) -> dict
         f"{what} failed on {transport.name} (exit {result.exit_code}): {last}",
         hint=f"the device's Python is '{transport.python}'; it must be Python 3.8 or newer",
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Return the hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _relative(name: str, what: str) -> str:

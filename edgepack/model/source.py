@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgepack.bundle import sha256_file
 from edgepack.errors import ModelError
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -75,14 +76,11 @@ class SourceModel:
 
 def sha256_path(path: Path) -> str:
     """Hash a file, or every file of a directory with its relative path."""
+    if path.is_file():
+        return sha256_file(path)
     h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}\0{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
+from edgepack.atomic import write_atomic
 from edgepack.errors import ProfileError
 from edgepack.profile.store import Catalog, LoadedProfile
 
@@ -109,25 +108,3 @@ def block_yaml(data: Any) -> str:
     buf = io.StringIO()
     yaml.dump(data, buf)
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str, exclusive: bool = False) -> None:
-    """Write TEXT to PATH through a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode)
-        if exclusive:
-            os.link(tmp, path)  # fails if PATH appeared meanwhile: never overwrite
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except FileExistsError:
-        os.unlink(tmp)
-        raise ProfileError(f"{path} already exists", hint="pick another name") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edgepack.build.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
-from tests.build.conftest import write_target
+from tests.conftest import write_target
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

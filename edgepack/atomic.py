@@ -1,0 +1,52 @@
+"""Write files and directories so that readers never see half of one: a temporary sibling, then a rename."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgepack.errors import EdgepackError
+
+
+def temp_dir_beside(path: Path) -> Path:
+    """Make an empty directory next to PATH (same file system, so a rename can replace PATH)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
+    return tmp
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move SRC to DST, replacing an existing DST with as short a window as a rename allows."""
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.rename(dst, old)
+        os.rename(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(src, dst)
+
+
+def write_atomic(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write TEXT to PATH through a temporary file and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode)
+        if exclusive:
+            os.link(tmp, path)  # fails if PATH appeared meanwhile: never overwrite
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except FileExistsError:
+        os.unlink(tmp)
+        raise EdgepackError(f"{path} already exists", hint="pick another name") from None
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

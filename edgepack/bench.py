@@ -1,0 +1,166 @@
+"""Measure a bundle on a device: push it with the agent, run the agent, parse its report.
+
+Used by `edgepack bench` and `edgepack deploy`. The bundle lands in `<workdir>/<bundle id>/` on
+the device and stays there as a cache: a second bench of the same bundle sends nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgepack.agent.protocol import AgentReport, parse_report
+from edgepack.atomic import write_atomic
+from edgepack.bundle import MANIFEST, Manifest, read_manifest
+from edgepack.device.transport import PushResult, open_transport
+from edgepack.errors import DeviceError
+
+AGENT = Path(__file__).resolve().parent / "agent" / "edgepack_agent.py"
+OnStep = Callable[[str], None]
+
+
+@dataclass
+class BenchOptions:
+    """Overrides of the profile's bench settings (None: take the profile's)."""
+
+    runs: Optional[int] = None
+    warmup: Optional[int] = None
+    min_seconds: Optional[float] = None
+    cold_loads: Optional[int] = None
+    threads: Optional[int] = None
+    timeout_s: float = 900.0
+
+
+@dataclass
+class BenchResult:
+    device: str
+    bundle: Path
+    manifest: Manifest
+    report: AgentReport
+    push: PushResult
+    seconds: dict[str, float] = field(default_factory=dict)  # connect, push, run, total
+    budget_failures: list[str] = field(default_factory=list)
+    report_path: Optional[Path] = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.budget_failures
+
+    def to_dict(self) -> dict:
+        return {
+            "device": self.device,
+            "bundle": str(self.bundle),
+            "target": self.manifest.target,
+            "format": self.manifest.format,
+            "precision": self.manifest.precision,
+            "passed": self.passed,
+            "budget_failures": self.budget_failures,
+            "push": self.push.__dict__,
+            "seconds": self.seconds,
+            "report": self.report.model_dump(mode="json"),
+        }
+
+
+def bundle_id(bundle: Path) -> str:
+    """Name of the bundle's directory on the device: a hash of its manifest (which hashes every file)."""
+    return "bundle-" + hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()[:16]
+
+
+def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options: BenchOptions) -> list[str]:
+    """Build the agent's command line from the profile's bench/runtime settings and the overrides."""
+    profile_bench = manifest.profile.get("bench", {})
+    runtime = manifest.profile.get("runtime", {})
+
+    def pick(name: str):
+        value = getattr(options, name)
+        return value if value is not None else profile_bench.get(name)
+
+    argv = [python, agent, bundle]
+    for name in ("runs", "warmup", "min_seconds", "cold_loads"):
+        if pick(name) is not None:
+            argv += [f"--{name.replace('_', '-')}", str(pick(name))]
+    threads = options.threads if options.threads is not None else runtime.get("threads")
+    if threads:
+        argv += ["--threads", str(threads)]
+    if runtime.get("delegates"):
+        argv += ["--delegates", ",".join(runtime["delegates"])]
+    if runtime.get("providers"):
+        argv += ["--providers", ",".join(runtime["providers"])]
+    return argv
+
+
+def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
+    """Return the budgets the measurement missed (p90 latency, peak memory)."""
+    budgets = manifest.profile.get("budgets", {})
+    failures = []
+    p90, limit = report.latency_ms.p90 if report.latency_ms else None, budgets.get("max_p90_latency_ms")
+    if p90 is not None and limit is not None and p90 > limit:
+        failures.append(f"p90 latency {p90:.2f} ms is over the budget of {limit:g} ms")
+    peak, limit = report.memory.peak_rss_mb if report.memory else None, budgets.get("max_peak_memory_mb")
+    if peak is not None and limit is not None and peak > limit:
+        failures.append(f"peak memory {peak:.1f} MB is over the budget of {limit:g} MB")
+    return failures
+
+
+def bench(
+    bundle: Path,
+    device: str = "local",
+    options: BenchOptions | None = None,
+    inventory: Path | None = None,
+    on_step: OnStep | None = None,
+) -> BenchResult:
+    """Push BUNDLE and the agent to DEVICE, measure it there, and return the parsed report.
+
+    The report is also written beside the bundle as `<bundle>.<device>.bench.json`.
+
+    Raises:
+        EdgepackError: not a bundle; DeviceError: the device cannot be reached or the agent fails.
+    """
+    options = options or BenchOptions()
+    step = on_step or (lambda _msg: None)
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    files = {f.path: bundle / f.path for f in manifest.files}
+    files[MANIFEST] = bundle / MANIFEST
+    files["edgepack_agent.py"] = AGENT
+    missing = [name for name, path in files.items() if not path.is_file()]
+    if missing:
+        raise DeviceError(f"{bundle}: incomplete bundle, missing {', '.join(missing)}", hint="rebuild it with edgepack build")
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    with open_transport(device, inventory=inventory, progress=step) as transport:
+        seconds["connect"] = time.perf_counter() - start
+        remote = bundle_id(bundle)
+        step(f"pushing {bundle.name} to {transport.name}")
+        t = time.perf_counter()
+        push = transport.push(files, remote)
+        seconds["push"] = time.perf_counter() - t
+        argv = agent_argv(
+            transport.python, transport.remote_path(remote, "edgepack_agent.py"), transport.remote_path(remote), manifest, options
+        )
+        step(f"measuring on {transport.name}")
+        t = time.perf_counter()
+        result = transport.run(argv, timeout=options.timeout_s)
+        seconds["run"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+
+    try:
+        report = parse_report(result.stdout)
+    except DeviceError as exc:
+        tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+        exc.details.append(f"agent exit code {result.exit_code}; stderr: {tail or '(empty)'}")
+        raise
+    if not report.ok:
+        raise DeviceError(
+            f"the agent on {device} could not measure {bundle.name}: {'; '.join(report.errors)}",
+            hint="`edgepack devices check " + device + "` shows which runtimes the device has",
+        )
+    out = BenchResult(device, bundle, manifest, report, push, seconds, check_budgets(report, manifest))
+    out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
+    write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
+    return out
