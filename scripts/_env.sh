@@ -5,7 +5,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
-EXTRAS="${1:-}"
+EXTRAS="${EDGEPACK_EXTRAS:-}"  # e.g. dev: the test tools
 
 if [ ! -x .venv/bin/python ]; then
   echo "edgepack: creating .venv"
