@@ -16,7 +16,7 @@ from edgepack.device import inventory as inv
 from edgepack.device.ssh import SshTransport, known_hosts_path, trust
 from edgepack.device.transport import PART_SUFFIX, open_transport, probe
 from edgepack.errors import DeviceError
-from tests.integration.conftest import free_port, keygen, ssh_fingerprint
+from tests.integration.sshd import free_port, keygen, ssh_fingerprint
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
