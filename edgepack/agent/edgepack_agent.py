@@ -6,8 +6,12 @@ edgepack. The host validates the report with ``edgepack.agent.protocol``: keep t
 
 Usage:
     python edgepack_agent.py BUNDLE_DIR [--runs N] [--warmup N] [--min-seconds S]
-        [--cold-loads N] [--threads N] [--engine tflite|onnxruntime]
-        [--delegates a,b] [--providers A,B]
+        [--cold-loads N] [--threads N] [--engine tflite|onnxruntime|tensorrt]
+        [--delegates a,b] [--providers A,B] [--cache-dir DIR]
+
+``--engine tensorrt`` builds a TensorRT engine from the .onnx artifact with trtexec (cached in
+--cache-dir by the model's sha256 and the TensorRT version) and reports trtexec's own figures;
+without trtexec on the device it measures with ONNX Runtime instead, with a note.
 
 stdout carries exactly one JSON document and nothing else: file descriptor 1 is pointed at
 stderr while runtimes are imported and used (their C++ code may print), and the report is
@@ -17,11 +21,15 @@ written to the saved original at the end. Exit status 0 when ``ok``, 1 otherwise
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -34,8 +42,14 @@ except ImportError as _exc:  # reported as ok:false by main()
 PROTOCOL_VERSION = 1
 MAX_RUNS = 100000
 PROBE_TIMEOUT_S = 600
-ENGINES = ("tflite", "onnxruntime")
+ENGINES = ("tflite", "onnxruntime", "tensorrt")
 SUFFIX_ENGINE = {".tflite": "tflite", ".onnx": "onnxruntime"}
+SUFFIX_ENGINES = {".tflite": ("tflite",), ".onnx": ("onnxruntime", "tensorrt")}
+GPU_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+# JetPack installs trtexec here, off PATH.
+TRTEXEC_PATHS = ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec")
+TRTEXEC_TIMEOUT_S = 3600  # an engine build on a small Jetson takes minutes
+TRT_CHECK_CALLS = 4  # reference batches checked through trtexec (one process each)
 # Where a delegate name is not a path, the libraries to try, in order.
 DELEGATE_LIBRARIES = {
     "gpu": ["libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so"],
@@ -92,6 +106,7 @@ def parse_args(argv: list) -> argparse.Namespace:
     p.add_argument("--engine", choices=ENGINES, default=None, help="default: from the artifact's suffix")
     p.add_argument("--delegates", default="", help="TFLite delegates: xnnpack, gpu, edgetpu or a library path")
     p.add_argument("--providers", default="", help="ONNX Runtime execution providers, in order")
+    p.add_argument("--cache-dir", default=None, help="TensorRT engine cache [default: engine-cache beside the bundle]")
     p.add_argument("--load-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--evict", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -142,11 +157,14 @@ def read_bundle(bundle: str):
     return manifest, model_path, reference
 
 
-def pick_engine(model_path: str, requested) -> str:
+def pick_engine(model_path: str, requested, manifest=None) -> str:
     suffix = os.path.splitext(model_path)[1].lower()
     implied = SUFFIX_ENGINE.get(suffix)
-    if requested and implied and requested != implied:
+    if requested and implied and requested not in SUFFIX_ENGINES.get(suffix, ()):
         raise AgentFailure("--engine %s cannot load a %s artifact (use --engine %s)" % (requested, suffix, implied))
+    if not requested and manifest is not None:  # the engine the bundle's profile names, where it loads this artifact
+        profiled = ((manifest.get("profile") or {}).get("runtime") or {}).get("engine")
+        requested = profiled if profiled in SUFFIX_ENGINES.get(suffix, ()) else None
     engine = requested or implied
     if engine is None:
         raise AgentFailure("cannot tell the runtime for artifact %s: pass --engine" % os.path.basename(model_path))
@@ -370,7 +388,8 @@ class TFLiteRuntime:
         return [it.get_tensor(s.key) for s in out_specs]
 
     def info(self) -> dict:
-        return {"name": self.name, "version": self.version, "delegates": self.delegates_used(), "providers": [], "threads": self.threads}
+        return {"name": self.name, "version": self.version, "delegates": self.delegates_used(), "providers": [], "threads": self.threads,
+                "nodes_by_provider": None}
 
 
 class OrtRuntime:
@@ -392,6 +411,8 @@ class OrtRuntime:
         for spec in list(manifest.get("inputs") or []) + list(manifest.get("outputs") or []):
             if isinstance(spec, dict) and spec.get("scale"):
                 self.quant[spec.get("name")] = (float(spec["scale"]), int(spec.get("zero_point") or 0))
+        self.precision = manifest.get("precision")
+        self.cache_dir = args.cache_dir
         requested = args.providers or ["CPUExecutionProvider"]
         available = onnxruntime.get_available_providers()
         self.providers = [p for p in requested if p in available]
@@ -405,11 +426,82 @@ class OrtRuntime:
         if not self.providers:
             self.providers = ["CPUExecutionProvider"]
 
-    def load(self, model_path: str) -> None:
+    def _options(self):
         options = self.ort.SessionOptions()
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
-        self.session = self.ort.InferenceSession(model_path, sess_options=options, providers=self.providers)
+        return options
+
+    def _provider_args(self) -> list:
+        """The providers with their options: TensorRT gets its engine cache and precision flags."""
+        result = []
+        for name in self.providers:
+            if name == "TensorrtExecutionProvider":
+                options = {"trt_fp16_enable": "True" if self.precision in ("fp16", "int8") else "False"}
+                if self.precision == "int8":
+                    options["trt_int8_enable"] = "True"  # lets TensorRT run the QDQ (explicitly quantized) graph in int8
+                if self.cache_dir:
+                    options.update(trt_engine_cache_enable="True", trt_engine_cache_path=self.cache_dir, trt_timing_cache_enable="True")
+                result.append((name, options))
+            else:
+                result.append(name)
+        return result
+
+    def _session(self, model_path: str, options):
+        if self.cache_dir and "TensorrtExecutionProvider" in self.providers:
+            try:
+                os.makedirs(self.cache_dir, exist_ok=True)
+            except OSError:
+                self.cache_dir = None
+        try:
+            return self.ort.InferenceSession(model_path, sess_options=options, providers=self._provider_args())
+        except Exception as exc:
+            if self.providers == ["CPUExecutionProvider"]:
+                raise
+            if "TensorrtExecutionProvider" in self.providers:
+                try:  # an older onnxruntime may not know one of the TensorRT options: try without them
+                    session = self.ort.InferenceSession(model_path, sess_options=options, providers=self.providers)
+                    self._note("TensorRT provider options refused (%s); ran without engine cache or precision flags" % first_line(exc))
+                    return session
+                except Exception:
+                    pass
+            # A provider that is built in but cannot start here (no GPU, CUDA libraries missing):
+            # fall back to the CPU with a note. A model the CPU also rejects raises its own reason.
+            session = self.ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+            self._note("providers %s could not create a session (%s); fell back to CPUExecutionProvider"
+                       % (", ".join(p for p in self.providers if p != "CPUExecutionProvider"), first_line(exc)))
+            self.providers = ["CPUExecutionProvider"]
+            return session
+
+    def _note(self, text):
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def load(self, model_path: str) -> None:
+        self.session = self._session(model_path, self._options())
+
+    def placement(self, model_path: str, bound, out_specs):
+        """Run once in a profiling session; return {provider: {kernel: count}} as ONNX Runtime's profiler reports it."""
+        options = self._options()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "edgepack-ort-profile-%d" % os.getpid())
+        session = self._session(model_path, options)
+        path = None
+        try:
+            session.run([s.key for s in out_specs], bound)
+            path = session.end_profiling()
+            with open(path, "r", encoding="utf-8") as f:
+                events = json.load(f)
+        finally:
+            if path and os.path.isfile(path):
+                os.remove(path)
+        placed = {}
+        for event in events if isinstance(events, list) else []:
+            fields = event.get("args") or {}
+            if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time") and fields.get("provider"):
+                kernels = placed.setdefault(fields["provider"], {})
+                kernels[fields.get("op_name") or "?"] = kernels.get(fields.get("op_name") or "?", 0) + 1
+        return placed
 
     def _spec(self, node):
         shape = [d if isinstance(d, int) and d >= 0 else None for d in node.shape]
@@ -433,17 +525,21 @@ class OrtRuntime:
 
     def info(self) -> dict:
         if self.session is None:
-            return {"name": self.name, "version": self.version, "delegates": [], "providers": [], "threads": self.threads}
+            return {"name": self.name, "version": self.version, "delegates": [], "providers": [], "threads": self.threads,
+                    "nodes_by_provider": None}
         used = list(self.session.get_providers())
         dropped = [p for p in self.providers if p not in used]
         if dropped:
-            self.notes.append("provider %s is available but the session did not use it; ran on %s" % (", ".join(dropped), ", ".join(used)))
-        return {"name": self.name, "version": self.version, "delegates": [], "providers": used, "threads": self.threads}
+            self._note("provider %s is available but the session did not use it; ran on %s" % (", ".join(dropped), ", ".join(used)))
+        return {"name": self.name, "version": self.version, "delegates": [], "providers": used, "threads": self.threads,
+                "nodes_by_provider": getattr(self, "nodes_by_provider", None)}
 
 
 def make_runtime(engine: str, args, manifest):
     if engine == "tflite":
         return TFLiteRuntime(args)
+    if engine == "tensorrt":  # trtexec is not on this device: ONNX Runtime, TensorRT provider first
+        args.providers = args.providers or list(GPU_PROVIDERS)
     return OrtRuntime(args, manifest)
 
 
@@ -526,7 +622,7 @@ def load_probe(args, guard: StdoutGuard) -> int:
         if np is None:
             raise AgentFailure("numpy is not importable: %s" % NUMPY_ERROR)
         manifest, model_path, _ = read_bundle(args.bundle)
-        runtime = make_runtime(pick_engine(model_path, args.engine), args, manifest)
+        runtime = make_runtime(pick_engine(model_path, args.engine, manifest), args, manifest)
         evicted, note = evict_page_cache(model_path) if args.evict else (False, None)
         load_ms = timed_load(runtime, model_path)
         guard.emit({"ok": True, "load_ms": load_ms, "evicted": evicted, "note": note})
@@ -547,6 +643,8 @@ def probe_loads(args, count: int, evict: bool) -> tuple:
         cmd += ["--delegates", ",".join(args.delegates)]
     if args.providers:
         cmd += ["--providers", ",".join(args.providers)]
+    if args.cache_dir:
+        cmd += ["--cache-dir", args.cache_dir]
     if evict:
         cmd.append("--evict")
     samples, evicted, notes = [], True, []
@@ -623,8 +721,10 @@ def reference_calls(reference, in_specs):
             raise AgentFailure("reference in_%d has shape %s; the model takes %s" % (i, list(a.shape), spec.shape))
     if per_sample:
         return [[a[j] for a in arrays] for j in range(n)], n, True
-    batch = spec0.shape[0] if spec0.shape else None
-    if batch is None or batch == n:
+    # A dynamic batch dimension runs one sample per call: latency is batch-1 latency, as on a
+    # TFLite model (whose batch is 1), not the time for the whole reference set at once.
+    batch = (spec0.shape[0] if spec0.shape else None) or 1
+    if batch == n:
         return [arrays], n, False
     calls = [[a[j:j + batch] for a in arrays] for j in range(0, n - n % batch, batch)]
     return calls, len(calls) * batch, False
@@ -704,6 +804,352 @@ def timed_runs(runtime, bound, out_specs, runs: int, min_seconds: float, notes) 
     return samples
 
 
+# ---------------------------------------------------------------- TensorRT (trtexec)
+
+
+def find_trtexec():
+    """Return the path of trtexec, on PATH or where JetPack installs it, or None."""
+    found = shutil.which("trtexec")
+    if found:
+        return found
+    for path in TRTEXEC_PATHS:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def trt_version(code: int) -> str:
+    """Turn trtexec's banner code into a version: 8601 -> 8.6.1, 100300 -> 10.3.0."""
+    if code >= 10000:
+        return "%d.%d.%d" % (code // 10000, (code // 100) % 100, code % 100)
+    return "%d.%d.%d" % (code // 1000, (code // 100) % 10, code % 100)
+
+
+_TRT_STATS = {
+    "Latency": "latency_ms",
+    "Enqueue Time": "enqueue_ms",
+    "H2D Latency": "h2d_ms",
+    "GPU Compute Time": "gpu_compute_ms",
+    "D2H Latency": "d2h_ms",
+}
+_TRT_LINE = re.compile(r"^(?:\[[^\]]*\]\s*)*?\[([IWEVF])\]\s?(.*)$")
+
+
+def _trt_stats(text: str) -> dict:
+    """Parse "min = 0.07 ms, max = 0.41 ms, mean = ..., median = ..., percentile(90%) = ... ms, ..."."""
+    result = {"min": None, "max": None, "mean": None, "median": None, "percentiles": {}}
+    for key, value in re.findall(r"(min|max|mean|median|percentile\(\d+(?:\.\d+)?%\))\s*=\s*([-\d.eE+]+)\s*ms", text):
+        if key.startswith("percentile"):
+            result["percentiles"][key[len("percentile("):-2]] = float(value)
+        else:
+            result[key] = float(value)
+    for pct, value in re.findall(r"percentile:\s*(\d+(?:\.\d+)?)%\s*=\s*([-\d.eE+]+)\s*ms", text):  # TensorRT < 8.4
+        result["percentiles"][pct] = float(value)
+    return result
+
+
+def parse_trtexec(text: str) -> dict:
+    """Turn trtexec's output into figures: version, engine build and load times, throughput, and
+    the performance summary's statistics (ms), each as trtexec itself computed them.
+
+    A pure function of the text, so that it can be tested against real trtexec output.
+    """
+    figures = {
+        "tensorrt_version": None, "device": None, "precision": None, "passed": None,
+        "engine_build_s": None, "engine_load_ms": None, "throughput_qps": None,
+        "latency_ms": None, "enqueue_ms": None, "h2d_ms": None, "gpu_compute_ms": None, "d2h_ms": None,
+        "warmup_queries": None, "queries": None, "trace_s": None, "host_walltime_s": None, "gpu_compute_total_s": None,
+        "warnings": [], "errors": [],
+    }
+    in_summary = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        banner = re.match(r"&&&& (RUNNING|PASSED|FAILED) TensorRT\.trtexec \[TensorRT v(\d+)\]", line)
+        if banner:
+            figures["tensorrt_version"] = figures["tensorrt_version"] or trt_version(int(banner.group(2)))
+            if banner.group(1) != "RUNNING":
+                figures["passed"] = banner.group(1) == "PASSED"
+            continue
+        m = _TRT_LINE.match(line)
+        if not m:
+            continue
+        level, body = m.group(1), m.group(2).strip()
+        if level in ("E", "F"):
+            body = re.sub(r"^\[TRT\]\s*", "", body)
+            if body and body not in figures["errors"]:
+                figures["errors"].append(body)
+            continue
+        if level == "W":
+            if in_summary and body.lstrip("* ").strip():
+                figures["warnings"].append(body.lstrip("* ").strip())
+            continue
+        if body == "=== Performance summary ===":
+            in_summary = True
+            continue
+        if body.startswith("=== "):
+            in_summary = False
+        found = re.match(r"TensorRT version:\s*(\d+(?:\.\d+)+)", body)
+        if found:
+            figures["tensorrt_version"] = found.group(1)
+            continue
+        found = re.match(r"Selected Device:\s*(.+)", body)
+        if found and figures["device"] is None:
+            figures["device"] = found.group(1).strip()
+            continue
+        found = re.match(r"Precision:\s*(\S+)", body)
+        if found and figures["precision"] is None:
+            figures["precision"] = found.group(1)
+            continue
+        found = re.match(r"Engine built in ([\d.eE+-]+) sec", body)
+        if found:
+            figures["engine_build_s"] = float(found.group(1))
+            continue
+        found = re.match(r"Engine deserialized in ([\d.eE+-]+) sec", body)
+        if found:
+            figures["engine_load_ms"] = float(found.group(1)) * 1000.0
+            continue
+        found = re.match(r"Warmup completed (\d+) queries over", body)
+        if found:
+            figures["warmup_queries"] = int(found.group(1))
+            continue
+        found = re.match(r"Timing trace has (\d+) queries over ([\d.eE+-]+) s", body)
+        if found:
+            figures["queries"], figures["trace_s"] = int(found.group(1)), float(found.group(2))
+            continue
+        found = re.match(r"Throughput:\s*([\d.eE+-]+) qps", body)
+        if found:
+            figures["throughput_qps"] = float(found.group(1))
+            continue
+        found = re.match(r"Total Host Walltime:\s*([\d.eE+-]+) s", body)
+        if found:
+            figures["host_walltime_s"] = float(found.group(1))
+            continue
+        found = re.match(r"Total GPU Compute Time:\s*([\d.eE+-]+) s", body)
+        if found:
+            figures["gpu_compute_total_s"] = float(found.group(1))
+            continue
+        name, sep, rest = body.partition(":")
+        if sep and name in _TRT_STATS and "=" in rest:
+            figures[_TRT_STATS[name]] = _trt_stats(rest)
+    return figures
+
+
+def run_trtexec(cmd: list, timeout: float):
+    """Run trtexec; return (exit status, stdout and stderr together)."""
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AgentFailure("trtexec took longer than %d s: %s" % (timeout, " ".join(cmd[:2])))
+    except OSError as exc:
+        raise AgentFailure("cannot run trtexec: %s" % exc)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace")
+
+
+def trt_name(name: str) -> str:
+    """A tensor name as trtexec's --shapes / --loadInputs take it: quoted where it holds a colon."""
+    return "'%s'" % name if ":" in name or "," in name else name
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class TrtexecRunner:
+    """Run a built engine once per call through trtexec (--loadInputs / --exportOutput): the
+    reference check, without TensorRT's Python bindings."""
+
+    def __init__(self, trtexec, engine_path, shape_args, workdir):
+        self.cmd = [trtexec, "--loadEngine=" + engine_path, "--iterations=1", "--duration=0", "--warmUp=0"] + shape_args
+        self.workdir = workdir
+        self.calls = 0
+
+    def bind(self, specs, arrays):
+        return list(zip(specs, arrays))
+
+    def infer(self, bound, out_specs) -> list:
+        self.calls += 1
+        loads = []
+        for k, (spec, array) in enumerate(bound):
+            path = os.path.join(self.workdir, "check_in_%d_%d.bin" % (self.calls, k))
+            np.ascontiguousarray(array, dtype=spec.dtype).tofile(path)
+            loads.append("%s:%s" % (trt_name(spec.name), path))
+        out_path = os.path.join(self.workdir, "check_out_%d.json" % self.calls)
+        status, text = run_trtexec(self.cmd + ["--loadInputs=" + ",".join(loads), "--exportOutput=" + out_path], TRTEXEC_TIMEOUT_S)
+        if status != 0 or not os.path.isfile(out_path):
+            errors = parse_trtexec(text)["errors"]
+            raise AgentFailure("trtexec could not run the reference inputs: %s" % (errors[0] if errors else "exit status %d" % status))
+        with open(out_path, "r", encoding="utf-8") as f:
+            exported = dict((o.get("name"), o) for o in json.load(f))
+        results = []
+        for spec in out_specs:
+            out = exported.get(spec.name)
+            if out is None:
+                raise AgentFailure("trtexec exported no output named %s" % spec.name)
+            dims = [int(d) for d in str(out.get("dimensions", "")).split("x") if d.strip()]
+            values = np.asarray(out["values"], dtype=np.float64).reshape(dims or [-1])
+            results.append(values.astype(spec.dtype) if spec.dtype.kind in "iu" else values)  # integers: dequantized by the check
+        return results
+
+
+def measure_trtexec(args, report: dict, manifest: dict, model_path: str, reference, trtexec: str) -> None:
+    """Build (or take from the cache) a TensorRT engine with trtexec, time it with trtexec, and
+    turn trtexec's own figures into the report."""
+    notes = report["notes"]
+    precision = manifest.get("precision") or "fp32"
+    if precision == "dynamic-int8":
+        raise AgentFailure(
+            "TensorRT cannot run dynamic-range int8 ONNX models (DynamicQuantizeLinear / MatMulInteger): "
+            "build the bundle with precision int8 (QDQ) or fp16"
+        )
+    # --int8 alone would run the layers the QDQ graph leaves in float in fp32; --fp16 lets them use fp16.
+    flags = {"fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}.get(precision, [])
+    if args.providers or args.delegates:
+        notes.append("--providers / --delegates do not apply to trtexec; ignored")
+    _, banner = run_trtexec([trtexec, "--help"], 120)
+    version = parse_trtexec(banner)["tensorrt_version"] or "unknown"
+
+    def spec(d):
+        return Spec(d.get("name"), list(d.get("shape") or []), d.get("dtype") or "float32", d.get("scale"), d.get("zero_point"), d.get("name"))
+
+    in_specs = [spec(d) for d in manifest.get("inputs") or [] if isinstance(d, dict)]
+    out_specs = [spec(d) for d in manifest.get("outputs") or [] if isinstance(d, dict)]
+    if not in_specs or not out_specs:
+        raise AgentFailure("manifest.json lists no inputs or outputs: trtexec needs their names")
+    calls = []
+    if reference is not None:
+        try:
+            calls = reference_calls(reference, in_specs)[0]
+        except AgentFailure:
+            pass  # the check below reports why
+    shapes = []
+    for k, s in enumerate(in_specs):
+        if any(d is None for d in s.shape):
+            dims = list(calls[0][k].shape) if calls else [d if d is not None else 1 for d in s.shape]
+            shapes.append("%s:%s" % (trt_name(s.name), "x".join(str(int(d)) for d in dims)))
+    shape_args = ["--shapes=" + ",".join(shapes)] if shapes else []
+
+    cache_dir = args.cache_dir
+    os.makedirs(cache_dir, exist_ok=True)
+    key = [sha256_file(model_path)[:32], "trt" + version, precision]
+    if shapes:
+        key.append(hashlib.sha256(shape_args[0].encode("utf-8")).hexdigest()[:8])
+    engine_path = os.path.join(cache_dir, "-".join(key) + ".engine")
+    cached = os.path.isfile(engine_path)
+    build_s = None
+    if not cached:
+        part = "%s.part%d" % (engine_path, os.getpid())
+        cmd = [trtexec, "--onnx=" + os.path.abspath(model_path), "--saveEngine=" + part, "--skipInference"] + flags + shape_args
+        status, text = run_trtexec(cmd, TRTEXEC_TIMEOUT_S)
+        if status != 0 and re.search(r"(?i)(unknown|unrecognized|invalid) (option|argument)\S*[^\n]*skipInference", text):
+            # TensorRT before 8.4 spells it --buildOnly
+            cmd[cmd.index("--skipInference")] = "--buildOnly"
+            status, text = run_trtexec(cmd, TRTEXEC_TIMEOUT_S)
+        built = parse_trtexec(text)
+        if status != 0 or not os.path.isfile(part):
+            if os.path.isfile(part):
+                os.remove(part)
+            raise AgentFailure(
+                "trtexec (TensorRT %s) could not build an engine from %s: %s"
+                % (version, os.path.basename(model_path), built["errors"][0] if built["errors"] else "exit status %d" % status)
+            )
+        os.replace(part, engine_path)
+        build_s = built["engine_build_s"]
+        notes.append("built the TensorRT engine (%s) and cached it as %s" % (" ".join(flags) or "fp32", engine_path))
+    else:
+        notes.append("TensorRT engine taken from the cache: %s" % engine_path)
+
+    workdir = tempfile.mkdtemp(prefix="edgepack-trt-")
+    try:
+        load_cmd = [trtexec, "--loadEngine=" + engine_path, "--iterations=1", "--duration=0", "--warmUp=0"] + shape_args
+        cold, warm, evicted = [], [], True
+        for count, evict in ((args.cold_loads, True), (max(args.cold_loads, 1), False)):
+            for _ in range(count):
+                if evict:
+                    ok, note = evict_page_cache(engine_path)
+                    evicted = evicted and ok
+                    if note and note not in notes:
+                        notes.append(note)
+                status, text = run_trtexec(load_cmd, TRTEXEC_TIMEOUT_S)
+                ms = parse_trtexec(text)["engine_load_ms"]
+                if status == 0 and ms is not None:
+                    (cold if evict else warm).append(ms)
+
+        inputs = []
+        if calls:
+            for k, (s, array) in enumerate(zip(in_specs, calls[0])):
+                path = os.path.join(workdir, "in_%d.bin" % k)
+                np.ascontiguousarray(quantize(array, s)).tofile(path)
+                inputs.append("%s:%s" % (trt_name(s.name), path))
+        times_path = os.path.join(workdir, "times.json")
+        cmd = [trtexec, "--loadEngine=" + engine_path, "--iterations=%d" % max(args.runs, 1),
+               "--duration=%g" % args.min_seconds, "--warmUp=%d" % (200 if args.warmup else 0),
+               "--exportTimes=" + times_path, "--useSpinWait"] + shape_args
+        if inputs:
+            cmd.append("--loadInputs=" + ",".join(inputs))
+        status, text = run_trtexec(cmd, TRTEXEC_TIMEOUT_S)
+        figures = parse_trtexec(text)
+        if status != 0:
+            raise AgentFailure("trtexec could not run the engine: %s" % (figures["errors"][0] if figures["errors"] else "exit status %d" % status))
+        try:
+            with open(times_path, "r", encoding="utf-8") as f:
+                samples = [float(t["latencyMs"]) for t in json.load(f) if isinstance(t, dict) and "latencyMs" in t]
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise AgentFailure("trtexec wrote no readable --exportTimes file: %s" % exc)
+        if not samples:
+            raise AgentFailure("trtexec timed no inference")
+        latency = stats(samples, figures["warmup_queries"] or 0)
+        latency["method"] = (
+            "trtexec --exportTimes: latencyMs of each inference (host-to-device copy + GPU compute + device-to-host copy) "
+            "as trtexec timed it, after --warmUp=%d ms; no clipping" % (200 if args.warmup else 0)
+        )
+        report["latency_ms"] = latency
+        report["throughput_per_s"] = figures["throughput_qps"] if figures["throughput_qps"] else 1000.0 / latency["mean"]
+        report["load"] = {
+            "cold_ms": cold,
+            "warm_ms": warm,
+            "in_process_ms": figures["engine_load_ms"],
+            "cold_evicted": (evicted and bool(cold)) if args.cold_loads else None,
+            "method": "trtexec's 'Engine deserialized in' figure, each in a fresh trtexec process (after CUDA "
+            "initialisation); cold after fsync + posix_fadvise(POSIX_FADV_DONTNEED) of the engine file",
+        }
+        report["runtime"] = {"name": "tensorrt", "version": version, "delegates": [], "providers": [], "threads": None, "nodes_by_provider": None}
+        try:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+        except (ImportError, OSError):
+            peak = None
+        report["memory"] = {
+            "baseline_rss_mb": None,
+            "peak_rss_mb": round(peak, 3) if peak is not None else None,
+            "delta_mb": None,
+            "method": "peak RSS of the largest trtexec process (getrusage RUSAGE_CHILDREN)%s; GPU memory not included"
+            % ("" if cached else ", which includes the engine build"),
+        }
+        if reference is not None:
+            limited = reference
+            batch = len(calls[0][0]) if calls else 1
+            total = len(reference["in_0"]) if "in_0" in reference else 0
+            if calls and len(calls) > TRT_CHECK_CALLS:
+                keep = TRT_CHECK_CALLS * batch
+                limited = dict((k, v[:keep]) for k, v in reference.items())
+                notes.append("checked %d of %d reference samples through trtexec (one process per batch)" % (keep, total))
+            try:
+                report["check"] = check_outputs(TrtexecRunner(trtexec, engine_path, shape_args, workdir), in_specs, out_specs, limited, notes)
+            except AgentFailure as exc:
+                report["errors"].append("reference check failed: %s" % exc)
+        figures.pop("errors")
+        figures.update(trtexec=trtexec, engine_path=engine_path, engine_cached=cached, flags=flags)
+        figures["engine_build_s"] = build_s
+        report["tensorrt"] = figures
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -734,6 +1180,7 @@ def empty_report() -> dict:
         "throughput_per_s": None,
         "memory": None,
         "check": None,
+        "tensorrt": None,
     }
 
 
@@ -744,9 +1191,19 @@ def measure(args, report: dict) -> None:
     if np is None:
         raise AgentFailure("numpy is not importable: %s" % NUMPY_ERROR)
     manifest, model_path, reference = read_bundle(args.bundle)
-    engine = pick_engine(model_path, args.engine)
+    engine = pick_engine(model_path, args.engine, manifest)
     if args.threads is None:
         args.threads = usable_cores()
+    if args.cache_dir is None:
+        args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.bundle)), "engine-cache")
+    if engine == "tensorrt":
+        trtexec = find_trtexec()
+        if trtexec is not None:
+            return measure_trtexec(args, report, manifest, model_path, reference, trtexec)
+        notes.append(
+            "trtexec not found (PATH, %s): measured the .onnx with ONNX Runtime instead, TensorRT provider first"
+            % ", ".join(TRTEXEC_PATHS)
+        )
     runtime = make_runtime(engine, args, manifest)
     baseline_mb, baseline_method = rss_mb("VmRSS")
     notes.extend(runtime.notes)
@@ -813,6 +1270,18 @@ def measure(args, report: dict) -> None:
         "method": "baseline: %s after the runtime import; peak: %s after load, inference and check"
         % (baseline_method, peak_method),
     }
+    if hasattr(runtime, "placement"):  # after the memory figures: a second session must not inflate them
+        try:
+            runtime.nodes_by_provider = runtime.placement(model_path, bound, out_specs)
+            notes.append(
+                "nodes_by_provider: kernels per execution provider from ONNX Runtime's profiler over one inference, "
+                "after graph optimisation (fused QDQ shows as QLinearConv, QGemm, ...; TensorRT subgraphs as one kernel each)"
+            )
+            off_cpu = [p for p in runtime.nodes_by_provider if p != "CPUExecutionProvider"]
+            if runtime.providers[0] != "CPUExecutionProvider" and "CPUExecutionProvider" in runtime.nodes_by_provider and off_cpu:
+                notes.append("%d kernels fell back to CPUExecutionProvider" % sum(runtime.nodes_by_provider["CPUExecutionProvider"].values()))
+        except Exception as exc:
+            notes.append("node placement not available: %s" % first_line(exc))
     report["runtime"] = runtime.info()
 
 

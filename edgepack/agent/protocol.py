@@ -40,6 +40,8 @@ class RuntimeInfo(Strict):
     delegates: list[str] = []  # TFLite delegates actually applied (xnnpack is the built-in default)
     providers: list[str] = []  # ONNX Runtime: session.get_providers()
     threads: Optional[int] = None  # num_threads / intra_op_num_threads passed to the runtime
+    # ONNX Runtime: provider -> kernel (op type after graph optimisation) -> count, from its profiler
+    nodes_by_provider: Optional[dict[str, dict[str, int]]] = None
 
 
 class LoadTimes(Strict):
@@ -86,6 +88,43 @@ class Check(Strict):
     top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
 
 
+class TrtexecStats(Strict):
+    """One line of trtexec's performance summary, in ms, as trtexec computed it."""
+
+    min: Optional[float] = None
+    max: Optional[float] = None
+    mean: Optional[float] = None
+    median: Optional[float] = None
+    percentiles: dict[str, float] = {}  # "90" -> ms, for each --percentile trtexec printed
+
+
+class TensorrtFigures(Strict):
+    """What trtexec said about the engine it built and ran (``runtime.engine: tensorrt``)."""
+
+    tensorrt_version: Optional[str] = None
+    trtexec: Optional[str] = None  # the trtexec that ran
+    device: Optional[str] = None
+    precision: Optional[str] = None  # as trtexec printed it, e.g. FP32+FP16
+    flags: list[str] = []  # --fp16 / --int8
+    passed: Optional[bool] = None
+    engine_path: Optional[str] = None
+    engine_cached: Optional[bool] = None  # taken from the device's engine cache (no build this run)
+    engine_build_s: Optional[float] = None  # None when cached
+    engine_load_ms: Optional[float] = None  # "Engine deserialized in"
+    throughput_qps: Optional[float] = None
+    latency_ms: Optional[TrtexecStats] = None  # host latency: H2D + compute + D2H
+    enqueue_ms: Optional[TrtexecStats] = None
+    h2d_ms: Optional[TrtexecStats] = None
+    gpu_compute_ms: Optional[TrtexecStats] = None
+    d2h_ms: Optional[TrtexecStats] = None
+    warmup_queries: Optional[int] = None
+    queries: Optional[int] = None
+    trace_s: Optional[float] = None
+    host_walltime_s: Optional[float] = None
+    gpu_compute_total_s: Optional[float] = None
+    warnings: list[str] = []  # trtexec's own warnings about the measurement (unstable clocks, ...)
+
+
 class AgentReport(Strict):
     protocol: int
     ok: bool
@@ -99,6 +138,7 @@ class AgentReport(Strict):
     throughput_per_s: Optional[float] = None
     memory: Optional[MemoryUse] = None
     check: Optional[Check] = None
+    tensorrt: Optional[TensorrtFigures] = None  # runtime.engine tensorrt, measured with trtexec
 
     @model_validator(mode="after")
     def ok_matches_errors(self) -> AgentReport:

@@ -90,10 +90,16 @@ def _load_npz(path: Path, inputs: list[TensorInfo]) -> Dataset:
 
 def _load_images(folder: Path, inputs: list[TensorInfo]) -> Dataset:
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        raise DataError(f"{folder}: an image folder needs a model with one image input (N, H, W, C)")
+        raise DataError(f"{folder}: an image folder needs a model with one image input (N, H, W, C) or (N, C, H, W)")
     _, h, w, c = inputs[0].shape
+    channels_first = inputs[0].shape[1] in (1, 3) and c not in (1, 3)  # (N, C, H, W), as PyTorch exports
+    if channels_first:
+        _, c, h, w = inputs[0].shape
     if h is None or w is None or c not in (1, 3):
-        raise DataError(f"{folder}: the model input {inputs[0].shape} has no fixed image size to resize to")
+        raise DataError(
+            f"{folder}: the model input {inputs[0].shape} has no fixed image size to resize to",
+            hint=f"fix it with --input-shape {inputs[0].name}:1x" + ("3xHxW" if channels_first else "HxWx3") + ", or pass .npz data",
+        )
     classes = sorted(p for p in folder.iterdir() if p.is_dir())
     if classes:
         files = [(f, label) for label, d in enumerate(classes) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -112,7 +118,11 @@ def _load_images(folder: Path, inputs: list[TensorInfo]) -> Dataset:
         images.append(tf.image.resize(tf.cast(img, tf.float32), (h, w)).numpy() / 255.0)
     y = np.array([label for _, label in files]) if classes else None
     notes = {"image_scaling": "pixel / 255 (range 0..1)", "image_size": [h, w, c], "classes": [d.name for d in classes]}
-    return Dataset([np.stack(images).astype(np.float32)], y, notes=notes)
+    x = np.stack(images).astype(np.float32)
+    if channels_first:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        notes["layout"] = "NCHW"
+    return Dataset([x], y, notes=notes)
 
 
 def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
@@ -158,6 +168,9 @@ def synthetic(inputs: list[TensorInfo], n: int, seed: int = 0) -> Dataset:
     xs = []
     for spec in inputs:
         if any(d is None for d in spec.shape[1:]):
-            raise DataError(f"model input '{spec.name}' has dynamic dimensions {spec.shape}: synthetic data needs a fixed shape")
+            raise DataError(
+                f"model input '{spec.name}' has dynamic dimensions {spec.shape}: synthetic data needs a fixed shape",
+                hint=f"pass --data (its size is used), or --input-shape {spec.name}:" + "x".join(str(d or "N") for d in spec.shape),
+            )
         xs.append(rng.standard_normal((n, *spec.shape[1:])).astype(spec.dtype))
     return Dataset(xs, None, source="synthetic", sha256="synthetic", notes={"synthetic": True})

@@ -1,8 +1,8 @@
-"""Load the user's trained model: Keras (.keras, .h5) or a TensorFlow SavedModel directory.
+"""Load the user's trained model: Keras (.keras, .h5), a TensorFlow SavedModel directory, or ONNX.
 
 A `SourceModel` runs the original model (the reference for verification), describes its
 inputs and outputs, and hands the TFLite converter what it needs. TensorFlow is imported
-inside the functions that use it.
+inside the functions that use it; ONNX models run with onnxruntime (`edgepack.model.onnx_graph`).
 """
 
 from __future__ import annotations
@@ -30,20 +30,36 @@ class TensorInfo:
 @dataclass
 class SourceModel:
     """A loaded model. Outputs are named output_0, output_1, ... for Keras models (the names the
-    TFLite converter gives them) and by their signature keys for SavedModels."""
+    TFLite converter gives them), by their signature keys for SavedModels and by the graph's
+    output names for ONNX models."""
 
     path: Path
-    kind: str  # "keras" or "savedmodel"
+    kind: str  # "keras", "savedmodel" or "onnx"
     sha256: str
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     keras_model: Any = None  # a keras.Model, when there is one (needed to prune)
     signature: Any = None  # the SavedModel's serving function
     _keep: list = field(default_factory=list, repr=False)  # objects the signature needs alive
+    onnx_model: Any = None  # the onnx.ModelProto of an ONNX source
+    dim_names: dict[str, tuple[Optional[str], ...]] = field(default_factory=dict)  # ONNX: input -> symbolic dim names
+    _runner: Any = field(default=None, repr=False)
 
     @property
     def params(self) -> int | None:
+        if self.onnx_model is not None:
+            return int(sum(np.prod(t.dims, dtype=np.int64) for t in self.onnx_model.graph.initializer if t.data_type in (1, 10, 11)))
         return int(self.keras_model.count_params()) if self.keras_model is not None else None
+
+    def dynamic_inputs(self) -> dict[str, list[str]]:
+        """Input name -> the names of its dynamic dimensions (None in the shape), for inputs that have any."""
+        found = {}
+        for spec in self.inputs:
+            names = self.dim_names.get(spec.name) or ()
+            dynamic = [names[i] if i < len(names) and names[i] else f"dim{i}" for i, d in enumerate(spec.shape) if d is None]
+            if dynamic:
+                found[spec.name] = dynamic
+        return found
 
     def predict(self, xs: list[np.ndarray], batch_size: int = 64) -> list[np.ndarray]:
         """Run the model on inputs (one array per input, batch first); return one array per output."""
@@ -55,6 +71,12 @@ class SourceModel:
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
 
     def _run(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        if self.onnx_model is not None:
+            if self._runner is None:
+                from edgepack.model.onnx_graph import OnnxRunner
+
+                self._runner = OnnxRunner(self.onnx_model, str(self.path))
+            return self._runner.predict(batch, [s.name for s in self.inputs], [s.name for s in self.outputs])
         if self.keras_model is not None:
             out = self.keras_model(batch if len(batch) > 1 else batch[0], training=False)
             out = out if isinstance(out, (list, tuple)) else [out]
@@ -66,7 +88,15 @@ class SourceModel:
         return [result[o.name].numpy() for o in self.outputs]
 
     def tflite_converter(self):
-        """Return a `tf.lite.TFLiteConverter` for this model."""
+        """Return a `tf.lite.TFLiteConverter` for this model.
+
+        Raises:
+            BuildError: an ONNX model, which the TFLite converter cannot read.
+        """
+        if self.kind == "onnx":
+            from edgepack.errors import BuildError
+
+            raise BuildError(f"{self.path}: the TFLite converter cannot read an ONNX model", hint=ONNX_FOR_TFLITE_HINT)
         import tensorflow as tf
 
         if self.keras_model is not None:
@@ -94,10 +124,7 @@ def load_model(path: Path) -> SourceModel:
     if not path.exists():
         raise ModelError(f"{path}: no such file or directory", hint="check the model path")
     if path.suffix == ".onnx":
-        raise ModelError(
-            f"{path}: ONNX models are not supported as input yet",
-            hint="pass the Keras (.keras, .h5) or SavedModel the ONNX file was exported from",
-        )
+        return _load_onnx(path)
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ModelError(f"{path}: a directory but not a SavedModel (no saved_model.pb)", hint="pass a SavedModel directory or a .keras file")
@@ -106,7 +133,7 @@ def load_model(path: Path) -> SourceModel:
         return _load_keras(path)
     raise ModelError(
         f"{path}: unknown model format '{path.suffix}'",
-        hint="edgepack reads Keras .keras / .h5 files and SavedModel directories",
+        hint="edgepack reads Keras .keras / .h5 files, SavedModel directories and .onnx files",
     )
 
 
@@ -145,3 +172,27 @@ def _load_savedmodel(path: Path) -> SourceModel:
     outs = signature.structured_outputs
     outputs = [TensorInfo(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in sorted(outs.items())]
     return SourceModel(path, "savedmodel", sha256_path(path), inputs, outputs, signature=signature, _keep=[loaded])
+
+
+ONNX_FOR_TFLITE_HINT = (
+    "build the TFLite target from the model the ONNX file was exported from (Keras .keras/.h5 or a "
+    "SavedModel), or pick an ONNX target: edgepack targets list --family jetson, or raspberry-pi-5-onnx"
+)
+
+
+def _load_onnx(path: Path) -> SourceModel:
+    from edgepack.model.onnx_graph import OnnxRunner, graph_inputs, read_onnx, value_spec
+
+    model = read_onnx(path)
+    inputs, outputs, dim_names = [], [], {}
+    for value in graph_inputs(model):
+        name, shape, names, dtype = value_spec(value)
+        inputs.append(TensorInfo(name, shape, dtype))
+        dim_names[name] = names
+    for value in model.graph.output:
+        name, shape, _, dtype = value_spec(value)
+        outputs.append(TensorInfo(name, shape, dtype))
+    source = SourceModel(path, "onnx", sha256_path(path), inputs, outputs, onnx_model=model, dim_names=dim_names)
+    # The session now, so that a model onnxruntime cannot load (a newer opset) fails at load time.
+    source._runner = OnnxRunner(model, str(path))
+    return source

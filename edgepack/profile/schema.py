@@ -46,6 +46,19 @@ class Precision(str, Enum):
 
 class IoDtype(str, Enum):
     float32 = "float32"
+    float16 = "float16"  # ONNX fp16 builds only
+    int8 = "int8"
+    uint8 = "uint8"
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    entropy = "entropy"
+    percentile = "percentile"
+
+
+class QuantType(str, Enum):
+    auto = "auto"  # activations: uint8 for CPU providers, symmetric int8 for TensorRT / CUDA
     int8 = "int8"
     uint8 = "uint8"
 
@@ -91,6 +104,24 @@ class Prune(Strict):
     fine_tune_epochs: int = Field(default=2, ge=0)
 
 
+class OnnxBuild(Strict):
+    """ONNX-only settings: the opset a Keras/SavedModel export targets, and the int8 (QDQ) recipe."""
+
+    # 17: loaded by TensorRT 8.5+ (JetPack 5) and onnxruntime 1.13+; 13 is the floor for per-channel QDQ.
+    opset: int = Field(default=17, ge=13, le=23, description="opset of a Keras/SavedModel -> ONNX export")
+    calibration_method: CalibrationMethod = CalibrationMethod.minmax
+    activation_type: QuantType = Field(default=QuantType.auto, description="auto: uint8 on CPU, symmetric int8 for TensorRT/CUDA")
+    weight_type: QuantType = Field(default=QuantType.int8, description="int8 (symmetric) or uint8")
+    per_channel: bool = Field(default=True, description="one scale per output channel of each weight")
+    reduce_range: bool = Field(default=False, description="7-bit weights, for x86 CPUs without VNNI")
+
+    @model_validator(mode="after")
+    def weights_are_concrete(self) -> "OnnxBuild":
+        if self.weight_type is QuantType.auto:
+            raise Conflict("build.onnx.weight_type must be int8 or uint8 (auto applies to activations)", at="onnx.weight_type")
+        return self
+
+
 class Build(Strict):
     format: Format
     precision: Precision
@@ -98,10 +129,26 @@ class Build(Strict):
     prune: Prune = Prune()
     calibration_samples: int = Field(default=200, ge=1)
     fallback: Fallback = Fallback.auto
+    onnx: OnnxBuild = OnnxBuild()
+
+    @model_validator(mode="after")
+    def onnx_settings_need_onnx(self) -> "Build":
+        if "onnx" in self.model_fields_set and self.format is not Format.onnx:
+            raise Conflict(f"build.onnx applies to format onnx (got {self.format.value}): remove the build.onnx section", at="onnx")
+        return self
 
     @model_validator(mode="after")
     def integer_io_needs_int8(self) -> "Build":
-        if self.io_dtype is not IoDtype.float32 and self.precision is not Precision.int8:
+        if self.io_dtype is IoDtype.float16:
+            if self.format is not Format.onnx or self.precision is not Precision.fp16:
+                raise Conflict(
+                    f"io_dtype float16 is for ONNX fp16 builds (got format {self.format.value}, precision "
+                    f"{self.precision.value}): set build.io_dtype: float32",
+                    at="io_dtype",
+                )
+            return self
+        # tflite-micro gets the more telling reason from micro_is_full_integer below.
+        if self.io_dtype is not IoDtype.float32 and self.precision is not Precision.int8 and self.format is not Format.tflite_micro:
             raise Conflict(
                 f"io_dtype {self.io_dtype.value} needs precision int8 (got {self.precision.value}): "
                 "set build.io_dtype: float32, or build.precision: int8",
@@ -187,6 +234,20 @@ class Profile(Strict):
                 f"set build.precision to one of {allowed}",
                 at="build.precision",
             )
+        return self
+
+    @model_validator(mode="after")
+    def tensorrt_takes_symmetric_int8(self) -> "Profile":
+        # TensorRT's explicit (QDQ) quantization accepts int8 with zero point 0 only.
+        if self.runtime.engine is Engine.tensorrt and self.build.precision is Precision.int8:
+            if self.build.onnx.activation_type is QuantType.uint8 or self.build.onnx.weight_type is QuantType.uint8:
+                raise Conflict(
+                    "runtime.engine tensorrt runs symmetric int8 only: set build.onnx.activation_type: auto (or int8) "
+                    "and build.onnx.weight_type: int8",
+                    at="build.onnx.activation_type",
+                )
+            if self.build.io_dtype is IoDtype.uint8:
+                raise Conflict("runtime.engine tensorrt runs symmetric int8 only: set build.io_dtype: int8 or float32", at="build.io_dtype")
         return self
 
     @model_validator(mode="after")

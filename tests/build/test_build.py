@@ -12,6 +12,7 @@ from edgepack.build.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
 from tests.conftest import write_target
+from tests.hard_models import outlier_input_model
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -152,29 +153,8 @@ def test_channel_pruning_refuses_a_branching_model_naming_the_layer(isolated_use
     assert not (isolated_user_dirs / "build").exists()
 
 
-def _outlier_model(tmp_path, digits):
-    """A model whose input has one feature a thousand times larger than the rest: int8 input
-    quantization then rounds every real pixel to the same value and the answers collapse."""
-    import keras
-
-    x, y = digits
-    flat = x.reshape(len(x), 64)
-    xa = np.concatenate([flat, np.full((len(x), 1), 1000.0, np.float32)], axis=1)
-    keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.Input((65,)), keras.layers.Dense(32, activation="relu"), keras.layers.Dense(10, activation="softmax")])
-    m.compile("adam", "sparse_categorical_crossentropy")
-    m.fit(xa[:1200] * np.r_[np.ones(64), 0.001][None].astype(np.float32), y[:1200], epochs=30, verbose=0)
-    # Fold the 0.001 input scale into the weights so the model takes the raw (outlier) feature.
-    k, b = m.layers[0].get_weights()
-    k[64] *= 0.001
-    m.layers[0].set_weights([k, b])
-    m.save(tmp_path / "outlier.keras")
-    np.savez(tmp_path / "outlier.npz", x=xa[1200:].astype(np.float32), y=y[1200:])
-    return tmp_path / "outlier.keras", tmp_path / "outlier.npz"
-
-
 def test_verify_fails_a_build_whose_artifact_disagrees_and_keeps_the_bundle(isolated_user_dirs, tmp_path, digits):
-    model, data = _outlier_model(tmp_path, digits)
+    model, data = outlier_input_model(tmp_path, digits)
     name = write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\nbuild: {fallback: off}\n")
     result = runner.invoke(app, ["build", str(model), "--target", name, "--data", str(data)])
     assert result.exit_code == 1, result.output
@@ -317,7 +297,11 @@ def test_int8_without_data_is_refused(isolated_user_dirs, digits_files):
     _fails_cleanly(isolated_user_dirs, [str(model), "--target", "raspberry-pi-4"], "needs calibration data")
 
 
-def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits_files):
+def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits_files, monkeypatch):
+    from edgepack.build import convert
+    from edgepack.profile.schema import Format
+
+    monkeypatch.delitem(convert.EXPORTERS, Format.onnx)  # a format without an exporter
     model, data = digits_files
     _fails_cleanly(
         isolated_user_dirs, [str(model), "--target", "jetson-orin-nano", "--data", str(data)],
@@ -325,9 +309,9 @@ def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits
     )
 
 
-def test_onnx_model_input_is_not_supported_yet(isolated_user_dirs):
+def test_onnx_model_for_a_tflite_target_is_refused_before_loading(isolated_user_dirs):
     (isolated_user_dirs / "m.onnx").write_bytes(b"\x08\x07")
-    _fails_cleanly(isolated_user_dirs, ["m.onnx", "--target", "pixel-8"], "ONNX models are not supported as input yet")
+    _fails_cleanly(isolated_user_dirs, ["m.onnx", "--target", "pixel-8"], "an ONNX model cannot be built for target 'pixel-8'")
 
 
 def test_unknown_target_is_refused_before_loading(isolated_user_dirs):

@@ -1,0 +1,214 @@
+"""Lower an fp32 ONNX model: fp16 (onnxconverter-common), static int8 in QDQ format and dynamic int8
+(onnxruntime.quantization).
+
+Static int8 runs `quant_pre_process` (shape inference, including the symbolic one that needs
+sympy, and graph optimisation) and then `quantize_static` fed by the calibration data through a
+`CalibrationDataReader`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edgepack.errors import BuildError
+from edgepack.model.data import Dataset
+from edgepack.profile.schema import CalibrationMethod, Engine, IoDtype, OnnxBuild, Profile, QuantType
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension is dynamic
+# Dynamic quantization pays where weights dominate: MatMul/attention/recurrent graphs. Conv is left
+# in float: ConvInteger has uint8-only CPU kernels and is slower than the float Conv it replaces.
+DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
+
+
+def to_fp16(proto, io_dtype: IoDtype):
+    """Return PROTO with float16 weights and arithmetic; inputs and outputs stay float32 unless IO_DTYPE is float16."""
+    from onnxconverter_common import float16
+
+    try:
+        return float16.convert_float_to_float16(proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False)
+    except Exception as exc:
+        raise BuildError(f"fp16 conversion failed: {_first_line(exc)}", hint="try build.precision: fp32 or int8") from None
+
+
+def int8_types(profile: Profile) -> tuple[QuantType, QuantType, bool, str]:
+    """Choose (activation type, weight type, symmetric activations, why) for static int8."""
+    q: OnnxBuild = profile.build.onnx
+    gpu = profile.runtime.engine is Engine.tensorrt or any(p in GPU_PROVIDERS for p in profile.runtime.providers)
+    io = profile.build.io_dtype
+    if q.activation_type is not QuantType.auto:
+        activation, why = q.activation_type, "build.onnx.activation_type"
+    elif io in (IoDtype.int8, IoDtype.uint8):
+        activation, why = QuantType(io.value), "follows build.io_dtype"
+    elif gpu:
+        # TensorRT's explicit quantization takes int8 with zero point 0 only; CUDA kernels likewise.
+        activation, why = QuantType.int8, "symmetric int8: TensorRT/CUDA take zero-point-0 int8 only"
+    else:
+        # CPU: onnxruntime's int8 kernels (MLAS) multiply unsigned activations by signed weights
+        # (VPMADDUBSW / VNNI VPDPBUSD on x86, UDOT-based kernels on Arm64), and an asymmetric uint8
+        # activation spends all 256 levels on a post-ReLU range [0, max] where symmetric int8 wastes half.
+        activation, why = QuantType.uint8, "uint8 activations x int8 weights: the CPU kernels' native pairing"
+    if io in (IoDtype.int8, IoDtype.uint8) and activation.value != io.value:
+        raise BuildError(
+            f"build.io_dtype {io.value} needs {io.value} activations, but build.onnx.activation_type is {activation.value}",
+            hint=f"set build.onnx.activation_type: {io.value} (or auto)",
+        )
+    symmetric = activation is QuantType.int8 and (gpu or q.activation_type is QuantType.auto)
+    return activation, q.weight_type, symmetric, why
+
+
+def quantize_int8(proto, profile: Profile, calibration: Dataset) -> tuple[object, dict]:
+    """Static int8 in QDQ format, calibrated on CALIBRATION; return (model, facts)."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod, QuantFormat, QuantType as OrtType
+    from onnxruntime.quantization import quant_pre_process, quantize_static
+
+    q = profile.build.onnx
+    activation, weight, symmetric, why = int8_types(profile)
+    ort_type = {QuantType.int8: OrtType.QInt8, QuantType.uint8: OrtType.QUInt8}
+    method = {CalibrationMethod.minmax: OrtMethod.MinMax, CalibrationMethod.entropy: OrtMethod.Entropy, CalibrationMethod.percentile: OrtMethod.Percentile}
+    names = [i.name for i in _inputs(proto)]
+    fixed = _fixed_batch(proto)
+    n = len(calibration)
+    if fixed and n < fixed:
+        raise BuildError(f"the model takes batches of {fixed}, more than the {n} calibration samples", hint="give more data")
+    # Batches of one size: the histogram calibrators (entropy, percentile) cannot stack ragged ones.
+    # A fixed batch leaves the remainder out; a dynamic one takes the largest size that divides N.
+    step = fixed or max(d for d in range(1, min(CALIBRATION_BATCH, n) + 1) if n % d == 0)
+    chunks = [slice(i, i + step) for i in range(0, n - n % step, step)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds: Iterator[dict] = iter(())
+            self.rewind()
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+        def rewind(self):
+            self.feeds = iter([{name: np.ascontiguousarray(x[s]) for name, x in zip(names, calibration.x)} for s in chunks])
+
+    facts = {"activation_type": activation.value, "weight_type": weight.value, "activation_symmetric": symmetric,
+             "per_channel": q.per_channel, "reduce_range": q.reduce_range, "calibration_method": q.calibration_method.value,
+             "quant_format": "QDQ", "why_types": why}
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+        src, pre, out = Path(tmp) / "model.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        _save(proto, src)
+        try:
+            quant_pre_process(str(src), str(pre))
+            facts["pre_process"] = "quant_pre_process: symbolic + ONNX shape inference, graph optimisation"
+        except Exception as exc:  # symbolic shape inference gives up on some graphs; the ONNX one still helps
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            facts["pre_process"] = f"quant_pre_process without symbolic shape inference ({_first_line(exc)[:120]})"
+        try:
+            quantize_static(
+                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
+                reduce_range=q.reduce_range, activation_type=ort_type[activation], weight_type=ort_type[weight],
+                calibrate_method=method[q.calibration_method],
+                extra_options={
+                    "ActivationSymmetric": symmetric,
+                    "WeightSymmetric": weight is QuantType.int8,
+                    # Integer inputs need a QuantizeLinear right at the input, even where the first op
+                    # is a layout op (Reshape, Transpose) that is otherwise left in float.
+                    "ForceQuantizeNoInputCheck": profile.build.io_dtype in (IoDtype.int8, IoDtype.uint8),
+                },
+            )
+        except Exception as exc:
+            raise BuildError(
+                f"int8 quantization (QDQ) failed: {_first_line(exc)}",
+                hint="try build.onnx.calibration_method: minmax, or build.precision: fp16 / dynamic-int8",
+            ) from None
+        import onnx
+
+        model = onnx.load(str(out))
+    return model, facts
+
+
+def quantize_dynamic_int8(proto, profile: Profile) -> tuple[object, dict]:
+    """Dynamic int8: int8 weights for MatMul-like ops, activations quantized at run time; return (model, facts)."""
+    from onnxruntime.quantization import QuantType as OrtType
+    from onnxruntime.quantization import quantize_dynamic
+
+    q = profile.build.onnx
+    weight = {QuantType.int8: OrtType.QInt8, QuantType.uint8: OrtType.QUInt8}[q.weight_type]
+    ops = [n.op_type for n in proto.graph.node]
+    facts = {"weight_type": q.weight_type.value, "per_channel": q.per_channel, "quantized_op_types": DYNAMIC_OPS}
+    if ops.count("Conv") > ops.count("MatMul") + ops.count("Gemm"):
+        facts["advice"] = "a convolutional graph: dynamic int8 leaves Conv in float; precision int8 (static QDQ) is usually faster"
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+        src, out = Path(tmp) / "model.onnx", Path(tmp) / "dynamic.onnx"
+        _save(proto, src)
+        try:
+            quantize_dynamic(str(src), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=q.per_channel,
+                             reduce_range=q.reduce_range, weight_type=weight)
+        except Exception as exc:
+            raise BuildError(f"dynamic int8 quantization failed: {_first_line(exc)}", hint="try build.precision: fp16 or int8") from None
+        import onnx
+
+        model = onnx.load(str(out))
+    return model, facts
+
+
+def strip_edge_quantization(model, io_dtype: IoDtype):
+    """Make an int8 QDQ model take and return integers: drop the QuantizeLinear after each input and
+    the DequantizeLinear before each output. Returns (model, {tensor name: (scale, zero point)}).
+
+    Raises:
+        BuildError: an input or output that the quantizer left in float.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    elem = 3 if io_dtype is IoDtype.int8 else 2
+    params: dict[str, tuple[float, int]] = {}
+    remove = []
+    for value in _inputs(model):
+        users = [n for n in graph.node if value.name in n.input]
+        if len(users) != 1 or users[0].op_type != "QuantizeLinear":
+            raise BuildError(f"input '{value.name}' is not quantized by the int8 model", hint="set build.io_dtype: float32")
+        ql = users[0]
+        params[value.name] = (float(consts[ql.input[1]]), int(consts[ql.input[2]]) if len(ql.input) > 2 else 0)
+        for node in graph.node:
+            node.input[:] = [value.name if i == ql.output[0] else i for i in node.input]
+        remove.append(ql)
+        value.type.tensor_type.elem_type = elem
+    for value in graph.output:
+        dq = next((n for n in graph.node if value.name in n.output), None)
+        if dq is None or dq.op_type != "DequantizeLinear" or any(value.name in n.input for n in graph.node):
+            raise BuildError(f"output '{value.name}' is not quantized by the int8 model (its last op runs in float)", hint="set build.io_dtype: float32")
+        params[value.name] = (float(consts[dq.input[1]]), int(consts[dq.input[2]]) if len(dq.input) > 2 else 0)
+        producer = dq.input[0]
+        for node in graph.node:
+            node.output[:] = [value.name if o == producer else o for o in node.output]
+            node.input[:] = [value.name if i == producer else i for i in node.input]
+        remove.append(dq)
+        value.type.tensor_type.elem_type = elem
+    for node in remove:
+        graph.node.remove(node)
+    del graph.value_info[:]
+    return model, params
+
+
+def _inputs(proto) -> list:
+    initializers = {t.name for t in proto.graph.initializer}
+    return [i for i in proto.graph.input if i.name not in initializers]
+
+
+def _fixed_batch(proto) -> int | None:
+    dims = _inputs(proto)[0].type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+
+
+def _save(proto, path: Path) -> None:
+    import onnx
+
+    onnx.save(proto, str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
