@@ -25,7 +25,7 @@ OnStage = Callable[[str, str, Optional[float]], None]
 REFERENCE_SAMPLES = 8
 MAX_EVAL_SAMPLES = 2000
 SYNTHETIC_SAMPLES = 64
-TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy")
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx", "onnxconverter-common", "tflite-micro")
 
 
 @dataclass
@@ -68,11 +68,14 @@ def build(
     synthetic_calibration: bool = False,
     on_stage: OnStage | None = None,
     catalog: Catalog | None = None,
+    explain: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> BuildResult:
     """Build MODEL for TARGET into a bundle directory.
 
     A build that misses a budget still writes its bundle (status "failed") for inspection; the
-    result says so, and the caller decides the exit code.
+    result says so, and the caller decides the exit code. INPUT_SHAPES (input name, or "" for
+    the only input -> dimensions) fixes dynamic dimensions of an ONNX build (`--input-shape`).
 
     Raises:
         EdgepackError: bad input of any kind, before anything is written.
@@ -80,7 +83,8 @@ def build(
     from edgepack.model.source import sha256_path
 
     profile = (catalog or Catalog()).load(target).profile
-    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration)
+    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration, input_shapes)
+    plan.explain = explain
     report = on_stage or (lambda *_: None)
     timings: dict[str, float] = {}
 
@@ -98,6 +102,8 @@ def build(
     if use_cache:
         data_sha = ":".join(sha256_path(Path(p)) if p else "-" for p in (data, eval_data))
         settings = {"profile": profile.model_dump(mode="json"), "synthetic": synthetic_calibration}
+        if plan.input_shapes:
+            settings["input_shapes"] = {k: list(v) for k, v in plan.input_shapes.items()}
         key = cache.cache_key(sha256_path(plan.model), data_sha, settings, tools)
         if cache.lookup(key):
             with stage("cache", "hit: an identical build is cached"):
@@ -113,7 +119,7 @@ def build(
 
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
-    from edgepack.build.convert import exporter
+    from edgepack.build.recover import build_artifact, layer_precisions, recovery_notes
     from edgepack.build.verify import check_size, verify
     from edgepack.model.data import load_data, split, synthetic
     from edgepack.model.source import load_model
@@ -122,6 +128,8 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     notes: list[str] = []
     with stage("load", str(plan.model)):
         original = load_model(plan.model)
+        original, shape_notes = _fix_shapes(original, plan)
+        notes.extend(shape_notes)
         if plan.data:
             calibration, evaluation = split(
                 load_data(plan.data, original.inputs),
@@ -140,13 +148,15 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     if b.prune.sparsity > 0 or b.prune.channels > 0:
         model, prune_report = _prune(original, calibration, profile, stage)
 
-    with stage("convert", f"{b.format.value} {b.precision.value}"):
-        artifact = exporter(b.format)(model, profile, calibration)
-
-    with stage("verify", f"{len(evaluation)} samples"):
+    def check(artifact):
         fidelity = verify(original, artifact, evaluation, profile.budgets.max_accuracy_drop)
         fidelity.failures += check_size(artifact.size_bytes, profile.budgets) + artifact.failures
         fidelity.passed = not fidelity.failures
+        return fidelity
+
+    outcome = build_artifact(model, profile, calibration, evaluation, check, plan.explain, stage)
+    artifact, fidelity = outcome.artifact, outcome.fidelity
+    notes += recovery_notes(outcome)
 
     n_ref = min(REFERENCE_SAMPLES, len(evaluation))
     ref_inputs = [x[:n_ref] for x in evaluation.x]
@@ -162,6 +172,8 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         synthetic_calibration=plan.synthetic_calibration,
         data_preparation=evaluation.notes,
     )
+    if plan.input_shapes:
+        settings["input_shapes"] = {s.name: list(s.shape) for s in original.inputs}
     if prune_report:
         settings["prune_result"] = prune_report.__dict__
     manifest = Manifest(
@@ -176,7 +188,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         build=settings,
         inputs=artifact.inputs,
         outputs=artifact.outputs,
-        facts=artifact.facts,
+        facts={**artifact.facts, "quantization": {**outcome.facts(), "layers": layer_precisions(artifact, original)}},
         fidelity=fidelity.to_dict(),
         tools=tools,
         notes=notes + fidelity.failures,
@@ -184,11 +196,28 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     return manifest, artifact.files, reference
 
 
+def _fix_shapes(original, plan: Plan):
+    """Apply --input-shape; without data, pin an ONNX model's dynamic batch to 1. Return (model, notes)."""
+    from edgepack.model.input_shape import pin_dynamic_dims, with_input_shapes
+
+    if plan.input_shapes:
+        original = with_input_shapes(original, plan.input_shapes)
+    dynamic = original.dynamic_inputs() if original.kind == "onnx" else {}
+    if not dynamic:
+        return original, []
+    if plan.data is None:
+        return pin_dynamic_dims(original), [f"no data: the dynamic batch dimension of {', '.join(dynamic)} is pinned to 1"]
+    described = "; ".join(f"'{name}' ({', '.join(dims)})" for name, dims in dynamic.items())
+    return original, [f"dynamic input dimensions {described}: calibrated and verified at the data's size; the artifact keeps them dynamic"]
+
+
 def _prune(original, calibration, profile: Profile, stage):
     from edgepack.build import prune
     from edgepack.errors import BuildError
 
     p = profile.build.prune
+    if original.onnx_model is not None:
+        return _prune_onnx(original, p, stage)
     if original.keras_model is None:
         raise BuildError(
             f"{original.path}: pruning needs a Keras model; a SavedModel has no layers edgepack can edit",
@@ -217,3 +246,20 @@ def _prune(original, calibration, profile: Profile, stage):
     )
     pruned = SourceModel(original.path, "keras", original.sha256, original.inputs, original.outputs, keras_model=working)
     return pruned, report
+
+
+def _prune_onnx(original, p, stage):
+    from dataclasses import replace
+
+    from edgepack.build import prune_onnx
+    from edgepack.errors import BuildError
+
+    if p.channels > 0:
+        raise BuildError(
+            f"{original.path}: channel pruning rebuilds Keras layers; it cannot edit an ONNX graph",
+            hint="set build.prune.channels: 0 (build.prune.sparsity works on ONNX weights), or build from the Keras model",
+        )
+    with stage("prune", f"sparsity {p.sparsity:.0%} of ONNX weights"):
+        pruned, sparsity, _ = prune_onnx.magnitude_prune(original.onnx_model, p.sparsity)
+    report = PruneReport(params_before=original.params, params_after=original.params, sparsity=sparsity)
+    return replace(original, onnx_model=pruned, _runner=None), report

@@ -8,7 +8,7 @@ from typing import Optional
 
 from edgepack.build.convert import EXPORTERS
 from edgepack.errors import BuildError, DataError
-from edgepack.profile.schema import Precision, Profile
+from edgepack.profile.schema import Format, Precision, Profile
 
 
 @dataclass
@@ -26,6 +26,8 @@ class Plan:
     eval_data: Optional[Path]
     synthetic_calibration: bool
     stages: list[Stage] = field(default_factory=list)
+    explain: bool = False  # per-layer quantization error even when the build passes
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input name
 
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
@@ -42,20 +44,41 @@ def make_plan(
     eval_data: Path | None = None,
     out: Path | None = None,
     synthetic_calibration: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Plan:
     """Check that PROFILE can be built from what was given and list the stages.
 
     Raises:
-        BuildError: a format this builder cannot make.
+        BuildError: a format this builder cannot make, an ONNX model for a TFLite target, channel
+            pruning of an ONNX model, or --input-shape for a non-ONNX target.
         DataError: int8 or pruning recovery without data.
     """
     b = profile.build
+    onnx_source = Path(model).suffix.lower() == ".onnx"
     # The profile schema already checked format and precision against the runtime
     # (schema.ENGINE_SUPPORT); EXPORTERS says which formats this edgepack can produce.
     if b.format not in EXPORTERS:
         raise BuildError(
             f"target '{profile.name}' needs format {b.format.value}, which this edgepack cannot build yet",
             hint="pick a TFLite target: edgepack targets list --family raspberry-pi",
+        )
+    if onnx_source and b.format is not Format.onnx:
+        from edgepack.model.source import ONNX_FOR_TFLITE_HINT
+
+        raise BuildError(
+            f"{model}: an ONNX model cannot be built for target '{profile.name}' (format {b.format.value}): "
+            "edgepack does not convert ONNX to TFLite",
+            hint=ONNX_FOR_TFLITE_HINT,
+        )
+    if onnx_source and b.prune.channels > 0:
+        raise BuildError(
+            f"target '{profile.name}' prunes channels, which edgepack cannot do to an ONNX graph (it rebuilds Keras layers)",
+            hint="set build.prune.channels: 0 (build.prune.sparsity works on ONNX weights), or build from the Keras model",
+        )
+    if input_shapes and b.format is not Format.onnx:
+        raise BuildError(
+            f"--input-shape fixes ONNX input sizes; target '{profile.name}' builds {b.format.value}",
+            hint="drop --input-shape, or pick an ONNX target",
         )
     if b.precision is Precision.int8 and data is None and not synthetic_calibration:
         raise DataError(
@@ -64,23 +87,31 @@ def make_plan(
             "--synthetic-calibration calibrates on random inputs instead (expect lower accuracy)",
         )
     pruning = b.prune.sparsity > 0 or b.prune.channels > 0
-    if pruning and b.prune.fine_tune_epochs > 0 and data is None:
+    fine_tune = pruning and b.prune.fine_tune_epochs > 0 and not onnx_source  # an ONNX graph has no training loop here
+    if fine_tune and data is None:
         raise DataError(
             f"target '{profile.name}' prunes the model and fine-tunes it afterwards, which needs data",
             hint="pass --data FILE, or set build.prune.fine_tune_epochs: 0",
         )
     plan = Plan(Path(model), profile, Path(out) if out else default_out(model, profile.name), data, eval_data, synthetic_calibration)
-    plan.stages.append(Stage("load", f"{model}"))
+    plan.input_shapes = dict(input_shapes or {})
+    shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
+    plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else "")))
     if pruning:
-        plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}"))
-        if b.prune.fine_tune_epochs > 0:
+        no_tune = " (ONNX weights: no fine-tuning)" if onnx_source and b.prune.fine_tune_epochs > 0 else ""
+        plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}"))
+        if fine_tune:
             plan.stages.append(Stage("fine-tune", f"{b.prune.fine_tune_epochs} epochs on the calibration data"))
     calibration = ""
     if b.precision is Precision.int8:
         source = "SYNTHETIC random inputs" if data is None else f"{data}"
         calibration = f", calibrated on up to {b.calibration_samples} samples of {source}"
     io = f", {b.io_dtype.value} input/output" if b.precision is Precision.int8 else ""
+    if b.format is Format.onnx and b.precision is Precision.int8:
+        io = f" (QDQ, {b.onnx.calibration_method.value} calibration)" + io
     plan.stages.append(Stage("convert", f"{b.format.value} {b.precision.value}{io}{calibration}"))
+    if b.format is Format.tflite_micro:
+        plan.stages[-1].detail += "; TFLite Micro op check, tensor arena, flash/RAM fit, C source"
     evaluation = eval_data or data
     budgets = profile.budgets
     plan.stages.append(

@@ -24,6 +24,7 @@ class Fidelity:
     accuracy_drop: Optional[float] = None
     passed: bool = True
     failures: list[str] = field(default_factory=list)
+    accuracy_failed: bool = False  # the answers missed the gate (as opposed to size or fit)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +58,7 @@ def compare(
             f"top-1 agreement with the original is {100 * f.top1_agreement:.2f}%, budget "
             f"{100 * (1 - max_accuracy_drop):.2f}%: missed by {100 * (1 - max_accuracy_drop - f.top1_agreement):.2f} points"
         )
+    f.accuracy_failed = bool(f.failures)
     f.passed = not f.failures
     return f
 

@@ -13,7 +13,7 @@ from edgepack.errors import GateFailed
 
 
 def build_command(
-    model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
+    model: Path = typer.Argument(..., help="Keras .keras/.h5 file, SavedModel directory or .onnx file."),
     target: str = typer.Option(..., "--target", "-t", help="Target profile name (edgepack targets list)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Separate evaluation data (same formats)."),
@@ -24,13 +24,20 @@ def build_command(
         False, "--synthetic-calibration", help="Calibrate int8 on random inputs when there is no data (lower accuracy)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the build result as JSON."),
+    explain: bool = typer.Option(False, "--explain", help="Show the layers quantization hurts most, even when the build passes."),
+    input_shape: Optional[list[str]] = typer.Option(
+        None, "--input-shape", help="Fix an ONNX input's dynamic dimensions: NAME:1x3x224x224 (repeatable)."
+    ),
 ) -> None:
     """Prune, quantize and convert MODEL for a target, verify it, and write a bundle."""
+    from edgepack.model.input_shape import parse_input_shapes
+
+    shapes = parse_input_shapes(input_shape or [])
     if dry_run:
         from edgepack.build.plan import make_plan
         from edgepack.profile.store import Catalog
 
-        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration)
+        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration, shapes)
         if as_json:
             typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": [s.__dict__ for s in plan.stages]}, indent=2))
             return
@@ -43,12 +50,13 @@ def build_command(
 
     result = build(
         model, target, data, eval_data, out, use_cache=not no_cache,
-        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else _show_stage,
+        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else _show_stage, input_shapes=shapes,
+        explain=explain,
     )
     if as_json:
         typer.echo(json.dumps(build_summary(result), indent=2))
     else:
-        render_build(result)
+        render_build(result, explain=explain)
     if not result.passed:
         raise GateFailed(
             f"build for {target} missed its budget: " + "; ".join(result.failures),
@@ -75,13 +83,18 @@ def build_summary(result) -> dict:
         "artifact_bytes": result.size_bytes,
         "fidelity": m.fidelity,
         "prune": m.build.get("prune_result"),
+        "facts": m.facts,
         "notes": m.notes,
         "stage_seconds": result.stage_seconds,
     }
 
 
-def render_build(result) -> None:
-    """Print a build's summary: what was made, how it compares with the original, where it is."""
+def render_build(result, explain: bool = False) -> None:
+    """Print a build's summary: what was made, how it compares with the original, where it is.
+
+    The per-layer error table and the recovery attempts are shown with EXPLAIN, and always for a
+    build that failed or needed recovery.
+    """
     m = result.manifest
     f = m.fidelity
     status = "[green]ok[/]" if result.passed else "[red]FAILED[/]"
@@ -94,12 +107,45 @@ def render_build(result) -> None:
         parts.append(f"accuracy {100 * f['accuracy_original']:.2f}% -> {100 * f['accuracy_artifact']:.2f}%")
     parts.append(f"max |err| {f['max_abs_error']:.4g}")
     console.print("   verify: " + ", ".join(parts), highlight=False)
+    micro = m.facts.get("micro")
+    if micro:  # a microcontroller build: does it fit, how big is the arena, how fast (estimates)
+        from edgepack.micro.report import facts_lines, fit_table
+
+        console.print(fit_table(micro))
+        for line in facts_lines(micro):
+            console.print(f"   {line}", highlight=False)
     pr = m.build.get("prune_result")
     if pr:
         console.print(
             f"   prune: params {pr['params_before']:,} -> {pr['params_after']:,}, sparsity {pr['sparsity']:.1%}",
             highlight=False,
         )
+    quant = m.facts.get("quantization", {})
+    if explain or not result.passed or quant.get("strategy", "plain") != "plain":
+        render_quantization(quant)
     for note in m.notes:
         console.print(f"   [yellow]note:[/] {note}", highlight=False)
     console.print(f"   bundle: {result.bundle}/", highlight=False)
+
+
+def render_quantization(quant: dict) -> None:
+    """Print the layers with the largest quantization error, and what recovery tried."""
+    from rich.table import Table
+
+    if quant.get("layer_errors"):
+        table = Table(title="layers with the largest quantization error", title_justify="left", header_style="bold")
+        for col in ("layer", "op", "error", "measure"):
+            table.add_column(col, justify="right" if col == "error" else "left")
+        for e in quant["layer_errors"]:
+            table.add_row(e["layer"], e["op"], f"{e['error']:.3g}", e["measure"])
+        console.print(table)
+    if len(quant.get("attempts", [])) > 1 or any(a.get("error") for a in quant.get("attempts", [])):
+        table = Table(title="what was tried", title_justify="left", header_style="bold")
+        for col in ("strategy", "top-1 agreement", "accuracy drop", "size KB", "result"):
+            table.add_column(col, justify="left" if col in ("strategy", "result") else "right")
+        for a in quant["attempts"]:
+            pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+            size = "-" if a["size_bytes"] is None else f"{a['size_bytes'] / 1024:.1f}"
+            result = "[green]meets the budgets[/]" if a["passed"] else f"[red]{a['error'] or 'misses the gate'}[/]"
+            table.add_row(a["strategy"], pct(a["top1_agreement"]), pct(a["accuracy_drop"]), size, result)
+        console.print(table)

@@ -19,6 +19,8 @@ from edgepack.profile.schema import Format
 
 EXPORTERS: dict[Format, str] = {
     Format.tflite: "edgepack.build.convert.tflite:export_tflite",
+    Format.onnx: "edgepack.build.convert.onnx:export_onnx",
+    Format.tflite_micro: "edgepack.build.convert.micro:export_micro",
 }
 
 

@@ -18,7 +18,11 @@ def export_tflite(model: SourceModel, profile: Profile, calibration: Dataset | N
     Raises:
         BuildError: int8 without calibration data, or a conversion the converter rejects.
     """
-    content = convert_tflite(model, profile.build.precision, profile.build.io_dtype, calibration)
+    return tflite_artifact(convert_tflite(model, profile.build.precision, profile.build.io_dtype, calibration))
+
+
+def tflite_artifact(content: bytes) -> Artifact:
+    """Wrap .tflite bytes as the bundle's `model.tflite`, with its specs and a host runner."""
     runner = TfliteRunner(content)
     inputs, outputs = runner.specs()
     return Artifact({"model.tflite": content}, "model.tflite", inputs, outputs, runner.predict)

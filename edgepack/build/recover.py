@@ -1,0 +1,404 @@
+"""Explain where quantization hurts a model, and recover from it automatically.
+
+After a quantized build, `explain` measures the error each layer adds. When the fidelity gate
+fails, or the quantizer raises, and the profile says `build.fallback: auto`, `recover` tries
+variants in order of cost — another way to quantize the weights, then keeping the most sensitive
+layers in float, added one by one by measured sensitivity — and keeps the first that meets every
+budget. Each attempt is recorded, so a user sees what was tried, what it scored and what it cost.
+
+TFLite int8 uses TensorFlow's quantization debugger: it feeds each quantized op the float
+model's own inputs, so a layer's error is its own, not the sum of the layers before it; the
+measure is RMSE over the quantization step (about 0.29 for plain rounding, much more where a
+layer's range is dominated by outliers). Selective quantization goes through the debugger's
+`denylisted_nodes`. Other precisions are compared tensor by tensor against the fp32 artifact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from edgepack.build.convert import Artifact
+from edgepack.build.verify import Fidelity
+from edgepack.errors import BuildError
+from edgepack.model.data import Dataset
+from edgepack.model.source import SourceModel
+from edgepack.profile.schema import Fallback, Format, IoDtype, Precision, Profile
+
+EXPLAIN_SAMPLES = 32
+MAX_FLOAT_LAYERS = 8
+TOP_LAYERS = 10
+
+Check = Callable[[Artifact], Fidelity]  # verifies an artifact: fidelity + every budget
+
+
+@dataclass
+class LayerError:
+    tensor: str  # the layer's output tensor in the artifact (what selective quantization names)
+    layer: str  # a short name for people
+    op: str
+    error: float
+    measure: str
+    order: int = 0  # position of the op in the graph: among equal errors, the earliest is the cause
+
+
+@dataclass
+class Attempt:
+    strategy: str
+    float_layers: list[str] = field(default_factory=list)
+    size_bytes: Optional[int] = None
+    top1_agreement: Optional[float] = None
+    accuracy_drop: Optional[float] = None
+    passed: bool = False
+    error: Optional[str] = None  # what the quantizer raised, when it raised
+
+
+@dataclass
+class Outcome:
+    artifact: Optional[Artifact]
+    fidelity: Optional[Fidelity]
+    strategy: str
+    attempts: list[Attempt] = field(default_factory=list)
+    layers: list[LayerError] = field(default_factory=list)
+
+    def facts(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "attempts": [asdict(a) for a in self.attempts],
+            "layer_errors": [asdict(e) for e in self.layers],
+        }
+
+
+def short_layer(tensor: str) -> str:
+    """'sequential/dense_1/MatMul;sequential/dense_1/Relu' -> 'dense_1'."""
+    parts = tensor.split(";")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
+def quantized(profile: Profile) -> bool:
+    return profile.build.precision is not Precision.fp32
+
+
+# The (format, precision) pairs `recover` has strategies for.
+RECOVERABLE = {(Format.tflite, Precision.int8), (Format.tflite, Precision.fp16)}
+
+
+def recoverable(profile: Profile) -> bool:
+    b = profile.build
+    return b.fallback is Fallback.auto and (b.format, b.precision) in RECOVERABLE
+
+
+def _record(strategy: str, artifact: Artifact | None, fidelity: Fidelity | None, error: str | None = None, float_layers=None) -> Attempt:
+    return Attempt(
+        strategy=strategy,
+        float_layers=list(float_layers or []),
+        size_bytes=artifact.size_bytes if artifact else None,
+        top1_agreement=fidelity.top1_agreement if fidelity else None,
+        accuracy_drop=fidelity.accuracy_drop if fidelity else None,
+        passed=bool(fidelity and fidelity.passed),
+        error=error,
+    )
+
+
+def build_artifact(
+    model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, explain: bool, stage
+) -> Outcome:
+    """Export, verify, explain and, where the profile allows it, recover.
+
+    Raises:
+        BuildError: the export failed, and no other way of quantizing worked (the export's own
+            error, with what else was tried in its details).
+    """
+    from edgepack.build.convert import exporter
+
+    b = profile.build
+    can_recover = recoverable(profile)
+    outcome = Outcome(None, None, "plain")
+    failure: BuildError | None = None
+    with stage("convert", f"{b.format.value} {b.precision.value}"):
+        try:
+            outcome.artifact = exporter(b.format)(model, profile, calibration)
+        except BuildError as exc:
+            if not can_recover:
+                raise
+            failure = exc
+            outcome.attempts.append(_record("plain", None, None, error=exc.message))
+    if outcome.artifact is not None:
+        with stage("verify", f"{len(evaluation)} samples"):
+            outcome.fidelity = check(outcome.artifact)
+            outcome.attempts.append(_record("plain", outcome.artifact, outcome.fidelity))
+    fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
+    if quantized(profile) and outcome.artifact is not None and (explain or fidelity_failed):
+        with stage("explain", "per-layer error"):
+            outcome.layers = explain_layers(model, profile, calibration, evaluation, outcome.artifact)
+    if can_recover and fidelity_failed:
+        with stage("recover", "trying other ways to quantize"):
+            _recover(model, profile, calibration, evaluation, check, outcome)
+    if outcome.artifact is None and failure is not None:
+        failure.details += [f"also tried {a.strategy}: {a.error or 'missed the gate'}" for a in outcome.attempts[1:]]
+        raise failure
+    return outcome
+
+
+def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, artifact: Artifact) -> list[LayerError]:
+    """Return the layers with the largest quantization error, worst first (empty where not supported)."""
+    if profile.build.format is not Format.tflite:
+        return []
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    if profile.build.precision is Precision.int8 and calibration is not None:
+        errors = _debugger_errors(_debugger(model, calibration, sample))
+    else:
+        from edgepack.build.convert.tflite import convert_tflite
+
+        reference = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
+        errors = _tensor_errors(reference, artifact.files[artifact.artifact], sample)
+    return _worst_first(_named(errors, model, artifact.files[artifact.artifact]))[:TOP_LAYERS]
+
+
+def _named(errors: list[LayerError], model: SourceModel, content: bytes) -> list[LayerError]:
+    names = layer_names(content, model)
+    for e in errors:
+        e.layer = names.get(e.tensor, e.layer)
+    return errors
+
+
+def layer_names(content: bytes, model: SourceModel) -> dict[str, str]:
+    """Map each op's output tensor in a TFLite model to the Keras layer that made it.
+
+    TensorFlow re-suffixes name scopes while tracing ("dense" may appear as "dense_1", and
+    "dense_1" as "dense_1_2"), so a graph name alone can point at the wrong layer. A layer is
+    matched by its kernel's shape among the layers whose name the graph name could stand for."""
+    if model.keras_model is None:
+        return {}
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgepack.build.prune import _all_layers
+
+    kernels = {}
+    for layer in _all_layers(model.keras_model):
+        kernel = getattr(layer, "kernel", None) if hasattr(layer, "kernel") else getattr(layer, "depthwise_kernel", None)
+        kernels[layer.name] = sorted(kernel.shape) if kernel is not None else None
+    it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    made_by = {t: op for op in ops for t in op["outputs"]}
+    mapping = {}
+    for op in ops:
+        if not len(op["outputs"]):
+            continue
+        name = tensors[op["outputs"][0]]["name"]
+        raw = short_layer(name)
+        candidates = [n for n in kernels if raw == n or re.fullmatch(re.escape(n) + r"_\d+", raw)]
+        shapes = []
+        for i in op["inputs"][1:]:  # the first input is the activation; weights follow
+            source = made_by.get(i)
+            if source is not None and source["op_name"] == "DEQUANTIZE":
+                i = source["inputs"][0]  # fp16 weights behind a DEQUANTIZE
+            if i >= 0 and len(tensors[i]["shape"]) >= 2:
+                shapes.append(sorted(int(d) for d in tensors[i]["shape"]))
+        fitting = [n for n in candidates if kernels[n] is not None and kernels[n] in shapes]
+        chosen = fitting if fitting else candidates
+        mapping[name] = chosen[0] if len(chosen) == 1 else (raw if raw in chosen or not chosen else chosen[0])
+    return mapping
+
+
+def _worst_first(errors: list[LayerError]) -> list[LayerError]:
+    return sorted(errors, key=lambda e: (-e.error, e.order))
+
+
+
+
+
+def _debugger(model: SourceModel, calibration: Dataset, sample: Dataset, per_channel: bool = True):
+    import tensorflow as tf
+
+    converter = _int8_converter(model, calibration, per_channel)
+
+    def dataset():
+        for i in range(len(sample)):
+            yield [x[i : i + 1] for x in sample.x]
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    debugger.run()
+    return debugger
+
+
+def _int8_converter(model: SourceModel, calibration: Dataset, per_channel: bool):
+    import tensorflow as tf
+
+    converter = model.tflite_converter()
+    names = [spec.name for spec in model.inputs]
+
+    def representative():
+        for i in range(len(calibration)):
+            yield {name: x[i : i + 1] for name, x in zip(names, calibration.x)}
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter._experimental_disable_per_channel = not per_channel  # no public switch for this
+    return converter
+
+
+def _debugger_errors(debugger) -> list[LayerError]:
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    errors = []
+    for order, row in enumerate(csv.DictReader(buf)):
+        scale = float(row["scale"] or 0)
+        if scale > 0:
+            rmse = float(row["mean_squared_error"]) ** 0.5
+            errors.append(LayerError(row["tensor_name"], short_layer(row["tensor_name"]), row["op_name"], rmse / scale, "rmse/scale", order))
+    return errors
+
+
+def _tensor_errors(reference: bytes, candidate: bytes, sample: Dataset) -> list[LayerError]:
+    """Compare every same-named float tensor of two TFLite models run on the same inputs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    runs = []
+    for content in (reference, candidate):
+        # Without the default XNNPACK delegate, every op stays itself and keeps its output tensor.
+        it = Interpreter(
+            model_content=content,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        it.allocate_tensors()
+        ops = {t: (op["op_name"], op["index"]) for op in it._get_ops_details() for t in op["outputs"]}
+        details = {d["name"]: d for d in it.get_tensor_details() if d["index"] in ops}
+        values: dict[str, list[np.ndarray]] = {name: [] for name in details}
+        inputs = it.get_input_details()
+        for i in range(len(sample)):
+            for d, x in zip(inputs, sample.x):
+                it.set_tensor(d["index"], x[i : i + 1].astype(d["dtype"]))
+            it.invoke()
+            for name, d in details.items():
+                values[name].append(np.array(it.get_tensor(d["index"]), dtype=np.float64))
+        runs.append((values, {name: ops[d["index"]] for name, d in details.items()}))
+    (ref, _), (cand, cand_ops) = runs
+    errors = []
+    for name in ref.keys() & cand.keys():
+        r, c = np.concatenate(ref[name]), np.concatenate(cand[name])
+        if r.shape != c.shape:
+            continue
+        spread = float(np.std(r)) or 1.0
+        err = float(np.sqrt(np.mean((r - c) ** 2))) / spread if np.all(np.isfinite(c)) else float("inf")
+        op_name, order = cand_ops[name]
+        errors.append(LayerError(name, short_layer(name), op_name, err, "rmse/std", order))
+    return errors
+
+
+def recovery_notes(outcome: Outcome) -> list[str]:
+    """Say what recovery did and what it cost, for the manifest and the build summary."""
+    if outcome.strategy == "plain" or not outcome.attempts:
+        return []
+    plain = outcome.attempts[0]
+    chosen = next(a for a in outcome.attempts if a.strategy == outcome.strategy and a.passed)
+    cost = f", {(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB" if plain.size_bytes and chosen.size_bytes else ""
+    kept = f" (kept in float: {', '.join(chosen.float_layers)})" if chosen.float_layers else ""
+    return [f"plain quantization missed the gate; recovered with {outcome.strategy}{kept}{cost}"]
+
+
+def layer_precisions(artifact: Artifact, model: SourceModel) -> list[dict]:
+    """Return each compute op of a TFLite artifact with the precision it runs in (its output's type)."""
+    if not artifact.artifact.endswith(".tflite"):
+        return []
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = artifact.files[artifact.artifact]
+    names = layer_names(content, model)
+    it = Interpreter(model_content=content)
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    rows = []
+    for op in it._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "DELEGATE") or not len(op["outputs"]):
+            continue
+        out = tensors[op["outputs"][0]]
+        rows.append({"layer": names.get(out["name"], short_layer(out["name"])), "op": op["op_name"], "precision": np.dtype(out["dtype"]).name})
+    return rows
+
+
+def _recover(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
+    """Try the variants for the profile's format and precision in order of cost; keep the first that passes."""
+    b = profile.build
+    if b.precision is Precision.int8 and calibration is not None:
+        _recover_int8(model, profile, calibration, evaluation, check, outcome)
+    elif b.precision is Precision.fp16:
+        _recover_fp16(model, evaluation, check, outcome)
+
+
+def _attempt(outcome: Outcome, check: Check, strategy: str, make: Callable[[], bytes], float_layers=()) -> bool:
+    """Build one variant, verify it, record it; adopt it when it meets every budget."""
+    from edgepack.build.convert.tflite import tflite_artifact
+
+    try:
+        artifact = tflite_artifact(make())
+        fidelity = check(artifact)
+    except Exception as exc:  # a quantizer that raises is a failed attempt, never a crash
+        outcome.attempts.append(_record(strategy, None, None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+        return False
+    outcome.attempts.append(_record(strategy, artifact, fidelity, float_layers=float_layers))
+    if fidelity.passed:
+        outcome.artifact, outcome.fidelity, outcome.strategy = artifact, fidelity, strategy
+    return fidelity.passed
+
+
+def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
+    io_dtype = profile.build.io_dtype
+    if _attempt(outcome, check, "per-tensor weights", lambda: _quiet_convert(_int8_converter(model, calibration, per_channel=False), io_dtype)):
+        return
+    if io_dtype is not IoDtype.float32:
+        return  # a float layer would need float input/output, which this profile rules out
+    import tensorflow as tf
+
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    debugger = _debugger(model, calibration, sample)
+    plain = _quiet_convert(_int8_converter(model, calibration, per_channel=True), IoDtype.float32)
+    ranked = _worst_first(_named(_debugger_errors(debugger), model, plain))  # each layer's own error: rank once
+    denied: list[LayerError] = []
+    for layer in ranked[:MAX_FLOAT_LAYERS]:
+        denied.append(layer)
+
+        def selective(names=tuple(e.tensor for e in denied)):
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(names))
+            return debugger.get_nondebug_quantized_model()
+
+        if _attempt(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
+            return
+
+
+def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
+    """Keep layers in fp32 one at a time, re-measuring after each: fp16 errors (an overflow above
+    all) spread to every later layer, so the earliest of the worst is the one to keep."""
+    from edgepack.build.convert.tflite import convert_tflite
+    from edgepack.build.convert.tflite_mixed import fp16_except
+
+    fp32 = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    kept: list[LayerError] = []
+    current = fp16_except(fp32, set())
+    for _ in range(MAX_FLOAT_LAYERS):
+        errors = _named(_tensor_errors(fp32, current, sample), model, current)
+        candidates = [e for e in _worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
+        if not candidates or candidates[0].error == 0:
+            return
+        kept.append(candidates[0])
+        current = fp16_except(fp32, {k.tensor for k in kept})
+        if _attempt(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: c, [k.layer for k in kept]):
+            return
+
+
+def _quiet_convert(converter, io_dtype: IoDtype) -> bytes:
+    import tensorflow as tf
+
+    if io_dtype is not IoDtype.float32:
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = getattr(tf, io_dtype.value)
+        converter.inference_output_type = getattr(tf, io_dtype.value)
+    return converter.convert()

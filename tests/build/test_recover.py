@@ -1,0 +1,83 @@
+"""When int8 or fp16 breaks a model: explain which layers, and recover within the budgets."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from edgepack.build.pipeline import build
+from edgepack.cli.app import app
+from edgepack.errors import BuildError
+from tests.conftest import write_target
+from tests.hard_models import fp16_overflow_model, outlier_input_model
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def quantization(result) -> dict:
+    return result.manifest.facts["quantization"]
+
+
+def test_plain_int8_misses_the_gate_and_auto_recovers_with_one_float_layer(isolated_user_dirs, tmp_path, digits):
+    model, data = outlier_input_model(tmp_path, digits)
+    result = build(model, "raspberry-pi-4", data=data)  # fallback: auto is the default
+    q = quantization(result)
+    plain = q["attempts"][0]
+    assert plain["strategy"] == "plain" and not plain["passed"] and plain["top1_agreement"] < 0.5
+    assert result.passed and q["strategy"] == "int8 with 1 layer(s) in float"
+    assert q["attempts"][-1]["float_layers"] == ["reads_input"]
+    assert result.manifest.fidelity["top1_agreement"] >= 0.99
+    assert q["layer_errors"][0]["layer"] == "reads_input" and q["layer_errors"][0]["error"] > 10
+    dense = [layer for layer in q["layers"] if layer["op"] == "FULLY_CONNECTED"]
+    assert [layer["precision"] for layer in dense if layer["layer"] == "reads_input"] == ["float32"]
+    assert sorted(layer["precision"] for layer in dense) == ["float32", "int8", "int8", "int8"]
+    assert len({layer["layer"] for layer in dense}) == 4  # each op named for its own Keras layer
+    assert any("recovered with int8 with 1 layer(s) in float (kept in float: reads_input)" in n for n in result.manifest.notes)
+    fp32 = build(model, write_target(isolated_user_dirs, "f32", "extends: raspberry-pi-4\nbuild: {precision: fp32}\n"), data=data)
+    assert result.size_bytes < 0.5 * fp32.size_bytes
+
+
+def test_fallback_off_fails_with_the_explain_table(isolated_user_dirs, tmp_path, digits):
+    model, data = outlier_input_model(tmp_path, digits)
+    write_target(isolated_user_dirs, "strict", "extends: raspberry-pi-4\nbuild: {fallback: off}\n")
+    result = runner.invoke(app, ["build", str(model), "--target", "strict", "--data", str(data)])
+    assert result.exit_code == 1, result.output
+    assert "layers with the largest quantization error" in result.output
+    table = result.output.split("layers with the largest quantization error")[1]
+    assert table.index("reads_input") < table.index("dense")  # the culprit comes first
+    assert "what was tried" not in result.output
+
+
+def test_fp16_overflow_recovers_by_keeping_the_broken_layers_in_fp32(isolated_user_dirs, tmp_path, digits):
+    model, data = fp16_overflow_model(tmp_path, digits)
+    result = build(model, "pixel-8", data=data)
+    q = quantization(result)
+    assert q["attempts"][0]["top1_agreement"] < 0.5
+    assert result.passed and q["strategy"].startswith("fp16 with")
+    kept = q["attempts"][-1]["float_layers"]
+    assert set(kept) == {"huge", "tiny"} and "head" not in kept
+    fp32 = build(model, write_target(isolated_user_dirs, "f32", "extends: pixel-8\nbuild: {precision: fp32}\n"), data=data)
+    assert result.size_bytes < fp32.size_bytes
+
+
+def test_a_quantizer_exception_is_a_failed_attempt_not_a_crash(isolated_user_dirs, digits_files, monkeypatch):
+    from edgepack.build.convert import tflite
+
+    def broken(*_args, **_kwargs):
+        raise BuildError("TFLite conversion to int8 failed: the quantizer gave up")
+
+    monkeypatch.setattr(tflite, "convert_tflite", broken)
+    model, data = digits_files
+    result = build(model, "raspberry-pi-4", data=data, use_cache=False)
+    q = quantization(result)
+    assert q["attempts"][0]["error"] == "TFLite conversion to int8 failed: the quantizer gave up"
+    assert result.passed and q["strategy"] == "per-tensor weights"
+
+
+def test_explain_prints_the_layer_table_for_a_passing_build(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    result = runner.invoke(app, ["build", str(model), "--target", "raspberry-pi-4", "--data", str(data), "--explain", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert "layers with the largest quantization error" in result.output and "rmse/scale" in result.output
+    assert "CONV_2D" in result.output

@@ -1,0 +1,60 @@
+"""Small real models that break plain quantization on purpose, trained on scikit-learn's digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def outlier_input_model(directory: Path, digits) -> tuple[Path, Path]:
+    """An MLP whose input has one feature a thousand times larger than the pixels: int8 input
+    quantization then rounds every pixel to the same value and the answers collapse.
+
+    The first layer is named `reads_input`; it is the one that must stay in float."""
+    import keras
+
+    x, y = digits
+    flat = x.reshape(len(x), 64)
+    xa = np.concatenate([flat, np.full((len(x), 1), 1000.0, np.float32)], axis=1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((65,)),
+        keras.layers.Dense(16, activation="relu", name="reads_input"),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(xa[:1200] * np.r_[np.ones(64), 0.001][None].astype(np.float32), y[:1200], epochs=30, verbose=0)
+    kernel, bias = model.layers[0].get_weights()
+    kernel[64] *= 0.001  # fold the scaling into the weights: the model takes the raw outlier feature
+    model.layers[0].set_weights([kernel, bias])
+    model.save(directory / "outlier.keras")
+    np.savez(directory / "outlier.npz", x=xa[1200:].astype(np.float32), y=y[1200:])
+    return directory / "outlier.keras", directory / "outlier.npz"
+
+
+def fp16_overflow_model(directory: Path, digits) -> tuple[Path, Path]:
+    """An MLP whose layer `huge` has weights beyond fp16's range (65504) and whose layer `tiny`
+    has weights below its precision; ReLU's scale-equivariance keeps the function unchanged."""
+    import keras
+
+    x, y = digits
+    flat = x.reshape(len(x), 64)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((64,)),
+        keras.layers.Dense(32, activation="relu", name="huge"),
+        keras.layers.Dense(64, activation="relu", name="tiny"),
+        keras.layers.Dense(10, activation="softmax", name="head"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(flat[:1200], y[:1200], epochs=20, verbose=0)
+    kernel, bias = model.layers[0].get_weights()
+    model.layers[0].set_weights([kernel * 1e7, bias * 1e7])
+    kernel, bias = model.layers[1].get_weights()
+    model.layers[1].set_weights([kernel * 1e-7, bias])
+    model.save(directory / "fp16break.keras")
+    np.savez(directory / "fp16break.npz", x=flat[1200:], y=y[1200:])
+    return directory / "fp16break.keras", directory / "fp16break.npz"
