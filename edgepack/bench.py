@@ -1,7 +1,9 @@
 """Measure a bundle on a device: push it with the agent, run the agent, parse its report.
 
 Used by `edgepack bench` and `edgepack deploy`. The bundle lands in `<workdir>/<bundle id>/` on
-the device and stays there as a cache: a second bench of the same bundle sends nothing.
+the device and stays there as a cache: a second bench of the same bundle sends nothing. Every
+successful measurement is stored in the results history (`edgepack.results.store`);
+`bench_fleet` measures one bundle on several devices at once.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import write_atomic
 from edgepack.bundle import MANIFEST, Manifest, read_manifest
 from edgepack.device.transport import PushResult, open_transport
-from edgepack.errors import DeviceError
+from edgepack.errors import DeviceError, EdgepackError
+
+if TYPE_CHECKING:
+    from edgepack.device.fleet import DeviceRun
 
 AGENT = Path(__file__).resolve().parent / "agent" / "edgepack_agent.py"
 OnStep = Callable[[str], None]
@@ -45,6 +50,7 @@ class BenchResult:
     seconds: dict[str, float] = field(default_factory=dict)  # connect, push, run, total
     budget_failures: list[str] = field(default_factory=list)
     report_path: Optional[Path] = None
+    run_id: Optional[int] = None  # its id in the results history, once stored
 
     @property
     def passed(self) -> bool:
@@ -52,6 +58,7 @@ class BenchResult:
 
     def to_dict(self) -> dict:
         return {
+            "run_id": self.run_id,
             "device": self.device,
             "bundle": str(self.bundle),
             "target": self.manifest.target,
@@ -65,9 +72,14 @@ class BenchResult:
         }
 
 
+def bundle_sha256(bundle: Path) -> str:
+    """The bundle's identity: the sha256 of its manifest, which holds every file's sha256."""
+    return hashlib.sha256((Path(bundle) / MANIFEST).read_bytes()).hexdigest()
+
+
 def bundle_id(bundle: Path) -> str:
     """Name of the bundle's directory on the device: a hash of its manifest (which hashes every file)."""
-    return "bundle-" + hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()[:16]
+    return "bundle-" + bundle_sha256(bundle)[:16]
 
 
 def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options: BenchOptions) -> list[str]:
@@ -112,18 +124,28 @@ def bench(
     options: BenchOptions | None = None,
     inventory: Path | None = None,
     on_step: OnStep | None = None,
+    db: Path | None = None,
+    store: bool = True,
 ) -> BenchResult:
     """Push BUNDLE and the agent to DEVICE, measure it there, and return the parsed report.
 
-    The report is also written beside the bundle as `<bundle>.<device>.bench.json`.
+    The report is also written beside the bundle as `<bundle>.<device>.bench.json`, and stored in
+    the results history (DB, default the user data directory's) unless STORE is false; its run id
+    is then ``result.run_id``.
 
     Raises:
-        EdgepackError: not a bundle; DeviceError: the device cannot be reached or the agent fails.
+        EdgepackError: not a bundle; DeviceError: the device cannot be reached or the agent fails;
+            ResultsError: the history cannot be written (the JSON report is written all the same).
     """
     options = options or BenchOptions()
     step = on_step or (lambda _msg: None)
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
+    if manifest.format == "tflite-micro":
+        raise EdgepackError(
+            f"{bundle}: a microcontroller bundle runs inside firmware, not on a device edgepack can reach over SSH",
+            hint=f"`edgepack bench {bundle}` with no --device prints its static figures (fit, arena, latency estimate)",
+        )
     files = {f.path: bundle / f.path for f in manifest.files}
     files[MANIFEST] = bundle / MANIFEST
     files["edgepack_agent.py"] = AGENT
@@ -162,5 +184,48 @@ def bench(
         )
     out = BenchResult(device, bundle, manifest, report, push, seconds, check_budgets(report, manifest))
     out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
-    write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
+    try:
+        if store:
+            from edgepack.results.store import open_store
+
+            with open_store(db) as history:
+                out.run_id = history.add_result(out)
+    finally:
+        write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
     return out
+
+
+def bench_fleet(
+    bundle: Path,
+    devices: list[str],
+    options: BenchOptions | None = None,
+    inventory: Path | None = None,
+    db: Path | None = None,
+    store: bool = True,
+    max_connections: int = 8,
+    on_change: Callable[[list[DeviceRun[BenchResult]]], None] | None = None,
+) -> list[DeviceRun[BenchResult]]:
+    """Measure BUNDLE on every device in DEVICES at once, at most MAX_CONNECTIONS connected at a time.
+
+    A device that cannot be reached or fails to measure does not stop the others: each device's
+    `DeviceRun` holds its `BenchResult` (stored in the history as soon as it is in) or its error.
+
+    Args:
+        devices: device names (groups already expanded: `edgepack.device.inventory.resolve_devices`).
+        on_change: called from the calling thread with every device's state as it changes.
+
+    Returns:
+        One `DeviceRun` per device, in the order given.
+
+    Raises:
+        EdgepackError: not a bundle (checked once, before any device is contacted).
+    """
+    from edgepack.device.fleet import run_fleet
+
+    read_manifest(Path(bundle))  # a bad bundle is one error, not one per device
+    return run_fleet(
+        list(dict.fromkeys(devices)),
+        lambda device, step: bench(bundle, device, options, inventory, step, db=db, store=store),
+        max_connections=max_connections,
+        on_change=on_change,
+    )

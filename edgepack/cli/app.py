@@ -92,6 +92,10 @@ def _register() -> None:
     from edgepack.cli import devices
 
     app.add_typer(devices.app, name="devices")
+    from edgepack.cli import results
+
+    app.command("report")(results.report_command)
+    app.command("compare")(results.compare_command)
 
 
 _register()

@@ -1,4 +1,10 @@
-"""`edgepack bench` and `edgepack deploy`: measure bundles on a device."""
+"""`edgepack bench` and `edgepack deploy`: measure bundles on a device, or on several at once.
+
+Exit codes: 2 when a device could not be measured (unreachable, agent failed; in a fleet run
+the others are still measured, stored and summarised first), else 1 when a budget or the
+regression gate (`--baseline RUN --max-regression 10%`) failed, else 0. A failed device wins
+over a failed gate because the results are then incomplete: the gate has not seen everything.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,14 @@ import typer
 from edgepack.cli.render import console, err_console, fmt_num
 from edgepack.errors import GateFailed
 
-DEVICE = typer.Option("local", "--device", "-d", help="Device name from `edgepack devices list` (default: this machine).")
+DEVICES = typer.Option(
+    None, "--device", "-d",
+    help="Device or device group from `edgepack devices list`; repeat to measure on several at once [default: local, this machine].",
+)
+MAX_CONNECTIONS = typer.Option(8, "--max-connections", min=1, help="With several devices: how many are connected and measured at once.")
+DB = typer.Option(None, "--db", metavar="FILE", dir_okay=False, help="Results history database [default: history.sqlite3 in the user data directory].")
+BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against this stored run (#12, 12, last, last~1): exit 1 when p90 latency, peak memory or model size regress.")
+MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")
 INVENTORY = typer.Option(None, "--inventory", help="Device inventory file [default: the user config directory's].")
 RUNS = typer.Option(None, "--runs", help="Timed runs [default: the profile's bench.runs].")
 WARMUP = typer.Option(None, "--warmup", help="Untimed warm-up runs [default: the profile's].")
@@ -33,30 +46,73 @@ def _step(message: str) -> None:
 
 def bench_command(
     bundle: Path = typer.Argument(..., help="A bundle directory written by `edgepack build`."),
-    device: str = DEVICE,
+    devices: Optional[List[str]] = DEVICES,
     runs: Optional[int] = RUNS,
     warmup: Optional[int] = WARMUP,
     threads: Optional[int] = THREADS,
     min_seconds: Optional[float] = MIN_SECONDS,
     cold_loads: Optional[int] = COLD_LOADS,
     inventory: Optional[Path] = INVENTORY,
+    max_connections: int = MAX_CONNECTIONS,
+    db: Optional[Path] = DB,
+    baseline: Optional[str] = BASELINE,
+    max_regression: Optional[str] = MAX_REGRESSION,
     as_json: bool = AS_JSON,
 ) -> None:
-    """Measure a bundle on a device: load time, latency, memory, and a check of its answers."""
+    """Measure a bundle on a device (or several at once): load time, latency, memory, and a check of its answers."""
     from edgepack.bench import bench
+    from edgepack.bundle import read_manifest
+    from edgepack.device.inventory import resolve_devices
 
-    result = bench(bundle, device, _options(runs, warmup, threads, min_seconds, cold_loads), inventory, None if as_json else _step)
+    if read_manifest(bundle).format == "tflite-micro" and not devices:
+        _bench_micro(bundle, as_json)
+        return
+    names = resolve_devices(devices or ["local"], inventory)
+    gate = _baseline(baseline, max_regression, db)  # before measuring: `last` means the last run before this one
+    options = _options(runs, warmup, threads, min_seconds, cold_loads)
+    if len(names) == 1:
+        result = bench(bundle, names[0], options, inventory, None if as_json else _step, db=db)
+        regressions = _regressions(gate, [result], db)
+        if as_json:
+            typer.echo(json.dumps(_with_gate(result.to_dict(), regressions.get(result.run_id)), indent=2))
+        else:
+            render_bench(result)
+        _finish([result], [], gate, regressions, as_json)
+        return
+    from edgepack.cli.fleet import bench_on_fleet, fleet_json, render_fleet_summary
+
+    fleet = bench_on_fleet(bundle, names, options, inventory, db, max_connections, quiet=as_json)
+    results = [r.result for r in fleet if r.result is not None]
+    regressions = _regressions(gate, results, db)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        out = fleet_json(fleet)
+        for item, run in zip(out, fleet):
+            if run.result is not None:
+                _with_gate(item, regressions.get(run.result.run_id))
+        typer.echo(json.dumps(out, indent=2))
     else:
-        render_bench(result)
-    _gate([result])
+        render_fleet_summary(fleet, f"{Path(bundle).name} on {len(names)} devices")
+    _finish(results, [r for r in fleet if r.error is not None], gate, regressions, as_json)
+
+
+def _bench_micro(bundle: Path, as_json: bool) -> None:
+    """A microcontroller bundle: its static figures, marked as not measured on the device."""
+    from edgepack.micro.fit import micro_summary
+    from edgepack.micro.report import render_micro_summary
+
+    summary = micro_summary(bundle)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(render_micro_summary(summary))
+    if not summary["fits"]:
+        raise GateFailed(f"{summary['target']}: the model does not fit the device", hint="the table above says where it is short")
 
 
 def deploy_command(
     model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
-    targets: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target profile; repeat to compare targets [default: the device's target]."),
-    device: str = DEVICE,
+    targets: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target profile; repeat to compare targets [default: each device's target]."),
+    devices: Optional[List[str]] = DEVICES,
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
     runs: Optional[int] = RUNS,
     warmup: Optional[int] = WARMUP,
@@ -64,26 +120,38 @@ def deploy_command(
     min_seconds: Optional[float] = MIN_SECONDS,
     cold_loads: Optional[int] = COLD_LOADS,
     inventory: Optional[Path] = INVENTORY,
+    max_connections: int = MAX_CONNECTIONS,
+    db: Optional[Path] = DB,
+    baseline: Optional[str] = BASELINE,
+    max_regression: Optional[str] = MAX_REGRESSION,
     as_json: bool = AS_JSON,
 ) -> None:
-    """Build MODEL for each target (using the build cache) and measure it on a device."""
+    """Build MODEL for each target (using the build cache) and measure it on a device, or on several at once."""
     from edgepack.bench import bench
     from edgepack.build.pipeline import build
     from edgepack.cli.build import _show_stage, build_summary, render_build
-    from edgepack.device.inventory import get_device
+    from edgepack.device.inventory import load_inventory
     from edgepack.errors import EdgepackError
 
-    if not targets:
-        default = get_device(device, inventory).target
-        if not default:
-            raise EdgepackError(
-                f"no target given and device '{device}' has none",
-                hint=f"pass --target NAME, or set one: edgepack devices add {device} ... --target NAME",
-            )
-        targets = [default]
+    store = load_inventory(inventory)
+    names = store.resolve(devices or ["local"])
+    if targets:
+        plan = [(target, names) for target in targets]
+    else:  # each device's own target; devices that share one share its build
+        plan_by_target: dict[str, list[str]] = {}
+        for name in names:
+            default = store.get(name).target
+            if not default:
+                raise EdgepackError(
+                    f"no target given and device '{name}' has none",
+                    hint=f"pass --target NAME, or set one: edgepack devices add {name} ... --target NAME",
+                )
+            plan_by_target.setdefault(default, []).append(name)
+        plan = list(plan_by_target.items())
+    gate = _baseline(baseline, max_regression, db)
     options = _options(runs, warmup, threads, min_seconds, cold_loads)
-    builds, results = [], []
-    for target in targets:
+    builds, results, fleets = [], [], []
+    for target, on in plan:
         built = build(model, target, data, on_stage=None if as_json else _show_stage)
         builds.append(built)
         if not as_json:
@@ -93,20 +161,106 @@ def deploy_command(
                 f"build for {target} missed its budget: " + "; ".join(built.failures),
                 hint=f"nothing was measured; the bundle is kept in {built.bundle}/",
             )
-        results.append(bench(built.bundle, device, options, inventory, None if as_json else _step))
+        if len(names) == 1:
+            results.append(bench(built.bundle, on[0], options, inventory, None if as_json else _step, db=db))
+            fleets.append(None)
+            if not as_json:
+                render_bench(results[-1])
+            continue
+        from edgepack.cli.fleet import bench_on_fleet, render_fleet_summary
+
+        fleet = bench_on_fleet(built.bundle, on, options, inventory, db, max_connections, quiet=as_json)
+        fleets.append(fleet)
+        results.extend(r.result for r in fleet if r.result is not None)
         if not as_json:
-            render_bench(results[-1])
+            render_fleet_summary(fleet, f"{target} on {len(on)} devices")
+    regressions = _regressions(gate, results, db)
     if as_json:
-        typer.echo(json.dumps([{"build": build_summary(b), "bench": r.to_dict()} for b, r in zip(builds, results)], indent=2))
-    elif len(results) > 1:
+        from edgepack.cli.fleet import fleet_json
+
+        out = []
+        for built, fleet in zip(builds, fleets):
+            summary = build_summary(built)
+            if fleet is None:
+                r = next(r for r in results if r.bundle == built.bundle)
+                out.append({"build": summary, "bench": _with_gate(r.to_dict(), regressions.get(r.run_id))})
+                continue
+            for item, run in zip(fleet_json(fleet), fleet):
+                if run.result is not None:
+                    _with_gate(item["result"], regressions.get(run.result.run_id))
+                out.append({"build": summary, "device": item["device"], "bench": item.get("result"), "error": item.get("error")})
+        typer.echo(json.dumps(out, indent=2))
+    elif len(results) > 1 and len(names) == 1:
         render_side_by_side(results)
-    _gate(results)
+    failed = [run for fleet in fleets if fleet for run in fleet if run.error is not None]
+    _finish(results, failed, gate, regressions, as_json)
 
 
-def _gate(results) -> None:
-    failed = [(r, f) for r in results for f in r.budget_failures]
-    if failed:
-        raise GateFailed("; ".join(f"{r.manifest.target} on {r.device}: {f}" for r, f in failed), hint="the figures are in the table above")
+def _baseline(ref: Optional[str], max_regression: Optional[str], db: Optional[Path]):
+    """Resolve --baseline RUN and --max-regression into (baseline run, threshold), or None without a baseline."""
+    from edgepack.errors import EdgepackError
+
+    if ref is None:
+        if max_regression is not None:
+            raise EdgepackError("--max-regression needs --baseline RUN", hint="for example: --baseline last --max-regression 10%")
+        return None
+    from edgepack.results.compare import parse_threshold
+    from edgepack.results.store import open_store
+
+    threshold = parse_threshold(max_regression if max_regression is not None else "10%")
+    with open_store(db) as history:
+        return history.resolve(ref), threshold
+
+
+def _regressions(gate, results, db: Optional[Path]) -> dict:
+    """Return {run id: gate rows} for every stored result, against the baseline (empty without one)."""
+    if gate is None:
+        return {}
+    from edgepack.results.compare import regressions
+    from edgepack.results.store import open_store
+
+    baseline, threshold = gate
+    with open_store(db) as history:
+        return {r.run_id: regressions(baseline, history.get(r.run_id), threshold) for r in results if r.run_id is not None}
+
+
+def _with_gate(doc: dict, rows) -> dict:
+    if rows is not None:
+        doc["regression"] = [
+            {"measure": g.measure, "unit": g.unit, "baseline": g.baseline, "current": g.current,
+             "change": g.change, "limit": g.limit, "regressed": g.regressed}
+            for g in rows
+        ]
+    return doc
+
+
+def _finish(results, failed_devices, gate, regressions: dict, as_json: bool) -> None:
+    """Show the regression gate, then exit: 2 for a failed device, 1 for a missed budget or regression."""
+    from edgepack.errors import DeviceError
+
+    regressed = []
+    if gate is not None:
+        baseline, _ = gate
+        for r in results:
+            rows = regressions.get(r.run_id) or []
+            if not as_json:
+                from edgepack.results.report import gate_table
+
+                console.print(gate_table(rows, baseline.label, f"#{r.run_id} ({r.manifest.target} on {r.device})"))
+            regressed += [(r, g) for g in rows if g.regressed]
+    if failed_devices:
+        raise DeviceError(
+            f"{len(failed_devices)} of {len(failed_devices) + len(results)} devices could not be measured: "
+            + "; ".join(f"{run.device}: {run.error.message}" for run in failed_devices),
+            hint="the other devices' results are in the summary above and in the history (`edgepack report`)",
+        )
+    problems = [f"{r.manifest.target} on {r.device}: {f}" for r in results for f in r.budget_failures]
+    problems += [
+        f"{r.manifest.target} on {r.device}: {g.measure} {100 * g.change:+.1f}% over baseline {gate[0].label} (limit +{100 * g.limit:g}%)"
+        for r, g in regressed
+    ]
+    if problems:
+        raise GateFailed("; ".join(problems), hint="the figures are in the table above")
 
 
 def _median(values) -> float | None:

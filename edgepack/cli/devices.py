@@ -81,6 +81,35 @@ def list_(
             d.target or "-",
         )
     console.print(table)
+    for name, members in store.groups().items():
+        console.print(f"group [bold]{name}[/]: {', '.join(members)}", highlight=False)
+
+
+@app.command("group")
+def group(
+    name: Annotated[str, typer.Argument(help="Group name.", show_default=False)],
+    devices: Annotated[Optional[list[str]], typer.Argument(help="Its devices (replacing the group's list); none: show the group.", show_default=False)] = None,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete the group (its devices stay).")] = False,
+    inventory: InventoryOpt = None,
+) -> None:
+    """Name a set of devices, to measure them all with `edgepack bench BUNDLE --device NAME`."""
+    from edgepack.cli.render import console
+    from edgepack.errors import DeviceError
+
+    store = inv.load_inventory(inventory)
+    if delete:
+        if devices:
+            raise DeviceError("--delete takes no device names", hint=f"edgepack devices group {name} --delete")
+        members = store.remove_group(name)
+        console.print(f"deleted group [bold]{name}[/] ({', '.join(members)})", highlight=False)
+    elif devices:
+        members = store.set_group(name, devices)
+        console.print(f"group [bold]{name}[/]: {', '.join(members)} (in {store.path})", highlight=False)
+    else:
+        groups = store.groups()
+        if name not in groups:
+            store.remove_group(name)  # raises the "no group" error with its suggestions
+        console.print(f"{name}: {', '.join(groups[name])}", highlight=False)
 
 
 @app.command("remove")

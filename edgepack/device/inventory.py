@@ -10,6 +10,8 @@ subprocess". The file looks like::
         user: pi
         key: ~/.ssh/id_ed25519
         target: raspberry-pi-4
+    groups:                     # optional: named sets of devices, for `bench --device lab`
+      lab: [pi4, orin]
 
 Edits keep the file's comments (ruamel.yaml round-trip) and are written atomically.
 """
@@ -27,13 +29,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from edgepack.errors import DeviceError
 
 LOCAL = "local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOP_KEYS = ("devices", "groups")
 
 
 def config_dir() -> Path:
@@ -130,6 +133,7 @@ class Inventory:
         self.path = Path(path) if path is not None else default_inventory_path()
         self._doc = self._read()
         self._devices = self._validate(self._doc)
+        self._groups = self._validate_groups(self._doc, self._devices)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -158,12 +162,12 @@ class Inventory:
 
     def _validate(self, doc: CommentedMap) -> dict[str, Device]:
         for key in doc:
-            if key != "devices":
+            if key not in _TOP_KEYS:
                 line, col = _position(doc, key)
-                close = difflib.get_close_matches(str(key), ["devices"], n=1, cutoff=0.6)
+                close = difflib.get_close_matches(str(key), list(_TOP_KEYS), n=1, cutoff=0.6)
                 raise DeviceError(
-                    f"{self.path}:{line}:{col}: unknown key '{key}'" + (" (did you mean 'devices'?)" if close else ""),
-                    hint="the inventory has one top-level key, `devices`",
+                    f"{self.path}:{line}:{col}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+                    hint="the inventory has two top-level keys, `devices` and (optional) `groups`",
                 )
         entries = doc.get("devices")
         if entries is None:
@@ -203,6 +207,34 @@ class Inventory:
                 ) from None
         return devices
 
+    def _validate_groups(self, doc: CommentedMap, devices: dict[str, Device]) -> dict[str, list[str]]:
+        entries = doc.get("groups")
+        if entries is None:
+            return {}
+        if not isinstance(entries, CommentedMap):
+            line, col = _position(doc, "groups")
+            raise DeviceError(f"{self.path}:{line}:{col}: groups: must be a mapping of group names to lists of devices")
+        known = [LOCAL, *devices]
+        groups: dict[str, list[str]] = {}
+        for name, members in entries.items():
+            line, col = _position(entries, name)
+            where = f"{self.path}:{line}:{col}: groups.{name}"
+            if not _NAME.match(str(name)):
+                raise DeviceError(f"{where}: a group name is letters, digits, '.', '_' and '-', starting with a letter or digit")
+            if str(name) in known:
+                raise DeviceError(f"{where}: '{name}' is already a device's name", hint="give the group another name")
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                raise DeviceError(f"{where}: must be a list of device names, such as [pi4, orin]")
+            for member in members:
+                if member not in known:
+                    close = difflib.get_close_matches(member, known, n=1, cutoff=0.5)
+                    raise DeviceError(
+                        f"{where}: unknown device '{member}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+                        hint="a group lists devices defined under `devices:`",
+                    )
+            groups[str(name)] = list(dict.fromkeys(members))
+        return groups
+
     # -- queries ---------------------------------------------------------------------------
 
     def devices(self) -> list[Device]:
@@ -229,8 +261,28 @@ class Inventory:
     def __contains__(self, name: object) -> bool:
         return name == LOCAL or name in self._devices
 
+    def groups(self) -> dict[str, list[str]]:
+        """Return every group: its name and its device names, in the file's order."""
+        return {name: list(members) for name, members in self._groups.items()}
+
+    def resolve(self, names: list[str]) -> list[str]:
+        """Expand NAMES (devices or groups) into device names, each once, in the order given.
+
+        Raises:
+            DeviceError: a name is neither a device nor a group (with the closest names as a hint).
+        """
+        out: list[str] = []
+        for name in names:
+            if name in self._groups:
+                out.extend(self._groups[name])
+            elif name in self:
+                out.append(name)
+            else:
+                raise self._unknown(name)
+        return list(dict.fromkeys(out))
+
     def _unknown(self, name: str) -> DeviceError:
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, self.names() + list(self._groups), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}?" if close else "run `edgepack devices list` to see the devices"
         return DeviceError(f"unknown device '{name}' (in {self.path})", hint=hint)
 
@@ -272,8 +324,62 @@ class Inventory:
         if name not in self._devices:
             raise self._unknown(name)
         del self._doc["devices"][name]
+        for group, members in list(self._groups.items()):  # a group may not name a device that is gone
+            if name in members:
+                members.remove(name)
+                if members:
+                    self._doc["groups"][group] = _flow(members)
+                else:
+                    del self._doc["groups"][group], self._groups[group]
+        if "groups" in self._doc and not self._doc["groups"]:
+            del self._doc["groups"]
         self._write()
         return self._devices.pop(name)
+
+    def set_group(self, name: str, members: list[str]) -> list[str]:
+        """Make group NAME the devices MEMBERS (replacing it if it exists), write the file, return the members.
+
+        Raises:
+            DeviceError: a bad group name, a name taken by a device, an unknown member, or no members.
+        """
+        if not _NAME.match(name):
+            raise DeviceError(f"bad group name '{name}': use letters, digits, '.', '_' and '-', starting with a letter or digit")
+        if name in self:
+            raise DeviceError(f"'{name}' is already a device's name", hint="give the group another name")
+        if not members:
+            raise DeviceError(f"group '{name}' needs at least one device", hint=f"to delete it: edgepack devices group {name} --delete")
+        for member in members:
+            if member in self._groups:
+                raise DeviceError(f"'{member}' is a group; a group lists devices", hint=f"list its devices instead: {' '.join(self._groups[member])}")
+            if member not in self:
+                raise self._unknown(member)
+        members = list(dict.fromkeys(members))
+        groups = self._doc.get("groups")
+        if not isinstance(groups, CommentedMap):
+            groups = CommentedMap()
+            self._doc["groups"] = groups
+        groups[name] = _flow(members)
+        self._write()
+        self._groups[name] = members
+        return members
+
+    def remove_group(self, name: str) -> list[str]:
+        """Delete group NAME (its devices stay), write the file, and return its members.
+
+        Raises:
+            DeviceError: no such group.
+        """
+        if name not in self._groups:
+            close = difflib.get_close_matches(name, list(self._groups), n=3, cutoff=0.5)
+            raise DeviceError(
+                f"no group '{name}' (in {self.path})",
+                hint=f"did you mean {', '.join(close)}?" if close else "`edgepack devices list` shows the groups",
+            )
+        del self._doc["groups"][name]
+        if not self._doc["groups"]:
+            del self._doc["groups"]
+        self._write()
+        return self._groups.pop(name)
 
     def _write(self) -> None:
         """Write the document atomically: a temporary file in the same directory, then os.replace."""
@@ -297,6 +403,13 @@ class Inventory:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def _flow(items: list[str]) -> CommentedSeq:
+    """A YAML list written on one line: ``[pi4, orin]``."""
+    seq = CommentedSeq(items)
+    seq.fa.set_flow_style()
+    return seq
 
 
 def _position(doc: Any, key: Any) -> tuple[int, int]:
@@ -323,6 +436,15 @@ def get_device(name: str, path: Path | None = None) -> Device:
         DeviceError: unknown name or a bad inventory.
     """
     return load_inventory(path).get(name)
+
+
+def resolve_devices(names: list[str], path: Path | None = None) -> list[str]:
+    """Expand NAMES (device names and group names) from the inventory at PATH into device names, each once.
+
+    Raises:
+        DeviceError: a name is neither a device nor a group, or a bad inventory.
+    """
+    return load_inventory(path).resolve(names)
 
 
 def add_device(device: Device, path: Path | None = None) -> Inventory:

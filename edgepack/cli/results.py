@@ -1,0 +1,98 @@
+"""`edgepack report` and `edgepack compare`: read the results history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgepack.cli.render import console
+
+DB = typer.Option(None, "--db", metavar="FILE", dir_okay=False, help="Results history database [default: history.sqlite3 in the user data directory].")
+
+
+def _history_path(db: Optional[Path]) -> Path:
+    from edgepack.results.store import default_db_path
+
+    return Path(db) if db is not None else default_db_path()
+
+
+def report_command(
+    last: int = typer.Option(20, "--last", "-n", min=1, help="Show the newest N runs."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Only runs of this target profile."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Only runs on this device."),
+    html: Optional[Path] = typer.Option(None, "--html", metavar="FILE", dir_okay=False, help="Write one self-contained HTML file with plots."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
+    db: Optional[Path] = DB,
+) -> None:
+    """List stored bench runs as a table, as JSON, or as an HTML report with plots."""
+    from edgepack.results.store import open_store
+
+    path = _history_path(db)
+    runs = []
+    if path.exists():  # reading must not create an empty history
+        with open_store(path) as history:
+            runs = history.runs(last=last, target=target, device=device)
+    if html is not None:
+        from edgepack.results.html import write_html
+
+        write_html(html, runs)
+        console.print(f"wrote {html} ({len(runs)} run{'s' if len(runs) != 1 else ''})", highlight=False)
+        return
+    if as_json:
+        from edgepack.results.report import runs_json
+
+        typer.echo(json.dumps(runs_json(runs), indent=2))
+        return
+    if not runs:
+        what = " matching " + ", ".join(f"{k} {v}" for k, v in (("target", target), ("device", device)) if v) if target or device else ""
+        console.print(f"no runs{what} in {path}", highlight=False)
+        console.print("[yellow]hint:[/] `edgepack bench BUNDLE` measures a bundle and stores the result", highlight=False)
+        return
+    from edgepack.results.report import runs_table
+
+    console.print(runs_table(runs, f"runs ({path})", wide=console.width >= 120))
+
+
+def compare_command(
+    run_a: str = typer.Argument(..., metavar="RUN_A", help="The run to compare against: #12, 12, last or last~1."),
+    run_b: str = typer.Argument(..., metavar="RUN_B", help="The run compared with it."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    db: Optional[Path] = DB,
+) -> None:
+    """Show two stored runs side by side with deltas and a noise-aware verdict."""
+    from edgepack.results.compare import compare_runs
+    from edgepack.results.report import comparison_table, when
+    from edgepack.results.store import ResultsError, open_store
+
+    path = _history_path(db)
+    if not path.exists():
+        raise ResultsError(f"no results history at {path}", hint="measure something first (edgepack bench BUNDLE), or pass --db FILE")
+    with open_store(path) as history:
+        a, b = history.resolve(run_a), history.resolve(run_b)
+    cmp = compare_runs(a, b)
+    if as_json:
+        typer.echo(json.dumps(cmp.to_dict(), indent=2))
+        return
+    for name, run in (("A", a), ("B", b)):
+        console.print(
+            f"[bold]{name}[/] {run.label}  {run.target} ({run.format} {run.precision}) on {run.device}, "
+            f"{when(run.created)}, bundle {run.bundle_sha256[:12]}",
+            highlight=False,
+        )
+    if cmp.notes:
+        console.print("   " + "; ".join(cmp.notes), highlight=False)
+    console.print(comparison_table(cmp))
+    word = cmp.latency.word
+    if word in ("faster", "slower"):
+        headline = f"B is [bold]{word}[/] than A"
+    elif word == "no change":
+        headline = "[bold]no change[/] in latency"
+    else:
+        headline = f"latency: [bold]{word}[/]"
+    console.print(f"verdict: {headline}: {cmp.latency.reason}", highlight=False)
+    others = [f"{r.measure} {r.verdict.word} ({r.verdict.reason})" for r in cmp.rows if r.verdict and r.verdict.changed and r.verdict is not cmp.latency]
+    if others:
+        console.print("   also: " + "; ".join(others), highlight=False)
