@@ -85,7 +85,7 @@ def quantized(profile: Profile) -> bool:
 
 
 # The (format, precision) pairs `recover` has strategies for.
-RECOVERABLE = {(Format.tflite, Precision.int8), (Format.tflite, Precision.fp16)}
+RECOVERABLE = {(f, p) for f in (Format.tflite, Format.onnx) for p in (Precision.int8, Precision.fp16)}
 
 
 def recoverable(profile: Profile) -> bool:
@@ -93,7 +93,7 @@ def recoverable(profile: Profile) -> bool:
     return b.fallback is Fallback.auto and (b.format, b.precision) in RECOVERABLE
 
 
-def _record(strategy: str, artifact: Artifact | None, fidelity: Fidelity | None, error: str | None = None, float_layers=None) -> Attempt:
+def record_attempt(strategy: str, artifact: Artifact | None, fidelity: Fidelity | None, error: str | None = None, float_layers=None) -> Attempt:
     return Attempt(
         strategy=strategy,
         float_layers=list(float_layers or []),
@@ -123,15 +123,18 @@ def build_artifact(
     with stage("convert", f"{b.format.value} {b.precision.value}"):
         try:
             outcome.artifact = exporter(b.format)(model, profile, calibration)
-        except BuildError as exc:
+        except Exception as exc:  # with recovery, whatever the quantizer raises is a failed attempt
             if not can_recover:
                 raise
-            failure = exc
-            outcome.attempts.append(_record("plain", None, None, error=exc.message))
+            failure = exc if isinstance(exc, BuildError) else BuildError(
+                f"{b.format.value} {b.precision.value} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                hint="try another build.precision",
+            )
+            outcome.attempts.append(record_attempt("plain", None, None, error=failure.message))
     if outcome.artifact is not None:
         with stage("verify", f"{len(evaluation)} samples"):
             outcome.fidelity = check(outcome.artifact)
-            outcome.attempts.append(_record("plain", outcome.artifact, outcome.fidelity))
+            outcome.attempts.append(record_attempt("plain", outcome.artifact, outcome.fidelity))
     fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
     if quantized(profile) and outcome.artifact is not None and (explain or fidelity_failed):
         with stage("explain", "per-layer error"):
@@ -147,9 +150,13 @@ def build_artifact(
 
 def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, artifact: Artifact) -> list[LayerError]:
     """Return the layers with the largest quantization error, worst first (empty where not supported)."""
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    if profile.build.format is Format.onnx:
+        from edgepack.build import recover_onnx
+
+        return worst_first(recover_onnx.explain(model, profile, calibration, sample, artifact))[:TOP_LAYERS]
     if profile.build.format is not Format.tflite:
         return []
-    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     if profile.build.precision is Precision.int8 and calibration is not None:
         errors = _debugger_errors(_debugger(model, calibration, sample))
     else:
@@ -157,7 +164,7 @@ def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | 
 
         reference = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
         errors = _tensor_errors(reference, artifact.files[artifact.artifact], sample)
-    return _worst_first(_named(errors, model, artifact.files[artifact.artifact]))[:TOP_LAYERS]
+    return worst_first(_named(errors, model, artifact.files[artifact.artifact]))[:TOP_LAYERS]
 
 
 def _named(errors: list[LayerError], model: SourceModel, content: bytes) -> list[LayerError]:
@@ -207,7 +214,7 @@ def layer_names(content: bytes, model: SourceModel) -> dict[str, str]:
     return mapping
 
 
-def _worst_first(errors: list[LayerError]) -> list[LayerError]:
+def worst_first(errors: list[LayerError]) -> list[LayerError]:
     return sorted(errors, key=lambda e: (-e.error, e.order))
 
 
@@ -327,31 +334,37 @@ def layer_precisions(artifact: Artifact, model: SourceModel) -> list[dict]:
 def _recover(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
     """Try the variants for the profile's format and precision in order of cost; keep the first that passes."""
     b = profile.build
-    if b.precision is Precision.int8 and calibration is not None:
+    if b.format is Format.onnx:
+        from edgepack.build import recover_onnx
+
+        recover_onnx.recover(model, profile, calibration, evaluation, check, outcome)
+    elif b.precision is Precision.int8 and calibration is not None:
         _recover_int8(model, profile, calibration, evaluation, check, outcome)
     elif b.precision is Precision.fp16:
         _recover_fp16(model, evaluation, check, outcome)
 
 
-def _attempt(outcome: Outcome, check: Check, strategy: str, make: Callable[[], bytes], float_layers=()) -> bool:
+def try_variant(outcome: Outcome, check: Check, strategy: str, make: Callable[[], Artifact], float_layers=()) -> bool:
     """Build one variant, verify it, record it; adopt it when it meets every budget."""
-    from edgepack.build.convert.tflite import tflite_artifact
-
     try:
-        artifact = tflite_artifact(make())
+        artifact = make()
         fidelity = check(artifact)
     except Exception as exc:  # a quantizer that raises is a failed attempt, never a crash
-        outcome.attempts.append(_record(strategy, None, None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        outcome.attempts.append(record_attempt(strategy, None, None, error=message))
         return False
-    outcome.attempts.append(_record(strategy, artifact, fidelity, float_layers=float_layers))
+    outcome.attempts.append(record_attempt(strategy, artifact, fidelity, float_layers=float_layers))
     if fidelity.passed:
         outcome.artifact, outcome.fidelity, outcome.strategy = artifact, fidelity, strategy
     return fidelity.passed
 
 
 def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
+    from edgepack.build.convert.tflite import tflite_artifact
+
     io_dtype = profile.build.io_dtype
-    if _attempt(outcome, check, "per-tensor weights", lambda: _quiet_convert(_int8_converter(model, calibration, per_channel=False), io_dtype)):
+    per_tensor = _int8_converter(model, calibration, per_channel=False)
+    if try_variant(outcome, check, "per-tensor weights", lambda: tflite_artifact(_quiet_convert(per_tensor, io_dtype))):
         return
     if io_dtype is not IoDtype.float32:
         return  # a float layer would need float input/output, which this profile rules out
@@ -360,23 +373,23 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     debugger = _debugger(model, calibration, sample)
     plain = _quiet_convert(_int8_converter(model, calibration, per_channel=True), IoDtype.float32)
-    ranked = _worst_first(_named(_debugger_errors(debugger), model, plain))  # each layer's own error: rank once
+    ranked = worst_first(_named(_debugger_errors(debugger), model, plain))  # each layer's own error: rank once
     denied: list[LayerError] = []
     for layer in ranked[:MAX_FLOAT_LAYERS]:
         denied.append(layer)
 
         def selective(names=tuple(e.tensor for e in denied)):
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(names))
-            return debugger.get_nondebug_quantized_model()
+            return tflite_artifact(debugger.get_nondebug_quantized_model())
 
-        if _attempt(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
+        if try_variant(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
             return
 
 
 def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
     """Keep layers in fp32 one at a time, re-measuring after each: fp16 errors (an overflow above
     all) spread to every later layer, so the earliest of the worst is the one to keep."""
-    from edgepack.build.convert.tflite import convert_tflite
+    from edgepack.build.convert.tflite import convert_tflite, tflite_artifact
     from edgepack.build.convert.tflite_mixed import fp16_except
 
     fp32 = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
@@ -385,12 +398,12 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
     current = fp16_except(fp32, set())
     for _ in range(MAX_FLOAT_LAYERS):
         errors = _named(_tensor_errors(fp32, current, sample), model, current)
-        candidates = [e for e in _worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
+        candidates = [e for e in worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
         if not candidates or candidates[0].error == 0:
             return
         kept.append(candidates[0])
         current = fp16_except(fp32, {k.tensor for k in kept})
-        if _attempt(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: c, [k.layer for k in kept]):
+        if try_variant(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: tflite_artifact(c), [k.layer for k in kept]):
             return
 
 

@@ -137,7 +137,8 @@ def render_quantization(quant: dict) -> None:
         for col in ("layer", "op", "error", "measure"):
             table.add_column(col, justify="right" if col == "error" else "left")
         for e in quant["layer_errors"]:
-            table.add_row(e["layer"], e["op"], f"{e['error']:.3g}", e["measure"])
+            error = "overflow" if e["error"] is None else f"{e['error']:.3g}"  # JSON keeps no infinity
+            table.add_row(e["layer"], e["op"], error, e["measure"])
         console.print(table)
     if len(quant.get("attempts", [])) > 1 or any(a.get("error") for a in quant.get("attempts", [])):
         table = Table(title="what was tried", title_justify="left", header_style="bold")

@@ -81,3 +81,43 @@ def test_explain_prints_the_layer_table_for_a_passing_build(isolated_user_dirs, 
     assert result.exit_code == 0, result.output
     assert "layers with the largest quantization error" in result.output and "rmse/scale" in result.output
     assert "CONV_2D" in result.output
+
+
+def test_onnx_int8_recovers_by_keeping_the_outlier_layer_in_float(isolated_user_dirs, tmp_path, digits):
+    model, data = outlier_input_model(tmp_path, digits)
+    result = build(model, "raspberry-pi-5-onnx", data=data)
+    q = quantization(result)
+    assert q["attempts"][0]["top1_agreement"] < 0.5
+    assert result.passed and q["strategy"] == "int8 with 1 layer(s) in float"
+    assert all("reads_input" in node for node in q["attempts"][-1]["float_layers"])
+    assert "reads_input" in q["layer_errors"][0]["layer"] and q["layer_errors"][0]["measure"] == "SQNR drop dB"
+    tried = [a["strategy"] for a in q["attempts"]]
+    assert tried[:4] == ["plain", "entropy calibration", "percentile calibration", "per-tensor weights"]
+
+
+def test_onnx_fp16_overflow_recovers_with_the_broken_node_in_fp32(isolated_user_dirs, tmp_path, digits):
+    model, data = fp16_overflow_model(tmp_path, digits)
+    result = build(model, "jetson-orin-nano", data=data)
+    q = quantization(result)
+    assert q["attempts"][0]["top1_agreement"] < 0.5
+    assert result.passed and q["strategy"].startswith("fp16 with")
+    assert any("huge" in node for node in q["attempts"][-1]["float_layers"])
+    assert q["layer_errors"][0]["error"] is None  # an overflow: infinite error, kept as null in JSON
+
+
+def test_an_onnx_quantizer_that_raises_on_the_per_channel_path_is_a_failed_attempt(isolated_user_dirs, digits_files, monkeypatch):
+    from edgepack.build.convert import onnx_quant
+
+    real = onnx_quant.quantize_int8
+
+    def per_channel_breaks(proto, profile, calibration, keep_float=()):
+        if profile.build.onnx.per_channel:
+            raise RuntimeError("Per-channel quantization of this graph failed")
+        return real(proto, profile, calibration, keep_float)
+
+    monkeypatch.setattr(onnx_quant, "quantize_int8", per_channel_breaks)
+    model, data = digits_files
+    result = build(model, "raspberry-pi-5-onnx", data=data, use_cache=False)
+    q = quantization(result)
+    assert "Per-channel quantization of this graph failed" in q["attempts"][0]["error"]
+    assert result.passed and q["strategy"] == "per-tensor weights"

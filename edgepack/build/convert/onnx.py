@@ -49,11 +49,14 @@ def export_onnx(model: SourceModel, profile: Profile, calibration: Dataset | Non
                 proto, quant = onnx_quant.strip_edge_quantization(proto, b.io_dtype)
         else:
             proto, facts["onnx_quantization"] = onnx_quant.quantize_dynamic_int8(proto, profile)
+    return onnx_artifact(proto, facts, quant)
+
+
+def onnx_artifact(proto, facts: dict, quant: dict[str, tuple[float, int]] | None = None) -> Artifact:
+    """Wrap an ONNX graph as the bundle's `model.onnx`, with its specs and a host runner."""
     content = proto.SerializeToString()
-    runner = OnnxArtifactRunner(content, quant)
-    facts["opset"] = _opset(proto)
-    facts["ir_version"] = int(proto.ir_version)
-    facts["nodes"] = len(proto.graph.node)
+    runner = OnnxArtifactRunner(content, quant or {})
+    facts = dict(facts, opset=_opset(proto), ir_version=int(proto.ir_version), nodes=len(proto.graph.node))
     return Artifact({ARTIFACT: content}, ARTIFACT, runner.input_specs, runner.output_specs, runner.predict, facts=facts)
 
 

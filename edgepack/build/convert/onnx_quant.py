@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -25,12 +25,15 @@ CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension 
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 
 
-def to_fp16(proto, io_dtype: IoDtype):
-    """Return PROTO with float16 weights and arithmetic; inputs and outputs stay float32 unless IO_DTYPE is float16."""
+def to_fp16(proto, io_dtype: IoDtype, keep_float: Sequence[str] = ()):
+    """Return PROTO with float16 weights and arithmetic, except in the nodes named in KEEP_FLOAT;
+    inputs and outputs stay float32 unless IO_DTYPE is float16."""
     from onnxconverter_common import float16
 
     try:
-        return float16.convert_float_to_float16(proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False)
+        return float16.convert_float_to_float16(
+            proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
+        )
     except Exception as exc:
         raise BuildError(f"fp16 conversion failed: {_first_line(exc)}", hint="try build.precision: fp32 or int8") from None
 
@@ -61,10 +64,11 @@ def int8_types(profile: Profile) -> tuple[QuantType, QuantType, bool, str]:
     return activation, q.weight_type, symmetric, why
 
 
-def quantize_int8(proto, profile: Profile, calibration: Dataset) -> tuple[object, dict]:
-    """Static int8 in QDQ format, calibrated on CALIBRATION; return (model, facts)."""
+def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Sequence[str] = ()) -> tuple[object, dict]:
+    """Static int8 in QDQ format, calibrated on CALIBRATION, leaving the nodes named in KEEP_FLOAT
+    (names after `preprocess`) in float; return (model, facts)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod, QuantFormat, QuantType as OrtType
-    from onnxruntime.quantization import quant_pre_process, quantize_static
+    from onnxruntime.quantization import quantize_static
 
     q = profile.build.onnx
     activation, weight, symmetric, why = int8_types(profile)
@@ -93,19 +97,14 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset) -> tuple[object
 
     facts = {"activation_type": activation.value, "weight_type": weight.value, "activation_symmetric": symmetric,
              "per_channel": q.per_channel, "reduce_range": q.reduce_range, "calibration_method": q.calibration_method.value,
-             "quant_format": "QDQ", "why_types": why}
+             "quant_format": "QDQ", "why_types": why, "float_nodes": list(keep_float)}
     with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
-        src, pre, out = Path(tmp) / "model.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        _save(proto, src)
-        try:
-            quant_pre_process(str(src), str(pre))
-            facts["pre_process"] = "quant_pre_process: symbolic + ONNX shape inference, graph optimisation"
-        except Exception as exc:  # symbolic shape inference gives up on some graphs; the ONNX one still helps
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            facts["pre_process"] = f"quant_pre_process without symbolic shape inference ({_first_line(exc)[:120]})"
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        pre_proto, facts["pre_process"] = preprocess(proto)
+        _save(pre_proto, pre)
         try:
             quantize_static(
-                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel,
+                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel, nodes_to_exclude=list(keep_float),
                 reduce_range=q.reduce_range, activation_type=ort_type[activation], weight_type=ort_type[weight],
                 calibrate_method=method[q.calibration_method],
                 extra_options={
@@ -125,6 +124,23 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset) -> tuple[object
 
         model = onnx.load(str(out))
     return model, facts
+
+
+def preprocess(proto) -> tuple[object, str]:
+    """Run `quant_pre_process` (shape inference and graph optimisation) on PROTO; return (model, what ran)."""
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+        src, pre = Path(tmp) / "model.onnx", Path(tmp) / "pre.onnx"
+        _save(proto, src)
+        try:
+            quant_pre_process(str(src), str(pre))
+            how = "quant_pre_process: symbolic + ONNX shape inference, graph optimisation"
+        except Exception as exc:  # symbolic shape inference gives up on some graphs; the ONNX one still helps
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            how = f"quant_pre_process without symbolic shape inference ({_first_line(exc)[:120]})"
+        return onnx.load(str(pre)), how
 
 
 def quantize_dynamic_int8(proto, profile: Profile) -> tuple[object, dict]:
