@@ -224,7 +224,9 @@ def worst_first(errors: list[LayerError]) -> list[LayerError]:
 def _debugger(model: SourceModel, calibration: Dataset, sample: Dataset, per_channel: bool = True):
     import tensorflow as tf
 
-    converter = _int8_converter(model, calibration, per_channel)
+    from edgepack.build.convert.tflite import int8_converter
+
+    converter = int8_converter(model, calibration, per_channel=per_channel, integer_only=False)
 
     def dataset():
         for i in range(len(sample)):
@@ -233,22 +235,6 @@ def _debugger(model: SourceModel, calibration: Dataset, sample: Dataset, per_cha
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
     debugger.run()
     return debugger
-
-
-def _int8_converter(model: SourceModel, calibration: Dataset, per_channel: bool):
-    import tensorflow as tf
-
-    converter = model.tflite_converter()
-    names = [spec.name for spec in model.inputs]
-
-    def representative():
-        for i in range(len(calibration)):
-            yield {name: x[i : i + 1] for name, x in zip(names, calibration.x)}
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter._experimental_disable_per_channel = not per_channel  # no public switch for this
-    return converter
 
 
 def _debugger_errors(debugger) -> list[LayerError]:
@@ -360,11 +346,11 @@ def try_variant(outcome: Outcome, check: Check, strategy: str, make: Callable[[]
 
 
 def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
-    from edgepack.build.convert.tflite import tflite_artifact
+    from edgepack.build.convert.tflite import int8_converter, run_converter, tflite_artifact
 
     io_dtype = profile.build.io_dtype
-    per_tensor = _int8_converter(model, calibration, per_channel=False)
-    if try_variant(outcome, check, "per-tensor weights", lambda: tflite_artifact(_quiet_convert(per_tensor, io_dtype))):
+    per_tensor = int8_converter(model, calibration, io_dtype, per_channel=False)
+    if try_variant(outcome, check, "per-tensor weights", lambda: tflite_artifact(run_converter(per_tensor, Precision.int8))):
         return
     if io_dtype is not IoDtype.float32:
         return  # a float layer would need float input/output, which this profile rules out
@@ -372,7 +358,7 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
 
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     debugger = _debugger(model, calibration, sample)
-    plain = _quiet_convert(_int8_converter(model, calibration, per_channel=True), IoDtype.float32)
+    plain = run_converter(int8_converter(model, calibration), Precision.int8)
     ranked = worst_first(_named(_debugger_errors(debugger), model, plain))  # each layer's own error: rank once
     denied: list[LayerError] = []
     for layer in ranked[:MAX_FLOAT_LAYERS]:
@@ -405,13 +391,3 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
         current = fp16_except(fp32, {k.tensor for k in kept})
         if try_variant(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: tflite_artifact(c), [k.layer for k in kept]):
             return
-
-
-def _quiet_convert(converter, io_dtype: IoDtype) -> bytes:
-    import tensorflow as tf
-
-    if io_dtype is not IoDtype.float32:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = getattr(tf, io_dtype.value)
-        converter.inference_output_type = getattr(tf, io_dtype.value)
-    return converter.convert()

@@ -45,30 +45,51 @@ def convert_tflite(model: SourceModel, precision: Precision, io_dtype: IoDtype, 
     """
     import tensorflow as tf
 
-    converter = model.tflite_converter()
-    if precision is Precision.fp16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision is Precision.dynamic_int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif precision is Precision.int8:
+    if precision is Precision.int8:
         if calibration is None or len(calibration) == 0:
             raise BuildError("full-integer int8 needs calibration data", hint="pass --data, or --synthetic-calibration")
-        names = [spec.name for spec in model.inputs]
+        converter = int8_converter(model, calibration, io_dtype)
+    else:
+        converter = model.tflite_converter()
+        if precision is not Precision.fp32:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights unless told otherwise
+        if precision is Precision.fp16:
+            converter.target_spec.supported_types = [tf.float16]
+    return run_converter(converter, precision)
 
-        def representative():
-            for i in range(len(calibration)):
-                yield {name: x[i : i + 1] for name, x in zip(names, calibration.x)}
 
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
+def int8_converter(
+    model: SourceModel, calibration: Dataset, io_dtype: IoDtype = IoDtype.float32, per_channel: bool = True, integer_only: bool = True
+):
+    """Return a converter set up for int8 calibrated on CALIBRATION.
+
+    INTEGER_ONLY refuses float fallback ops (what a full-integer build needs); the quantization
+    debugger wants it off. IO_DTYPE other than float32 makes the inputs and outputs integers."""
+    import tensorflow as tf
+
+    converter = model.tflite_converter()
+    names = [spec.name for spec in model.inputs]
+
+    def representative():
+        for i in range(len(calibration)):
+            yield {name: x[i : i + 1] for name, x in zip(names, calibration.x)}
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter._experimental_disable_per_channel = not per_channel  # no public switch for this
+    if integer_only:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io_dtype is not IoDtype.float32:
-            converter.inference_input_type = getattr(tf, io_dtype.value)
-            converter.inference_output_type = getattr(tf, io_dtype.value)
+    if io_dtype is not IoDtype.float32:
+        converter.inference_input_type = getattr(tf, io_dtype.value)
+        converter.inference_output_type = getattr(tf, io_dtype.value)
+    return converter
+
+
+def run_converter(converter, precision: Precision) -> bytes:
+    """Convert, turning the converter's many exception types (with long MLIR dumps) into one line."""
     try:
         return converter.convert()
-    except Exception as exc:  # the converter raises many types, with long MLIR dumps
+    except Exception as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise BuildError(
             f"TFLite conversion to {precision.value} failed: {first[:300]}",
