@@ -13,10 +13,14 @@ from edgepack.errors import EdgepackError
 def temp_dir_beside(path: Path) -> Path:
     """Make an empty directory next to PATH (same file system, so a rename can replace PATH)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a bundle is an ordinary directory
+    return tmp
+
+
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary directory
-    return tmp
+    return umask
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -36,8 +40,7 @@ def write_atomic(path: Path, text: str, exclusive: bool = False) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode)
+        os.chmod(tmp, path.stat().st_mode if path.exists() else 0o666 & ~_umask())  # mkstemp makes it private
         if exclusive:
             os.link(tmp, path)  # fails if PATH appeared meanwhile: never overwrite
             os.unlink(tmp)

@@ -96,7 +96,7 @@ def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options
         if pick(name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(pick(name))]
     threads = options.threads if options.threads is not None else runtime.get("threads")
-    if threads:
+    if threads is not None:
         argv += ["--threads", str(threads)]
     if runtime.get("delegates"):
         argv += ["--delegates", ",".join(runtime["delegates"])]
@@ -139,7 +139,7 @@ def bench(
     """
     options = options or BenchOptions()
     step = on_step or (lambda _msg: None)
-    bundle = Path(bundle)
+    bundle = Path(bundle).resolve()  # `bench .` from inside the bundle: its name is needed below
     manifest = read_manifest(bundle)
     if manifest.format == "tflite-micro":
         raise EdgepackError(
@@ -229,3 +229,28 @@ def bench_fleet(
         max_connections=max_connections,
         on_change=on_change,
     )
+
+
+def deploy(
+    model: Path,
+    target: str,
+    device: str = "local",
+    data: Path | None = None,
+    options: BenchOptions | None = None,
+    inventory: Path | None = None,
+):
+    """Build MODEL for TARGET (through the build cache) and measure the bundle on DEVICE.
+
+    Returns:
+        (BuildResult, BenchResult); the bench result is None when the build missed its gate
+        (nothing worth measuring) or the target is a microcontroller (its figures are static).
+
+    Raises:
+        EdgepackError: as `build` and `bench` do.
+    """
+    from edgepack.build.pipeline import build
+
+    built = build(model, target, data)
+    if not built.passed or built.manifest.format == "tflite-micro":
+        return built, None
+    return built, bench(built.bundle, device, options, inventory)

@@ -137,5 +137,5 @@ def read_manifest(bundle: Path) -> Manifest:
         raise EdgepackError(f"{bundle}: not a bundle (no {MANIFEST})", hint="pass the directory `edgepack build` wrote")
     try:
         return Manifest.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
         raise EdgepackError(f"{path}: unreadable manifest: {str(exc).splitlines()[0]}", hint="rebuild the bundle") from None

@@ -11,6 +11,12 @@ EXIT_GATE_FAILED = 1
 EXIT_INTERNAL = 3
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (libraries' messages run to pages), or its type."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text else type(exc).__name__
+
+
 class EdgepackError(Exception):
     """A problem the user can fix: what went wrong, and how to fix it."""
 

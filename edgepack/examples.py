@@ -48,10 +48,17 @@ def write_example(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     model_path, data_path = directory / "digits_cnn.keras", directory / "digits.npz"
     x, y = digits_data()
+    from edgepack.quiet import quiet
+
     if not model_path.exists():
-        digits_cnn(x[:1200], y[:1200]).save(model_path)
+        partial = directory / ".digits_cnn.partial.keras"  # renamed into place: never half a model
+        with quiet():
+            digits_cnn(x[:1200], y[:1200]).save(partial)
+        partial.rename(model_path)
     if not data_path.exists():
-        np.savez(data_path, x=x[1200:], y=y[1200:])  # held out from training
+        partial = directory / ".digits.partial.npz"
+        np.savez(partial, x=x[1200:], y=y[1200:])  # held out from training
+        partial.rename(data_path)
     return model_path, data_path
 
 

@@ -101,11 +101,13 @@ def build(
     key = None
     if use_cache:
         data_sha = ":".join(sha256_path(Path(p)) if p else "-" for p in (data, eval_data))
+        # The whole resolved profile, not just `build`: the manifest carries it, and `bench` reads
+        # its bench settings and budgets from there, so a changed budget must not hit an old entry.
         settings = {"profile": profile.model_dump(mode="json"), "synthetic": synthetic_calibration}
         if plan.input_shapes:
             settings["input_shapes"] = {k: list(v) for k, v in plan.input_shapes.items()}
         key = cache.cache_key(sha256_path(plan.model), data_sha, settings, tools)
-        if cache.lookup(key):
+        if cache.lookup(key) and not explain:  # a cached build has no per-layer table to show
             with stage("cache", "hit: an identical build is cached"):
                 cache.restore(key, plan.out)
             return BuildResult(plan.out, read_manifest(plan.out), cached=True, stage_seconds=timings)

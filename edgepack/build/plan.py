@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgepack.build.convert import EXPORTERS
-from edgepack.errors import BuildError, DataError
+from edgepack.errors import BuildError, DataError, ModelError
 from edgepack.profile.schema import Format, Precision, Profile
 
 
@@ -29,12 +29,28 @@ class Plan:
     explain: bool = False  # per-layer quantization error even when the build passes
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input name
 
-    def stage_names(self) -> list[str]:
-        return [s.name for s in self.stages]
-
 
 def default_out(model: Path, target: str) -> Path:
     return Path("build") / f"{Path(model).stem}-{target}"
+
+
+def bundle_out(out: Path) -> Path:
+    """Check that OUT may receive a bundle: it is new, or a bundle an earlier build wrote (replaced).
+
+    Raises:
+        BuildError: OUT is a file, or a directory that is not a bundle (it is never overwritten).
+    """
+    from edgepack.bundle import MANIFEST
+
+    out = Path(out).resolve()
+    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
+        raise BuildError(
+            f"{out} already exists and is not a bundle: edgepack will not replace it",
+            hint="pick another --out (a new directory, or an earlier bundle to replace)",
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise BuildError(f"{out.parent} is a file, so {out} cannot be created", hint="pick another --out")
+    return out
 
 
 def make_plan(
@@ -54,6 +70,11 @@ def make_plan(
         DataError: int8 or pruning recovery without data.
     """
     b = profile.build
+    if not Path(model).exists():
+        raise ModelError(f"{model}: no such file or directory", hint="check the model path")
+    for path in (data, eval_data):
+        if path is not None and not Path(path).exists():
+            raise DataError(f"{path}: no such file or directory", hint="check the --data / --eval-data path")
     onnx_source = Path(model).suffix.lower() == ".onnx"
     # The profile schema already checked format and precision against the runtime
     # (schema.ENGINE_SUPPORT); EXPORTERS says which formats this edgepack can produce.
@@ -93,7 +114,7 @@ def make_plan(
             f"target '{profile.name}' prunes the model and fine-tunes it afterwards, which needs data",
             hint="pass --data FILE, or set build.prune.fine_tune_epochs: 0",
         )
-    plan = Plan(Path(model), profile, Path(out) if out else default_out(model, profile.name), data, eval_data, synthetic_calibration)
+    plan = Plan(Path(model), profile, bundle_out(Path(out) if out else default_out(model, profile.name)), data, eval_data, synthetic_calibration)
     plan.input_shapes = dict(input_shapes or {})
     shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
     plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else "")))

@@ -65,12 +65,14 @@ class Outcome:
     strategy: str
     attempts: list[Attempt] = field(default_factory=list)
     layers: list[LayerError] = field(default_factory=list)
+    explain_error: Optional[str] = None  # why there is no per-layer table, where it could not be made
 
     def facts(self) -> dict:
         return {
             "strategy": self.strategy,
             "attempts": [asdict(a) for a in self.attempts],
             "layer_errors": [asdict(e) for e in self.layers],
+            "explain_error": self.explain_error,
         }
 
 
@@ -138,7 +140,10 @@ def build_artifact(
     fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
     if quantized(profile) and outcome.artifact is not None and (explain or fidelity_failed):
         with stage("explain", "per-layer error"):
-            outcome.layers = explain_layers(model, profile, calibration, evaluation, outcome.artifact)
+            try:
+                outcome.layers = explain_layers(model, profile, calibration, evaluation, outcome.artifact)
+            except Exception as exc:  # the explanation is a diagnosis: it never fails the build
+                outcome.explain_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     if can_recover and fidelity_failed:
         with stage("recover", "trying other ways to quantize"):
             _recover(model, profile, calibration, evaluation, check, outcome)
@@ -277,7 +282,7 @@ def _tensor_errors(reference: bytes, candidate: bytes, sample: Dataset) -> list[
     (ref, _), (cand, cand_ops) = runs
     errors = []
     for name in ref.keys() & cand.keys():
-        r, c = np.concatenate(ref[name]), np.concatenate(cand[name])
+        r, c = (np.concatenate([np.ravel(v) for v in values]) for values in (ref[name], cand[name]))
         if r.shape != c.shape:
             continue
         spread = float(np.std(r)) or 1.0
@@ -358,7 +363,8 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
 
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     debugger = _debugger(model, calibration, sample)
-    plain = run_converter(int8_converter(model, calibration), Precision.int8)
+    # Until an attempt passes, outcome.artifact is still the plain build (None if it raised).
+    plain = outcome.artifact.files[outcome.artifact.artifact] if outcome.artifact else run_converter(int8_converter(model, calibration), Precision.int8)
     ranked = worst_first(_named(_debugger_errors(debugger), model, plain))  # each layer's own error: rank once
     denied: list[LayerError] = []
     for layer in ranked[:MAX_FLOAT_LAYERS]:

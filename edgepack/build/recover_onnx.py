@@ -85,6 +85,8 @@ def _qdq_errors(pre, quantized, sample: Dataset) -> tuple[list[LayerError], dict
     matched = create_activation_matching(
         {k: [v] for k, v in _activations(quantized, sample).items()}, {k: [v] for k, v in _activations(pre, sample).items()}
     )
+    # A tensor the float graph lacks (a node the quantizer added or renamed) cannot be compared.
+    matched = {t: m for t, m in matched.items() if "float" in m and "pre_qdq" in m}
     sqnr = {t: float(np.clip(e["xmodel_err"], -SQNR_CAP_DB, SQNR_CAP_DB)) for t, e in compute_activation_error(matched).items()}
     nodes = list(pre.graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output}

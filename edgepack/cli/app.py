@@ -21,13 +21,13 @@ def _debug() -> bool:
 
 def report_error(exc: EdgepackError) -> None:
     """Print an EdgepackError as the user sees it: one red line, details, the hint."""
-    from edgepack.cli.render import err_console
+    from edgepack.cli.render import err_console, plain
 
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {plain(exc.message)}", highlight=False)
     for line in exc.details:
-        err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+        err_console.print(f"  {plain(line)}", highlight=False)
     if exc.hint:
-        err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]hint:[/] {plain(exc.hint)}", highlight=False)
 
 
 class ErrorBoundary(TyperGroup):
@@ -48,9 +48,9 @@ class ErrorBoundary(TyperGroup):
         except Exception as exc:  # a bug: say so briefly; the traceback is one variable away
             if _debug() or type(exc).__module__.startswith(("click", "typer")):  # usage errors
                 raise
-            from edgepack.cli.render import err_console
+            from edgepack.cli.render import err_console, plain
 
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}", highlight=False)
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {plain(exc)}", highlight=False)
             err_console.print("[yellow]hint:[/] run again with EDGEPACK_DEBUG=1 for the traceback, and report it")
             raise typer.Exit(EXIT_INTERNAL) from None
 

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepack.cli.render import console, err_console, fmt_num
+from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import GateFailed
 
 DEVICES = typer.Option(
@@ -26,11 +26,11 @@ DB = typer.Option(None, "--db", metavar="FILE", dir_okay=False, help="Results hi
 BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against this stored run (#12, 12, last, last~1): exit 1 when p90 latency, peak memory or model size regress.")
 MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")
 INVENTORY = typer.Option(None, "--inventory", help="Device inventory file [default: the user config directory's].")
-RUNS = typer.Option(None, "--runs", help="Timed runs [default: the profile's bench.runs].")
-WARMUP = typer.Option(None, "--warmup", help="Untimed warm-up runs [default: the profile's].")
-THREADS = typer.Option(None, "--threads", help="Interpreter threads [default: the profile's runtime.threads].")
-MIN_SECONDS = typer.Option(None, "--min-seconds", help="Keep timing until this many seconds have passed [default: the profile's].")
-COLD_LOADS = typer.Option(None, "--cold-loads", help="Fresh-process loads with the page cache evicted [default: the profile's].")
+RUNS = typer.Option(None, "--runs", min=1, help="Timed runs [default: the profile's bench.runs].")
+WARMUP = typer.Option(None, "--warmup", min=0, help="Untimed warm-up runs [default: the profile's].")
+THREADS = typer.Option(None, "--threads", min=1, help="Interpreter threads [default: the profile's runtime.threads].")
+MIN_SECONDS = typer.Option(None, "--min-seconds", min=0.0, help="Keep timing until this many seconds have passed [default: the profile's].")
+COLD_LOADS = typer.Option(None, "--cold-loads", min=0, help="Fresh-process loads with the page cache evicted [default: the profile's].")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 
 
@@ -41,7 +41,7 @@ def _options(runs, warmup, threads, min_seconds, cold_loads):
 
 
 def _step(message: str) -> None:
-    err_console.print(f"[dim]… {message}[/]", highlight=False)
+    err_console.print(f"[dim]… {plain(message)}[/]", highlight=False)
 
 
 def bench_command(
@@ -161,6 +161,11 @@ def deploy_command(
                 f"build for {target} missed its budget: " + "; ".join(built.failures),
                 hint=f"nothing was measured; the bundle is kept in {built.bundle}/",
             )
+        if built.manifest.format == "tflite-micro":  # firmware: its build figures are all there is
+            fleets.append(None)
+            if not as_json:
+                console.print("   [yellow]note:[/] a microcontroller bundle runs inside firmware: its figures above are static, nothing is measured", highlight=False)
+            continue
         if len(names) == 1:
             results.append(bench(built.bundle, on[0], options, inventory, None if as_json else _step, db=db))
             fleets.append(None)
@@ -182,8 +187,8 @@ def deploy_command(
         for built, fleet in zip(builds, fleets):
             summary = build_summary(built)
             if fleet is None:
-                r = next(r for r in results if r.bundle == built.bundle)
-                out.append({"build": summary, "bench": _with_gate(r.to_dict(), regressions.get(r.run_id))})
+                r = next((r for r in results if r.bundle == built.bundle), None)
+                out.append({"build": summary, "bench": _with_gate(r.to_dict(), regressions.get(r.run_id)) if r else None})
                 continue
             for item, run in zip(fleet_json(fleet), fleet):
                 if run.result is not None:
@@ -283,7 +288,7 @@ def render_bench(result) -> None:
     if s:
         console.print(f"   system: {s.arch}, {s.cpu_model or 'cpu'}, {s.cores} cores, {fmt_num(s.memory_total_mb, 0)} MB, {s.os}, Python {s.python}", highlight=False)
     for note in r.notes:
-        console.print(f"   [yellow]note:[/] {note}", highlight=False)
+        console.print(f"   [yellow]note:[/] {plain(note)}", highlight=False)
     table = Table(show_header=True, header_style="bold")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -308,15 +313,17 @@ def render_bench(result) -> None:
     table.add_row("throughput", f"{fmt_num(r.throughput_per_s, 1)} /s", "")
     mem = r.memory
     if mem:
-        table.add_row("peak memory", f"{mem.peak_rss_mb:.1f} MB (+{mem.delta_mb:.1f} over runtime)", budget(mem.peak_rss_mb, budgets.get("max_peak_memory_mb")))
+        growth = f" (+{mem.delta_mb:.1f} over runtime)" if mem.delta_mb is not None else ""
+        table.add_row("peak memory", f"{fmt_num(mem.peak_rss_mb, 1)} MB{growth}", budget(mem.peak_rss_mb, budgets.get("max_peak_memory_mb")))
     if r.check:
         agree = f"top-1 {100 * r.check.top1_agreement:.1f}%, " if r.check.top1_agreement is not None else ""
-        table.add_row("answers vs host", f"{agree}max |err| {r.check.max_abs_error:.3g} ({r.check.n_samples} samples)", "")
+        error = f"max |err| {r.check.max_abs_error:.3g}" if r.check.max_abs_error is not None else "no reference outputs"
+        table.add_row("answers vs host", f"{agree}{error} ({r.check.n_samples} samples)", "")
     p = result.push
     table.add_row("push", f"{p.files_sent} files, {p.bytes_sent / 1024:.1f} KB sent, {p.files_skipped} already there", "")
     console.print(table)
     if result.report_path:
-        console.print(f"   report: {result.report_path}", highlight=False)
+        console.print(f"   report: {plain(shown_path(result.report_path))}", highlight=False)
 
 
 def render_side_by_side(results) -> None:
@@ -333,7 +340,7 @@ def render_side_by_side(results) -> None:
         "load cold ms": lambda r: fmt_num(_median(r.report.load.cold_ms)),
         "latency p50 ms": lambda r: f"{r.report.latency_ms.p50:.3f}",
         "latency p90 ms": lambda r: f"{r.report.latency_ms.p90:.3f}",
-        "peak MB": lambda r: f"{r.report.memory.peak_rss_mb:.1f}",
+        "peak MB": lambda r: fmt_num(r.report.memory.peak_rss_mb, 1),
         "top-1 vs host": lambda r: fmt_num(100 * r.report.check.top1_agreement, 1) + " %" if r.report.check and r.report.check.top1_agreement is not None else "-",
     }
     for name, value in rows.items():

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from edgepack.cli.render import console, err_console
+from edgepack.cli.render import console, err_console, plain, shown_path
 from edgepack.errors import GateFailed
 
 
@@ -41,9 +41,9 @@ def build_command(
         if as_json:
             typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": [s.__dict__ for s in plan.stages]}, indent=2))
             return
-        console.print(f"plan for [bold]{model}[/] -> [bold]{target}[/] (nothing is built)", highlight=False)
+        console.print(f"plan for [bold]{plain(model)}[/] -> [bold]{plain(target)}[/] (nothing is built)", highlight=False)
         for i, s in enumerate(plan.stages, 1):
-            console.print(f"  {i}. {s.name:<10} {s.detail}", highlight=False)
+            console.print(f"  {i}. {s.name:<10} {plain(s.detail)}", highlight=False)
         return
 
     from edgepack.build.pipeline import build
@@ -66,7 +66,7 @@ def build_command(
 
 def _show_stage(name: str, detail: str, seconds: float | None) -> None:
     if seconds is None:
-        err_console.print(f"[dim]… {name:<10} {detail}[/]", highlight=False)
+        err_console.print(f"[dim]… {name:<10} {plain(detail)}[/]", highlight=False)
     else:
         err_console.print(f"[green]✓[/] {name:<10} {seconds:6.2f} s", highlight=False)
 
@@ -124,14 +124,16 @@ def render_build(result, explain: bool = False) -> None:
     if explain or not result.passed or quant.get("strategy", "plain") != "plain":
         render_quantization(quant)
     for note in m.notes:
-        console.print(f"   [yellow]note:[/] {note}", highlight=False)
-    console.print(f"   bundle: {result.bundle}/", highlight=False)
+        console.print(f"   [yellow]note:[/] {plain(note)}", highlight=False)
+    console.print(f"   bundle: {plain(shown_path(result.bundle))}/", highlight=False)
 
 
 def render_quantization(quant: dict) -> None:
     """Print the layers with the largest quantization error, and what recovery tried."""
     from rich.table import Table
 
+    if quant.get("explain_error"):
+        console.print(f"   [yellow]note:[/] no per-layer table: {plain(quant['explain_error'])}", highlight=False)
     if quant.get("layer_errors"):
         table = Table(title="layers with the largest quantization error", title_justify="left", header_style="bold")
         for col in ("layer", "op", "error", "measure"):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(soft_wrap=True)  # long lines stay whole: paths and messages are copied from them
 err_console = Console(stderr=True, soft_wrap=True)
@@ -13,3 +16,16 @@ def fmt_num(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def shown_path(path) -> str:
+    """A path as the user would type it: relative to the working directory where it is below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def plain(text) -> str:
+    """Escape TEXT for rich, so that '[host]:22' or '[old]' in a message prints as written."""
+    return escape(str(text))

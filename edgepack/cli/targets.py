@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from edgepack.cli.render import console, err_console, fmt_num
+from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import ProfileError
 
 app = typer.Typer(help="List, show, validate, create and edit target profiles.", no_args_is_help=True)
@@ -19,13 +19,6 @@ def _catalog():
     from edgepack.profile.store import Catalog
 
     return Catalog()
-
-
-def _where(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 @app.command("list")
@@ -72,16 +65,16 @@ def list_(
         table = Table(title="target profiles")
         for col in ("name", "family", "format", "precision", "engine", "p90 ms", "model KB", "source"):
             numeric = col in ("p90 ms", "model KB")
-            table.add_column(col, justify="right" if numeric else "left")
+            table.add_column(col, justify="right" if numeric else "left", no_wrap=col == "name")
         for r in rows:
             table.add_row(
                 r["name"], r["family"], r["format"], r["precision"], r["engine"],
                 fmt_num(r["max_p90_latency_ms"], 0), fmt_num(r["max_model_kb"], 0),
-                "built-in" if r["origin"] == "builtin" else _where(Path(r["file"])),
+                "built-in" if r["origin"] == "builtin" else shown_path(Path(r["file"])),
             )
         console.print(table)
     for name, source, exc in broken:
-        err_console.print(f"[red]invalid:[/] {name} ({_where(source.path)}): {exc.message}", highlight=False)
+        err_console.print(f"[red]invalid:[/] {name} ({plain(shown_path(source.path))}): {plain(exc.message)}", highlight=False)
     if broken:
         err_console.print("[yellow]hint:[/] `edgepack targets validate` lists every problem")
 
@@ -101,7 +94,7 @@ def show(
     from edgepack.profile.edit import block_yaml
 
     loaded = catalog.load(name)
-    typer.echo("# resolved from: " + " <- ".join(_where(p) for p in loaded.chain))
+    typer.echo("# resolved from: " + " <- ".join(shown_path(p) for p in loaded.chain))
     typer.echo(block_yaml(loaded.profile.model_dump(mode="json", exclude_none=True)), nl=False)
 
 
@@ -118,14 +111,14 @@ def validate(
     for label, load in jobs:
         try:
             loaded = load()
-            console.print(f"[green]ok[/]      {loaded.source.name} ({_where(loaded.source.path)})", highlight=False)
+            console.print(f"[green]ok[/]      {loaded.source.name} ({plain(shown_path(loaded.source.path))})", highlight=False)
         except ProfileError as exc:
             bad += 1
-            err_console.print(f"[red]invalid[/] {label}: {exc.message}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]invalid[/] {plain(label)}: {plain(exc.message)}", highlight=False)
             for line in exc.details:
-                err_console.print(f"  {line}", highlight=False, soft_wrap=True)
+                err_console.print(f"  {plain(line)}", highlight=False)
             if exc.hint:
-                err_console.print(f"  [yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"  [yellow]hint:[/] {plain(exc.hint)}", highlight=False)
     if bad:
         raise ProfileError(f"{bad} of {len(jobs)} profiles are invalid")
 
@@ -140,7 +133,7 @@ def new(
     from edgepack.profile.edit import new_profile
 
     path = new_profile(_catalog(), name, base, directory)
-    console.print(f"wrote {_where(path)} (extends {base})", highlight=False)
+    console.print(f"wrote {shown_path(path)} (extends {base})", highlight=False)
 
 
 @app.command("set")
@@ -152,7 +145,7 @@ def set_(
     from edgepack.profile.edit import set_values
 
     loaded = set_values(_catalog(), name, assignments)
-    console.print(f"updated {_where(loaded.source.path)}: {', '.join(assignments)}", highlight=False)
+    console.print(f"updated {shown_path(loaded.source.path)}: {', '.join(assignments)}", highlight=False)
 
 
 @app.command()

@@ -67,6 +67,10 @@ def _load_array(path: Path) -> np.ndarray:
 
 
 def _load_npz(path: Path, inputs: list[TensorInfo]) -> Dataset:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # numpy's own message talks of pickles
+        raise DataError(f"{path}: not a .npz file (those are zip archives)", hint="save it with np.savez(path, x=inputs, y=labels)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgepack.errors import ModelError
+from edgepack.errors import ModelError, first_line
 
 BATCH = 64  # samples per run where the model's batch dimension is dynamic
 # ONNX TensorProto element types edgepack can feed and read (onnx.TensorProto values).
@@ -41,14 +41,14 @@ def read_onnx(path: Path):
         model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # DecodeError, OSError, ... for a corrupt or truncated file
         raise ModelError(
-            f"{path}: cannot read it as an ONNX model: {_first_line(exc)}",
+            f"{path}: cannot read it as an ONNX model: {first_line(exc)}",
             hint="check that the file is complete (torch.onnx.export / tf2onnx output), not truncated or a Git LFS pointer",
         ) from None
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
         raise ModelError(
-            f"{path}: onnx.checker rejects the model: {_first_line(exc)}",
+            f"{path}: onnx.checker rejects the model: {first_line(exc)}",
             hint="re-export it from the original framework; onnx.checker.check_model(model) shows the same error",
         ) from None
     if not graph_inputs(model):
@@ -188,8 +188,3 @@ def match_names(names: list[str] | None, nodes, what: str) -> list[int]:
     if count > len(nodes):
         raise ModelError(f"{count} {what}s given to an ONNX model with {len(nodes)}")
     return list(range(count))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

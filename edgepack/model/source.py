@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepack.bundle import sha256_file
-from edgepack.errors import ModelError
+from edgepack.errors import ModelError, first_line
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -137,19 +137,26 @@ def load_model(path: Path) -> SourceModel:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def _load_keras(path: Path) -> SourceModel:
+    import zipfile
+
+    # Keras' own message for a damaged file is often "file not found": look at the bytes first.
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelError(f"{path}: not a .keras file (those are zip archives)", hint="check that the file is complete and was written by model.save()")
+    if path.suffix in (".h5", ".hdf5") and path.read_bytes()[:8] != HDF5_SIGNATURE:
+        raise ModelError(f"{path}: not an HDF5 file", hint="check that the file is complete and was written by model.save()")
     import keras
 
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # the loader raises many types for a corrupt file
         raise ModelError(
-            f"{path}: cannot load it as a Keras model: {_first_line(exc)}",
+            f"{path}: cannot load it as a Keras model: {first_line(exc)}",
             hint="check that the file is complete and was written by model.save()",
         ) from None
     inputs = [TensorInfo(t.name, tuple(t.shape), str(np.dtype(t.dtype))) for t in model.inputs]
@@ -163,7 +170,7 @@ def _load_savedmodel(path: Path) -> SourceModel:
     try:
         loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise ModelError(f"{path}: cannot load the SavedModel: {_first_line(exc)}", hint="check the directory is complete") from None
+        raise ModelError(f"{path}: cannot load the SavedModel: {first_line(exc)}", hint="check the directory is complete") from None
     signature = getattr(loaded, "signatures", {}).get("serving_default")
     if signature is None:
         raise ModelError(f"{path}: the SavedModel has no 'serving_default' signature", hint="save it with a serving signature")

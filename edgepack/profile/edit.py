@@ -13,7 +13,7 @@ from ruamel.yaml.error import YAMLError
 
 from edgepack.atomic import write_atomic
 from edgepack.errors import ProfileError
-from edgepack.profile.store import Catalog, LoadedProfile
+from edgepack.profile.store import Catalog, LoadedProfile, read_yaml
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -45,8 +45,7 @@ def set_values(catalog: Catalog, name: str, assignments: list[str]) -> LoadedPro
             f"'{name}' is a built-in profile and is not edited in place",
             hint=f"make your own copy: edgepack targets new my-{name} --from {name}",
         )
-    yaml = YAML(typ="rt")
-    doc = yaml.load(source.path.read_text(encoding="utf-8")) or CommentedMap()
+    doc = read_yaml(source.path)
     for path, value in map(parse_assignment, assignments):
         node = doc
         for part in path[:-1]:
@@ -65,6 +64,7 @@ def set_values(catalog: Catalog, name: str, assignments: list[str]) -> LoadedPro
     finally:
         catalog.overlay.pop(source.path, None)
     buf = io.StringIO()
+    yaml = YAML(typ="rt")
     yaml.width = 4096  # never re-wrap the user's lines
     yaml.dump(doc, buf)
     write_atomic(source.path, buf.getvalue())

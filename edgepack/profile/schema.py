@@ -76,7 +76,7 @@ class Fallback(str, Enum):
 
 
 # The one table of what each runtime accepts: the format it loads and the precisions it runs.
-# The schema checks profiles against it; the build planner consults it too.
+# Every profile is checked against it when it is loaded, so the planner can rely on it.
 ENGINE_SUPPORT: dict[Engine, tuple[Format, frozenset[Precision]]] = {
     Engine.tflite: (Format.tflite, frozenset(Precision)),
     Engine.onnxruntime: (Format.onnx, frozenset(Precision)),
@@ -118,7 +118,7 @@ class OnnxBuild(Strict):
     @model_validator(mode="after")
     def weights_are_concrete(self) -> "OnnxBuild":
         if self.weight_type is QuantType.auto:
-            raise Conflict("build.onnx.weight_type must be int8 or uint8 (auto applies to activations)", at="onnx.weight_type")
+            raise Conflict("build.onnx.weight_type must be int8 or uint8 (auto applies to activations)", at="weight_type")
         return self
 
 

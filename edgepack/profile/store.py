@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from edgepack.errors import ProfileError
 from edgepack.profile.schema import Conflict, Profile
@@ -87,12 +88,14 @@ def read_yaml(path: Path) -> CommentedMap:
         raise ProfileError(f"{path}: no such file", hint="check the path") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: not a text file (not UTF-8)", hint="a target profile is YAML text") from None
     try:
         doc = YAML(typ="rt").load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+    except (MarkedYAMLError, ReaderError) as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = exc.problem or exc.context or "invalid YAML"
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0] or "invalid YAML"
         raise ProfileError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
     if doc is None:
         doc = CommentedMap()
@@ -175,6 +178,11 @@ class Catalog:
                     current = self.find(base, below=current.path if base == current.name else None)
                 except ProfileError as exc:
                     line, col = _key_position(doc, "extends") or (1, 1)
+                    if base == current.name:
+                        raise ProfileError(
+                            f"{current.path}:{line}:{col}: extends: the profile extends itself, and no other '{base}' comes after it",
+                            hint="extend another profile; a file may extend its own name only where it shadows one (a built-in, say)",
+                        ) from None
                     raise ProfileError(
                         f"{current.path}:{line}:{col}: extends: base profile '{base}' not found", hint=exc.hint
                     ) from None
@@ -220,18 +228,20 @@ def _key_position(doc: CommentedMap, key: str) -> tuple[int, int] | None:
         return None
 
 
-def _merge(into: dict, doc: Any, where: dict[tuple, Location], path: Path, prefix: tuple) -> None:
-    """Deep-merge DOC into INTO (mappings merge, everything else replaces), recording key locations."""
+def _merge(into: dict, doc: Any, where: dict[tuple, Location], path: Path, prefix: tuple, parent: tuple[int, int] = (1, 1)) -> None:
+    """Deep-merge DOC into INTO (mappings merge, everything else replaces), recording key locations.
+
+    A key with no position of its own (set by `targets set`, not yet written) takes its parent's,
+    so that an error about it points into the file being edited."""
     for key, value in doc.items():
         loc = prefix + (key,)
-        pos = _key_position(doc, key)
-        if pos:
-            where[loc] = (path, *pos)
+        pos = _key_position(doc, key) or parent
+        where[loc] = (path, *pos)
         if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value, where, path, loc)
+            _merge(into[key], value, where, path, loc, pos)
         elif isinstance(value, dict):
             into[key] = {}
-            _merge(into[key], value, where, path, loc)
+            _merge(into[key], value, where, path, loc, pos)
         else:
             into[key] = _plain(value)
             if isinstance(value, list):

@@ -316,3 +316,43 @@ def test_onnx_model_for_a_tflite_target_is_refused_before_loading(isolated_user_
 
 def test_unknown_target_is_refused_before_loading(isolated_user_dirs):
     _fails_cleanly(isolated_user_dirs, ["nope.keras", "--target", "pixel8"], "did you mean pixel-8")
+
+
+def test_out_that_is_not_a_bundle_is_never_replaced(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    keep = isolated_user_dirs / "important"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    for out in ("important", "."):
+        _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", str(data), "--out", out], "already exists and is not a bundle")
+    assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_an_earlier_bundle_at_out_is_replaced(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    args = ["build", str(model), "--target", "pixel-8", "--data", str(data), "--out", "b", "--no-cache"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 0
+    assert sorted(p.name for p in (isolated_user_dirs / "b").iterdir()) == ["manifest.json", "model.tflite", "reference.npz"]
+
+
+def test_a_file_that_is_not_a_npz_says_so(isolated_user_dirs, digits_files):
+    model, _ = digits_files
+    (isolated_user_dirs / "junk.npz").write_bytes(b"not a zip")
+    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "junk.npz"], "junk.npz: not a .npz file")
+
+
+def test_dry_run_checks_that_the_inputs_exist(isolated_user_dirs, digits_files):
+    model, _ = digits_files
+    _fails_cleanly(isolated_user_dirs, ["nothere.keras", "--target", "pixel-8", "--dry-run"], "nothere.keras: no such file")
+    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "nothere.npz", "--dry-run"], "nothere.npz: no such file")
+
+
+@pytest.mark.parametrize("target", ["pixel-8", "raspberry-pi-5-onnx", "jetson-orin-nano"])
+def test_explain_works_for_every_quantized_kind_and_after_a_cache_hit(isolated_user_dirs, digits_files, target):
+    model, data = digits_files
+    args = ["build", str(model), "--target", target, "--data", str(data)]
+    assert runner.invoke(app, args).exit_code == 0  # fills the cache
+    result = runner.invoke(app, [*args, "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "layers with the largest quantization error" in result.output and "no per-layer table" not in result.output

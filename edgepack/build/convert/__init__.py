@@ -43,6 +43,17 @@ class Artifact:
         return len(self.files[self.artifact])
 
 
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    """Float values to an integer tensor: q = round(x / scale) + zero_point, clipped to the type."""
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor back to float values: x = scale * (q - zero_point)."""
+    return (q.astype(np.float32) - zero_point) * scale
+
+
 def exporter(fmt: Format) -> Callable:
     """Return the export function for FMT."""
     module, name = EXPORTERS[fmt].split(":")

@@ -11,7 +11,7 @@ from importlib import metadata
 
 import numpy as np
 
-from edgepack.build.convert import Artifact
+from edgepack.build.convert import Artifact, dequantize, quantize
 from edgepack.bundle import TensorSpec
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
@@ -133,13 +133,8 @@ class OnnxArtifactRunner:
 
 
 def _quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if spec.scale is None:
-        return x
-    info = np.iinfo(spec.dtype)
-    return np.clip(np.round(x / spec.scale + spec.zero_point), info.min, info.max).astype(spec.dtype)
+    return x if spec.scale is None else quantize(x, spec.scale, spec.zero_point, spec.dtype)
 
 
 def _dequantize(y: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    if spec.scale is None:
-        return y.astype(np.float32)
-    return (y.astype(np.float32) - spec.zero_point) * spec.scale
+    return y.astype(np.float32) if spec.scale is None else dequantize(y, spec.scale, spec.zero_point)

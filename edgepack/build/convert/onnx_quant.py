@@ -14,8 +14,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from edgepack.errors import BuildError
+from edgepack.errors import BuildError, first_line
 from edgepack.model.data import Dataset
+from edgepack.model.onnx_graph import graph_inputs
 from edgepack.profile.schema import CalibrationMethod, Engine, IoDtype, OnnxBuild, Profile, QuantType
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -35,7 +36,7 @@ def to_fp16(proto, io_dtype: IoDtype, keep_float: Sequence[str] = ()):
             proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
         )
     except Exception as exc:
-        raise BuildError(f"fp16 conversion failed: {_first_line(exc)}", hint="try build.precision: fp32 or int8") from None
+        raise BuildError(f"fp16 conversion failed: {first_line(exc)}", hint="try build.precision: fp32 or int8") from None
 
 
 def int8_types(profile: Profile) -> tuple[QuantType, QuantType, bool, str]:
@@ -74,7 +75,7 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
     activation, weight, symmetric, why = int8_types(profile)
     ort_type = {QuantType.int8: OrtType.QInt8, QuantType.uint8: OrtType.QUInt8}
     method = {CalibrationMethod.minmax: OrtMethod.MinMax, CalibrationMethod.entropy: OrtMethod.Entropy, CalibrationMethod.percentile: OrtMethod.Percentile}
-    names = [i.name for i in _inputs(proto)]
+    names = [i.name for i in graph_inputs(proto)]
     fixed = _fixed_batch(proto)
     n = len(calibration)
     if fixed and n < fixed:
@@ -117,7 +118,7 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
             )
         except Exception as exc:
             raise BuildError(
-                f"int8 quantization (QDQ) failed: {_first_line(exc)}",
+                f"int8 quantization (QDQ) failed: {first_line(exc)}",
                 hint="try build.onnx.calibration_method: minmax, or build.precision: fp16 / dynamic-int8",
             ) from None
         import onnx
@@ -139,7 +140,7 @@ def preprocess(proto) -> tuple[object, str]:
             how = "quant_pre_process: symbolic + ONNX shape inference, graph optimisation"
         except Exception as exc:  # symbolic shape inference gives up on some graphs; the ONNX one still helps
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            how = f"quant_pre_process without symbolic shape inference ({_first_line(exc)[:120]})"
+            how = f"quant_pre_process without symbolic shape inference ({first_line(exc)[:120]})"
         return onnx.load(str(pre)), how
 
 
@@ -161,7 +162,7 @@ def quantize_dynamic_int8(proto, profile: Profile) -> tuple[object, dict]:
             quantize_dynamic(str(src), str(out), op_types_to_quantize=DYNAMIC_OPS, per_channel=q.per_channel,
                              reduce_range=q.reduce_range, weight_type=weight)
         except Exception as exc:
-            raise BuildError(f"dynamic int8 quantization failed: {_first_line(exc)}", hint="try build.precision: fp16 or int8") from None
+            raise BuildError(f"dynamic int8 quantization failed: {first_line(exc)}", hint="try build.precision: fp16 or int8") from None
         import onnx
 
         model = onnx.load(str(out))
@@ -182,7 +183,7 @@ def strip_edge_quantization(model, io_dtype: IoDtype):
     elem = 3 if io_dtype is IoDtype.int8 else 2
     params: dict[str, tuple[float, int]] = {}
     remove = []
-    for value in _inputs(model):
+    for value in graph_inputs(model):
         users = [n for n in graph.node if value.name in n.input]
         if len(users) != 1 or users[0].op_type != "QuantizeLinear":
             raise BuildError(f"input '{value.name}' is not quantized by the int8 model", hint="set build.io_dtype: float32")
@@ -209,13 +210,8 @@ def strip_edge_quantization(model, io_dtype: IoDtype):
     return model, params
 
 
-def _inputs(proto) -> list:
-    initializers = {t.name for t in proto.graph.initializer}
-    return [i for i in proto.graph.input if i.name not in initializers]
-
-
 def _fixed_batch(proto) -> int | None:
-    dims = _inputs(proto)[0].type.tensor_type.shape.dim
+    dims = graph_inputs(proto)[0].type.tensor_type.shape.dim
     return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
@@ -223,8 +219,3 @@ def _save(proto, path: Path) -> None:
     import onnx
 
     onnx.save(proto, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.build.convert import Artifact
+from edgepack.build.convert import Artifact, dequantize, quantize
 from edgepack.bundle import TensorSpec
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
@@ -135,15 +135,9 @@ class TfliteRunner:
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
-    if np.issubdtype(dtype, np.floating):
-        return x.astype(dtype)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x.astype(dtype) if np.issubdtype(dtype, np.floating) else quantize(x, *detail["quantization"], dtype)
 
 
 def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if np.issubdtype(np.dtype(detail["dtype"]), np.floating):
-        return y.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (y.astype(np.float32) - zero) * scale
+    floating = np.issubdtype(np.dtype(detail["dtype"]), np.floating)
+    return y.astype(np.float32) if floating else dequantize(y, *detail["quantization"])
