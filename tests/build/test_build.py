@@ -278,8 +278,13 @@ def test_missing_model_file(isolated_user_dirs):
 
 
 def test_corrupt_model_file(isolated_user_dirs):
+    import zipfile
+
     (isolated_user_dirs / "broken.keras").write_bytes(b"PK\x03\x04 this is not a model")
-    _fails_cleanly(isolated_user_dirs, ["broken.keras", "--target", "pixel-8"], "broken.keras: cannot load it as a Keras model")
+    _fails_cleanly(isolated_user_dirs, ["broken.keras", "--target", "pixel-8"], "broken.keras: not a .keras file")
+    with zipfile.ZipFile(isolated_user_dirs / "other.keras", "w") as z:
+        z.writestr("readme.txt", "a zip, but no model in it")
+    _fails_cleanly(isolated_user_dirs, ["other.keras", "--target", "pixel-8"], "other.keras: cannot load it as a Keras model")
 
 
 def test_data_shape_mismatch_names_both_shapes(isolated_user_dirs, digits_files, digits):
