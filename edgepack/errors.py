@@ -11,6 +11,13 @@ EXIT_GATE_FAILED = 1
 EXIT_INTERNAL = 3
 
 
+def debug_enabled() -> bool:
+    """True when EDGEPACK_DEBUG asks for tracebacks and the libraries' own output (set and not "0")."""
+    import os
+
+    return os.environ.get("EDGEPACK_DEBUG", "") not in ("", "0")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (libraries' messages run to pages), or its type."""
     text = str(exc).strip().splitlines()

@@ -13,13 +13,15 @@ import sys
 import tempfile
 import warnings
 
+from edgepack.errors import debug_enabled
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
 def quiet():
     """Run the body with stdout/stderr (Python and native) and warnings discarded."""
-    if os.environ.get("EDGEPACK_DEBUG", "") not in ("", "0"):
+    if debug_enabled():
         yield
         return
     for stream in (sys.stdout, sys.stderr):

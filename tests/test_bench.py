@@ -59,7 +59,14 @@ def test_deploy_two_targets_prints_them_side_by_side(isolated_user_dirs, digits_
     model, data = digits_files
     result = runner.invoke(app, ["deploy", str(model), "-t", "raspberry-pi-4", "-t", "pixel-8", "--data", str(data), *QUICK])
     assert result.exit_code == 0, result.output
-    assert "side by side" in result.output and "raspberry-pi-4" in result.output and "pixel-8" in result.output
+    table = result.output[result.output.index("side by side"):].splitlines()
+    header = [[cell.strip() for cell in line.strip("┃").split("┃")] for line in table if line.startswith("┃")]
+    assert [cells[1:] for cells in header] == [["raspberry-pi-4", "pixel-8"], ["int8", "fp16"]]
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("│").split("│")] for line in table if line.startswith("│"))}
+    for measure in ("model KB", "latency p50 ms", "latency p90 ms", "peak MB"):
+        assert len(rows[measure]) == 2 and all(float(value) >= 0 for value in rows[measure]), (measure, rows)
+    assert all(float(value) > 0 for value in rows["model KB"] + rows["peak MB"])
+    assert rows["model KB"][0] != rows["model KB"][1]  # int8 and fp16 artifacts differ in size
     assert (isolated_user_dirs / "build" / "cnn-pixel-8.local.bench.json").is_file()
 
 
@@ -83,3 +90,16 @@ def test_bench_on_an_unknown_device_suggests_names(digits_bundles, tmp_path):
     assert runner.invoke(app, ["devices", "add", "pi-kitchen", "--host", "127.0.0.1", "--inventory", str(inventory)]).exit_code == 0
     result = runner.invoke(app, ["bench", str(digits_bundles["fp32"]), "--device", "pi-kitchn", "--inventory", str(inventory)])
     assert result.exit_code == 2 and "pi-kitchen" in result.output and "Traceback" not in result.output
+
+
+def test_the_public_api_builds_and_measures(isolated_user_dirs, digits_files):
+    import edgepack
+
+    model, data = digits_files
+    built, measured = edgepack.deploy(model, "raspberry-pi-4", data=data, options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=1))
+    assert built.passed and built.manifest.precision == "int8"
+    assert measured.report.ok and measured.bundle == built.bundle and len(measured.report.latency_ms.samples) >= 10
+    import edgepack.bench  # noqa: F401  the submodules share the functions' names
+    import edgepack.build.pipeline  # noqa: F401
+
+    assert callable(edgepack.build) and callable(edgepack.bench) and edgepack.load_target("pixel-8").name == "pixel-8"

@@ -6,17 +6,12 @@ Nothing imported at module level may pull in TensorFlow, onnxruntime, tf2onnx or
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
 from typer.core import TyperGroup
 
-from edgepack.errors import EXIT_INTERNAL, EdgepackError
-
-
-def _debug() -> bool:
-    return os.environ.get("EDGEPACK_DEBUG", "") not in ("", "0")
+from edgepack.errors import EXIT_INTERNAL, EdgepackError, debug_enabled
 
 
 def report_error(exc: EdgepackError) -> None:
@@ -37,7 +32,7 @@ class ErrorBoundary(TyperGroup):
         try:
             return super().invoke(ctx)
         except EdgepackError as exc:
-            if _debug():
+            if debug_enabled():
                 raise
             report_error(exc)
             raise typer.Exit(exc.exit_code) from None
@@ -46,7 +41,7 @@ class ErrorBoundary(TyperGroup):
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug: say so briefly; the traceback is one variable away
-            if _debug() or type(exc).__module__.startswith(("click", "typer")):  # usage errors
+            if debug_enabled() or type(exc).__module__.startswith(("click", "typer")):  # usage errors
                 raise
             from edgepack.cli.render import err_console, plain
 

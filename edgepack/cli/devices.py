@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgepack.cli.render import console, plain
+
 from edgepack.device import inventory as inv
 
 app = typer.Typer(help="Manage the devices edgepack deploys to and measures on.", no_args_is_help=True)
@@ -38,7 +40,6 @@ def add(
     inventory: InventoryOpt = None,
 ) -> None:
     """Add a device to the inventory."""
-    from edgepack.cli.render import console
 
     device = inv.make_device(
         name=name, host=host, port=port, user=user, key=key, python=python,
@@ -55,7 +56,6 @@ def list_(
     inventory: InventoryOpt = None,
 ) -> None:
     """List the devices, the built-in `local` one included."""
-    from edgepack.cli.render import console
 
     store = inv.load_inventory(inventory)
     devices = store.devices()
@@ -93,7 +93,6 @@ def group(
     inventory: InventoryOpt = None,
 ) -> None:
     """Name a set of devices, to measure them all with `edgepack bench BUNDLE --device NAME`."""
-    from edgepack.cli.render import console
     from edgepack.errors import DeviceError
 
     store = inv.load_inventory(inventory)
@@ -115,7 +114,6 @@ def group(
 @app.command("remove")
 def remove(name: NameArg, inventory: InventoryOpt = None) -> None:
     """Remove a device from the inventory."""
-    from edgepack.cli.render import console
 
     device = inv.remove_device(name, inventory)
     console.print(f"removed device [bold]{device.name}[/] ({device.describe()})", highlight=False)
@@ -128,7 +126,6 @@ def trust(
     inventory: InventoryOpt = None,
 ) -> None:
     """Fetch a device's SSH host key, show its fingerprint, and trust it."""
-    from edgepack.cli.render import console
     from edgepack.device import ssh
     from edgepack.errors import DeviceError
 
@@ -137,14 +134,20 @@ def trust(
         raise DeviceError("the local device needs no trust: it is this machine")
 
     def confirm(hk: ssh.HostKey) -> bool:
-        console.print(f"{hk.host} offers {hk.key_type} key [bold]{hk.fingerprint}[/]", highlight=False)
-        return typer.confirm("Trust this key?", default=False)
+        console.print(f"{plain(hk.host)} offers {hk.key_type} key [bold]{hk.fingerprint}[/]", highlight=False)
+        try:
+            return typer.confirm("Trust this key?", default=False)
+        except (typer.Abort, EOFError):  # no terminal to answer on (CI, a pipe), or Ctrl-D
+            raise DeviceError(
+                f"not trusting {hk.host}: no answer to 'Trust this key?' (is there a terminal?)",
+                hint=f"check the fingerprint above on the device, then run `edgepack devices trust {name} --yes`",
+            ) from None
 
     hk = ssh.trust(device, yes=yes, confirm=confirm)
     if hk.status == "known":
-        console.print(f"{hk.host} is already trusted ({hk.key_type} {hk.fingerprint}, in {hk.known_in})", highlight=False)
+        console.print(f"{plain(hk.host)} is already trusted ({hk.key_type} {hk.fingerprint}, in {plain(hk.known_in)})", highlight=False)
     else:
-        console.print(f"trusted {hk.host}: {hk.key_type} {hk.fingerprint} (added to {hk.known_in})", highlight=False)
+        console.print(f"trusted {plain(hk.host)}: {hk.key_type} {hk.fingerprint} (added to {plain(hk.known_in)})", highlight=False)
 
 
 @app.command("check")
@@ -156,7 +159,6 @@ def check(
     """Connect to a device and report its arch, Python, runtimes, free disk and memory."""
     import dataclasses
 
-    from edgepack.cli.render import console
     from edgepack.device.transport import open_transport, probe
 
     device = inv.get_device(name, inventory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from edgepack.cli.render import console, err_console, fmt_num
+from edgepack.cli.render import console, err_console, fmt_num, plain
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -52,7 +52,7 @@ def fleet_table(runs: list[DeviceRun[BenchResult]], title: str = "fleet") -> Tab
             table.add_row(run.device, _STATE[run.state], seconds, p50, p90, peak,
                           f"#{run.result.run_id}" if run.result.run_id else "-", note)
         elif run.error is not None:
-            table.add_row(run.device, _STATE[run.state], seconds, "-", "-", "-", "-", f"[red]{run.error.message}[/]")
+            table.add_row(run.device, _STATE[run.state], seconds, "-", "-", "-", "-", f"[red]{plain(run.error.message)}[/]")
         else:
             table.add_row(run.device, _STATE[run.state], seconds, "", "", "", "", f"[dim]{run.step}[/]")
     return table
@@ -92,7 +92,7 @@ def bench_on_fleet(
                     p50, p90, peak = _figures(run.result)
                     err_console.print(f"[green]✓[/] {run.device}: p50 {p50} ms, p90 {p90} ms, peak {peak} MB ({run.seconds:.1f} s)", highlight=False)
                 else:
-                    err_console.print(f"[red]✗[/] {run.device}: {run.error.message}", highlight=False)
+                    err_console.print(f"[red]✗[/] {run.device}: {plain(run.error.message)}", highlight=False)
 
     return bench_fleet(bundle, devices, options, inventory, db=db, max_connections=max_connections, on_change=line)
 

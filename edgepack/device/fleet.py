@@ -9,16 +9,25 @@ does not stop the others: its error is kept in its `DeviceRun`, and every device
 
 Progress is reported from the calling thread only, through ``on_change(runs)``, so a caller may
 draw it (a live table) without locking.
+
+Ctrl-C (or any exception in the calling thread) stops the fleet: devices not started are dropped,
+and the running ones are told to stop (`edgepack.device.transport.stop_on`): their transports
+kill the command running on the device and give up with `Cancelled` at the next check, so the
+interrupt returns once each has cleaned up, not when each bench would have finished.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
 
+from edgepack.device.transport import check_stop, stop_on
+from edgepack.errors import debug_enabled
 from edgepack.errors import DeviceError, EdgepackError
 
 T = TypeVar("T")
@@ -80,6 +89,7 @@ def run_fleet(
         raise DeviceError(f"--max-connections must be at least 1, not {max_connections}")
     runs = {name: DeviceRun(name) for name in devices}
     lock = threading.Lock()
+    stop = threading.Event()
 
     def changed() -> None:
         if on_change:
@@ -93,10 +103,13 @@ def run_fleet(
             run.state, run.started = RUNNING, time.monotonic()
 
         def step(message: str) -> None:
+            check_stop(name)  # between steps, a stopped fleet goes no further
             with lock:
                 run.step = message
 
-        return work(name, step)
+        with stop_on(stop):
+            check_stop(name)
+            return work(name, step)
 
     changed()
     pool = cf.ThreadPoolExecutor(max_workers=min(max_connections, max(1, len(devices))), thread_name_prefix="edgepack-fleet")
@@ -118,7 +131,10 @@ def run_fleet(
                     on_done(run)
             changed()
     finally:
-        # On Ctrl-C: devices not yet started are dropped; those connected finish their step.
+        # Normally every device is finished here and this changes nothing. On Ctrl-C (or an error
+        # in a callback): devices not yet started are dropped, the running ones stop at their next
+        # check (their remote commands killed), and we wait for that cleanup, not for their benches.
+        stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
     return list(runs.values())
 
@@ -127,4 +143,10 @@ def _as_edgepack_error(device: str, error: BaseException) -> EdgepackError:
     if isinstance(error, EdgepackError):
         return error
     # Not one of ours (a socket error deep in a library, or a bug): keep it, named, for this device.
-    return DeviceError(f"{device}: {type(error).__name__}: {error}", hint="run again with EDGEPACK_DEBUG=1 for the traceback")
+    if debug_enabled():
+        print(f"edgepack: unexpected error on device {device}:", file=sys.stderr)
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        hint = "its traceback is printed above"
+    else:
+        hint = "run again with EDGEPACK_DEBUG=1 for the traceback"
+    return DeviceError(f"{device}: {type(error).__name__}: {error}", hint=hint)

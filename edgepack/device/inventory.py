@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
+from edgepack.atomic import write_atomic
 from edgepack.errors import DeviceError
 
 LOCAL = "local"
@@ -139,11 +139,19 @@ class Inventory:
 
     def _read(self) -> CommentedMap:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return CommentedMap()
         except OSError as exc:
             raise DeviceError(f"{self.path}: cannot read the device inventory: {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise DeviceError(
+                f"{self.path}:{line}: the device inventory is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
+                hint="save the file as UTF-8, or move it away and add the devices again with `edgepack devices add`",
+            ) from None
         try:
             doc = YAML(typ="rt").load(text)
         except MarkedYAMLError as exc:
@@ -151,6 +159,16 @@ class Inventory:
             where = f"{self.path}:{mark.line + 1}:{mark.column + 1}" if mark else str(self.path)
             problem = exc.problem or exc.context or "invalid YAML"
             raise DeviceError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
+        except ReaderError as exc:  # a control character YAML does not allow
+            before = text[: exc.position]
+            where = f"{self.path}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
+            char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+            raise DeviceError(
+                f"{where}: character {char} is not allowed in YAML ({exc.reason})",
+                hint="remove that character from the file",
+            ) from None
+        except YAMLError as exc:
+            raise DeviceError(f"{self.path}: cannot read the device inventory: {exc}", hint="fix the YAML") from None
         if doc is None:
             return CommentedMap()
         if not isinstance(doc, CommentedMap):
@@ -382,27 +400,23 @@ class Inventory:
         return self._groups.pop(name)
 
     def _write(self) -> None:
-        """Write the document atomically: a temporary file in the same directory, then os.replace."""
+        """Write the document atomically (a temporary file beside it, then a rename).
+
+        Raises:
+            DeviceError: the file or its directory cannot be written (with the reason).
+        """
         buf = io.StringIO()
         yaml = YAML(typ="rt")
         yaml.indent(mapping=2, sequence=4, offset=2)
         yaml.dump(self._doc, buf)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            mode = self.path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, buf.getvalue())  # keeps the file's mode; a new one gets 0666 less the umask
+        except OSError as exc:
+            raise DeviceError(
+                f"{self.path}: cannot write the device inventory: {exc.strerror or exc}",
+                hint="check that its directory exists and is writable, or give another file with --inventory FILE",
+            ) from None
 
 
 def _flow(items: list[str]) -> CommentedSeq:

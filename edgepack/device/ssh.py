@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import posixpath
 import secrets
@@ -24,8 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from edgepack.device.inventory import Device, config_dir
-from edgepack.device.transport import HASH_SNIPPET, PART_SUFFIX, CommandResult, Transport, _json_answer, _short
-from edgepack.errors import DeviceError
+from edgepack.device.transport import (
+    HASH_SNIPPET,
+    PART_SUFFIX,
+    CommandResult,
+    Transport,
+    _json_answer,
+    _short,
+    _text,
+    check_stop,
+)
+from edgepack.errors import DeviceError, debug_enabled
 
 if TYPE_CHECKING:
     import paramiko
@@ -34,6 +44,70 @@ if TYPE_CHECKING:
 # process group to kill on a timeout), cd into the workdir, exec the command.
 _RUNNER = 'echo "edgepack-pid $$" >&2; cd -- "$1" || exit 125; shift; exec "$@"'
 _PID_MARK = "edgepack-pid "
+# SFTP gives up when a read or write makes no progress for this many connect timeouts: a dead
+# link would otherwise hang `put` forever, and a slow but live one keeps making progress.
+SFTP_STALL_FACTOR = 3
+
+
+def _quiet_paramiko() -> None:
+    """Keep paramiko's own log lines (and the tracebacks it logs from its thread) off the terminal.
+
+    Each failure it logs also reaches us as an exception, which becomes one DeviceError line.
+    With EDGEPACK_DEBUG=1 its log goes to stderr as usual.
+    """
+    log = logging.getLogger("paramiko")
+    if debug_enabled():
+        log.propagate = True
+        return
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+
+@contextlib.contextmanager
+def _reading_known_hosts(path: Path):
+    """Turn a failure to read the known_hosts file PATH inside the block into a DeviceError.
+
+    Raises:
+        DeviceError: the file cannot be read, is not UTF-8, or has a malformed line (with its number).
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise DeviceError(f"{path}: cannot read this known_hosts file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DeviceError(
+            f"{path}: this known_hosts file is not UTF-8 text",
+            hint=f"fix or move {path}; OpenSSH writes one `HOST KEYTYPE BASE64KEY` line per key",
+        ) from None
+    except Exception as exc:  # paramiko's InvalidHostKey (bad base64), or a key it cannot decode
+        reason = f"{type(exc).__name__}: {exc.exc}" if hasattr(exc, "exc") else f"{type(exc).__name__}: {exc}"
+        raise DeviceError(
+            f"{_bad_known_hosts_line(path) or path}: malformed known_hosts line ({reason})",
+            hint=f"fix or delete that line (`ssh-keygen -R HOST -f {shlex.quote(str(path))}` removes a host's "
+            "lines), or move the file away",
+        ) from None
+
+
+def _bad_known_hosts_line(path: Path) -> str | None:
+    """Return ``PATH:LINE`` for the first line of PATH that paramiko cannot parse, if one is found."""
+    import paramiko
+
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except paramiko.SSHException:
+            continue  # paramiko skips these lines itself
+        except Exception:
+            return f"{path}:{number}"
+    return None
 
 
 def known_hosts_path() -> Path:
@@ -149,11 +223,12 @@ class SshTransport(Transport):
                 f"key file {ep.key_files[0]} for device {device.name} not found",
                 hint="check the path, or re-add the device with --key FILE",
             )
+        _quiet_paramiko()
         client = paramiko.SSHClient()
-        client.load_system_host_keys()  # ~/.ssh/known_hosts, where it exists
-        own = known_hosts_path()
-        if own.is_file():
-            client.load_host_keys(str(own))
+        for path, load in ((system_known_hosts_path(), client.load_system_host_keys), (known_hosts_path(), client.load_host_keys)):
+            if path.is_file():
+                with _reading_known_hosts(path):
+                    load(str(path))
         client.set_missing_host_key_policy(_RefuseUnknownKey(device))
         timeout = device.connect_timeout_s
         try:
@@ -271,13 +346,32 @@ class SshTransport(Transport):
 
         if self._sftp is None:
             try:
-                self._sftp = self._connected().open_sftp()
+                sftp = self._connected().open_sftp()
             except (paramiko.SSHException, OSError) as exc:
                 raise DeviceError(
                     f"cannot open SFTP on {self.name}: {exc}",
                     hint="enable it in the device's sshd_config: `Subsystem sftp internal-sftp`",
                 ) from None
+            sftp.get_channel().settimeout(self.sftp_stall_s)
+            self._sftp = sftp
         return self._sftp
+
+    @property
+    def sftp_stall_s(self) -> float:
+        """Seconds an SFTP read or write may make no progress before it fails (never forever)."""
+        return self.device.connect_timeout_s * SFTP_STALL_FACTOR
+
+    def _stalled(self, doing: str) -> DeviceError:
+        """Drop the SFTP session that stopped answering (a later call opens a fresh one) and say so."""
+        sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            with contextlib.suppress(Exception):
+                sftp.close()
+        return DeviceError(
+            f"SFTP to {self.name} stalled: no progress for {self.sftp_stall_s:g} s while {doing}",
+            hint="check the network link to the device (is it still up?), then run again; "
+            "a slow link is fine, a silent one is not",
+        )
 
     def _resolve_workdir(self, workdir: str) -> str:
         if workdir.startswith("~/"):
@@ -286,6 +380,8 @@ class SshTransport(Transport):
             return posixpath.normpath(workdir)
         try:
             home = self.sftp().normalize(".")
+        except socket.timeout:
+            raise self._stalled("finding the login home") from None
         except OSError as exc:
             raise DeviceError(f"SFTP failed on {self.name}: cannot find the login home: {exc}") from None
         return posixpath.normpath(posixpath.join(home, workdir))
@@ -299,16 +395,20 @@ class SshTransport(Transport):
             raise DeviceError("no command to run")
         command = shlex.join(["sh", "-c", _RUNNER, "edgepack", self.workdir, *argv])
         start = time.perf_counter()
+        cannot_run = f"cannot run a command on {self.name}"
         try:
             chan = self._connected().get_transport().open_session(timeout=self.device.connect_timeout_s)
-            chan.exec_command(command)
-            chan.shutdown_write()  # stdin at EOF: nothing on the device waits for input
         except (paramiko.SSHException, OSError, AttributeError) as exc:
-            raise DeviceError(f"cannot run a command on {self.name}: {exc}", hint="check the connection") from None
+            raise DeviceError(f"{cannot_run}: {exc}", hint="check the connection") from None
         out, err = bytearray(), bytearray()
         deadline = start + timeout
         pause = 0.001
         try:
+            try:
+                chan.exec_command(command)
+                chan.shutdown_write()  # stdin at EOF: nothing on the device waits for input
+            except (paramiko.SSHException, OSError) as exc:
+                raise DeviceError(f"{cannot_run}: {exc}", hint="check the connection") from None
             while True:
                 got = False
                 while chan.recv_ready():
@@ -321,17 +421,21 @@ class SshTransport(Transport):
                 if drained and (chan.closed or (chan.exit_status_ready() and chan.eof_received)):
                     break
                 if time.perf_counter() > deadline:
-                    self._kill(bytes(err))
                     raise DeviceError(
                         f"command timed out after {timeout:g} s on {self.name}: {_short(argv)}",
                         hint="the command was killed; raise the timeout if it needs longer",
                     )
+                check_stop(self.name)
                 if got:
                     pause = 0.001
                 else:
                     time.sleep(pause)
                     pause = min(pause * 2, 0.02)
             code = chan.recv_exit_status()
+        except BaseException:
+            # A timeout, Ctrl-C, a stop request, a lost connection: never leave the command running.
+            self._kill(chan, err)
+            raise
         finally:
             chan.close()
         stderr = _text(bytes(err))
@@ -341,18 +445,32 @@ class SshTransport(Transport):
             raise self._missing_python(argv)
         return CommandResult(code, _text(bytes(out)), stderr, time.perf_counter() - start)
 
-    def _kill(self, err: bytes) -> None:
-        """Kill the timed-out command's process group (the pid its runner printed first)."""
-        first = err.split(b"\n", 1)[0].decode("ascii", "replace")
+    def _kill(self, chan: paramiko.Channel, err: bytearray) -> None:
+        """Kill the command's process group on the device (the pid its runner printed first on stderr).
+
+        Waits at most the connect timeout for the pid line and for the kill itself; a connection
+        that is gone leaves nothing to do.
+        """
+        deadline = time.monotonic() + self.device.connect_timeout_s
+        with contextlib.suppress(Exception):
+            while b"\n" not in err and not chan.closed and time.monotonic() < deadline:
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                else:
+                    time.sleep(0.005)
+        first = bytes(err).split(b"\n", 1)[0].decode("ascii", "replace")
         if not first.startswith(_PID_MARK) or not first[len(_PID_MARK) :].strip().isdigit():
             return
         pid = first[len(_PID_MARK) :].strip()
         kill = f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true"
         with contextlib.suppress(Exception):
-            chan = self._connected().get_transport().open_session(timeout=self.device.connect_timeout_s)
-            chan.exec_command(kill)
-            chan.recv_exit_status()
-            chan.close()
+            killer = self._connected().get_transport().open_session(timeout=self.device.connect_timeout_s)
+            try:
+                killer.exec_command(kill)
+                while not killer.exit_status_ready() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            finally:
+                killer.close()
 
     # -- files -----------------------------------------------------------------------------
 
@@ -369,10 +487,14 @@ class SshTransport(Transport):
                 continue
             except FileNotFoundError:
                 pass
+            except socket.timeout:
+                raise self._stalled(f"looking at {path}") from None
             except OSError as exc:
                 raise DeviceError(f"SFTP failed on {self.name}: cannot stat {path}: {exc}") from None
             try:
                 sftp.mkdir(path)
+            except socket.timeout:
+                raise self._stalled(f"creating {path}") from None
             except OSError as exc:
                 with contextlib.suppress(OSError):  # created meanwhile by someone else
                     if stat.S_ISDIR(sftp.stat(path).st_mode):
@@ -399,6 +521,8 @@ class SshTransport(Transport):
                     sftp.remove(remote)
                 sftp.rename(tmp, remote)
         except Exception as exc:
+            if isinstance(exc, socket.timeout):  # the part file stays: it cannot be removed over a dead link
+                raise self._stalled(f"writing {remote}") from None
             with contextlib.suppress(Exception):
                 sftp.remove(tmp)
             if isinstance(exc, DeviceError):
@@ -416,10 +540,6 @@ class SshTransport(Transport):
             if result.exit_code == 0:
                 return
         raise DeviceError(f"cannot remove {remote_dir} on {self.name}", hint="remove it by hand")
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
 
 
 # -- trust --------------------------------------------------------------------------------
@@ -446,6 +566,7 @@ def fetch_host_key(device: Device) -> HostKey:
     """
     import paramiko
 
+    _quiet_paramiko()
     ep = resolve(device)
     known = _known_keys(ep.known_hosts_name)
     timeout = device.connect_timeout_s
@@ -491,10 +612,8 @@ def _known_keys(host: str) -> dict[str, tuple]:
     for path in (system_known_hosts_path(), known_hosts_path()):
         if not path.is_file():
             continue
-        try:
+        with _reading_known_hosts(path):
             entries = paramiko.HostKeys(str(path)).lookup(host)
-        except Exception as exc:
-            raise DeviceError(f"{path}: cannot read it: {exc}", hint="fix or move the known_hosts file") from None
         for key_type, key in (entries or {}).items():
             found.setdefault(key_type, (key, path))
     return found

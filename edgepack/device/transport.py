@@ -12,6 +12,7 @@ interrupted push never leaves a half file under the real name.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import os
 import posixpath
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -100,6 +102,46 @@ print(json.dumps({
     "runtimes": runtimes,
 }))
 """
+
+
+class Cancelled(DeviceError):
+    """The work was stopped from outside (Ctrl-C during a fleet run); the remote command was killed."""
+
+
+# The stop signal of the work running in this thread. A context variable rather than an argument
+# because the work between `run_fleet` and a transport (edgepack.bench.bench) knows nothing of it;
+# each fleet worker thread sets its own, so it is never shared state.
+_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("edgepack_stop", default=None)
+
+
+@contextlib.contextmanager
+def stop_on(event: threading.Event) -> Iterator[None]:
+    """Make transports used inside the block give up (raising `Cancelled`) once EVENT is set.
+
+    A running command is killed on the device, a push stops between files, a connection is not
+    started.
+    """
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
+
+
+def stop_requested() -> bool:
+    """True when the work in this thread has been asked to stop (see `stop_on`)."""
+    event = _STOP.get()
+    return event is not None and event.is_set()
+
+
+def check_stop(where: str) -> None:
+    """Raise `Cancelled` if the work in this thread has been asked to stop.
+
+    Raises:
+        Cancelled: the stop event is set.
+    """
+    if stop_requested():
+        raise Cancelled(f"{where}: cancelled", hint="stopped on request (Ctrl-C)")
 
 
 @dataclass
@@ -228,6 +270,7 @@ class Transport(ABC):
         remote = self._remote_hashes(remote_dir, list(local)) if local else {}
         sent = skipped = sent_bytes = 0
         for name, path in local.items():
+            check_stop(self.name)
             if remote.get(name) == sha256_file(path):
                 skipped += 1
                 continue
@@ -324,15 +367,23 @@ class LocalTransport(Transport):
             return CommandResult(127, "", f"{argv[0]}: command not found\n", time.perf_counter() - start)
         except PermissionError:
             return CommandResult(126, "", f"{argv[0]}: permission denied\n", time.perf_counter() - start)
+        deadline = start + timeout
+        # Under a stop event (a fleet run), wake up now and then to look at it; else wait in one go.
+        slice_s = 0.1 if _STOP.get() is not None else None
         try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise DeviceError(
-                f"command timed out after {timeout:g} s on {self.name}: {_short(argv)}",
-                hint="the command was killed; raise the timeout if it needs longer",
-            ) from None
-        except BaseException:
+            while True:
+                left = deadline - time.perf_counter()
+                try:
+                    out, err = proc.communicate(timeout=max(0.0, min(left, slice_s or left)))
+                    break
+                except subprocess.TimeoutExpired:  # communicate may be called again: output is kept
+                    if time.perf_counter() >= deadline:
+                        raise DeviceError(
+                            f"command timed out after {timeout:g} s on {self.name}: {_short(argv)}",
+                            hint="the command was killed; raise the timeout if it needs longer",
+                        ) from None
+                    check_stop(self.name)
+        except BaseException:  # timeout, stop, Ctrl-C, anything: never leave the command running
             _kill_group(proc)
             raise
         return CommandResult(proc.returncode, _text(out), _text(err), time.perf_counter() - start)
@@ -404,6 +455,7 @@ def open_transport(
         return LocalTransport(name=device.name, python=device.python, workdir=device.workdir)
     from edgepack.device.ssh import SshTransport
 
+    check_stop(device.name)
     if progress:
         progress(f"connecting to {device.name} ({device.describe()})")
     transport = SshTransport(device)

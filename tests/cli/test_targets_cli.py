@@ -9,6 +9,7 @@ import sys
 from typer.testing import CliRunner
 
 from edgepack.cli.app import app
+from edgepack.errors import ProfileError
 
 runner = CliRunner()
 
@@ -108,9 +109,13 @@ def test_schema_is_json_schema_of_the_profile():
 
 
 def test_debug_variable_shows_the_traceback(monkeypatch):
+    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
+    plain = run("targets", "show", "pixel8")
+    assert isinstance(plain.exception, SystemExit) and plain.exception.code == 2
+    assert "unknown target 'pixel8'" in plain.output
     monkeypatch.setenv("EDGEPACK_DEBUG", "1")
-    result = run("targets", "show", "pixel8")
-    assert result.exit_code != 0 and result.exception is not None
+    debug = run("targets", "show", "pixel8")
+    assert isinstance(debug.exception, ProfileError) and debug.exception.message == "unknown target 'pixel8'"
 
 
 def test_cli_start_does_not_import_heavy_libraries():
@@ -126,3 +131,37 @@ def test_cli_start_does_not_import_heavy_libraries():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "edgepack", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == __import__("edgepack").__version__
+
+
+def test_brackets_in_messages_print_as_written(isolated_user_dirs):
+    result = run("targets", "validate", "[old]/x.yaml")
+    assert result.exit_code == 2 and "[old]/x.yaml: no such file" in result.output
+
+
+def test_set_on_a_broken_profile_says_where_it_is_broken(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "b.yaml").write_text("extends: pixel-8\nbuild: {precision: fp16\n")
+    result = run("targets", "set", "b", "build.precision=int8")
+    assert result.exit_code == 2 and "b.yaml:3:1: YAML syntax error" in result.output and "Traceback" not in result.output
+
+
+def test_a_profile_that_is_not_text_is_reported_not_a_crash(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    listed = run("targets", "list")
+    assert listed.exit_code == 0 and "bin" in listed.output and "not a text file" in listed.output
+    assert run("targets", "validate").exit_code == 2
+
+
+def test_a_profile_that_extends_itself_says_so(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "loop.yaml").write_text("extends: loop\n")
+    result = run("targets", "show", "loop", "--resolved")
+    assert result.exit_code == 2 and "the profile extends itself" in result.output
+
+
+def test_an_error_about_a_key_set_from_the_cli_points_into_the_edited_file(isolated_user_dirs):
+    run("targets", "new", "lab", "--from", "raspberry-pi-4")
+    result = run("targets", "set", "lab", "build.io_dtype=int8", "build.precision=fp16")
+    assert result.exit_code == 2
+    assert str(isolated_user_dirs / "targets" / "lab.yaml") in result.output

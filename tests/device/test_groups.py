@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
-from edgepack.device.fleet import run_fleet
 from edgepack.errors import DeviceError
 
 runner = CliRunner()
@@ -81,35 +80,3 @@ def test_devices_group_command_sets_shows_and_deletes(path):
     assert "groups" not in path.read_text()
     result = runner.invoke(app, ["devices", "group", "lab", "--inventory", str(path)])
     assert result.exit_code == 2 and "no group 'lab'" in result.output
-
-
-def test_a_fleet_runs_every_device_with_at_most_n_at_once_and_keeps_failures():
-    import threading
-    import time
-
-    lock, running, most = threading.Lock(), [0], [0]
-
-    def work(name, step):
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        step(f"working on {name}")
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
-        if name == "bad":
-            raise DeviceError(f"{name} is down")
-        if name == "bug":
-            raise OSError("socket closed")
-        return name.upper()
-
-    names = ["a", "bad", "b", "bug", "c", "d"]
-    runs = run_fleet(names, work, max_connections=2, poll_s=0.01)
-    assert most[0] == 2
-    assert [r.device for r in runs] == names
-    assert {r.device: r.result for r in runs if r.ok} == {"a": "A", "b": "B", "c": "C", "d": "D"}
-    failed = {r.device: r.error.message for r in runs if not r.ok}
-    assert failed == {"bad": "bad is down", "bug": "bug: OSError: socket closed"}
-    assert all(r.state in ("done", "failed") and r.seconds >= 0.05 for r in runs)
-    with pytest.raises(DeviceError, match="at least 1"):
-        run_fleet(names, work, max_connections=0)

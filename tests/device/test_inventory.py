@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.errors import DeviceError
 
@@ -70,11 +74,50 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(inv.os, "replace", fail)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(DeviceError, match=rf"^{path}: cannot write the device inventory: No space left on device$"):
         inv.add_device(inv.make_device(name="other", host="h"), path)
     assert path.read_text() == before
     assert [p.name for p in path.parent.iterdir()] == ["devices.yaml"]
+
+
+def test_a_new_inventory_file_is_readable_as_the_umask_allows_and_an_edit_keeps_its_mode(tmp_path):
+    path = tmp_path / "devices.yaml"
+    umask = os.umask(0o022)
+    try:
+        inv.add_device(pi(), path)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    path.chmod(0o600)
+    inv.add_device(inv.make_device(name="orin", host="orin.lan"), path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# Kernel file systems refuse new files even to root: a write failure whoever runs the tests.
+@pytest.mark.parametrize("path", ["/proc/edgepack-devices.yaml", "/proc/edgepack/devices.yaml", "/sys/edgepack-devices.yaml"])
+def test_an_inventory_that_cannot_be_written_is_one_clear_error(isolated_user_dirs, path):
+    result = CliRunner().invoke(app, ["devices", "add", "x", "--host", "h", "--inventory", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"error: {path}: cannot write the device inventory: " in result.output
+    assert "--inventory FILE" in result.output and "internal error" not in result.output
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"devices:\n  pi4:\n    host: caf\xe9\n", r":3: the device inventory is not UTF-8 text \(byte 0xe9\)"),
+        (b"\xff\xfe\x00d\x00e\x00v\x00", r":1: the device inventory is not UTF-8 text \(byte 0xff\)"),
+        (b"devices:\n  pi4:\n    host: ca\x07fe\n", r":3:13: character #x0007 is not allowed in YAML"),
+    ],
+)
+def test_an_inventory_that_is_not_text_names_the_file(isolated_user_dirs, tmp_path, content, message):
+    path = tmp_path / "devices.yaml"
+    path.write_bytes(content)
+    with pytest.raises(DeviceError, match=rf"^{path}{message}"):
+        inv.load_inventory(path)
+    result = CliRunner().invoke(app, ["devices", "list", "--inventory", str(path)])
+    assert result.exit_code == 2 and str(path) in result.output and "internal error" not in result.output
 
 
 def test_duplicate_name_is_refused(tmp_path):

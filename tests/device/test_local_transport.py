@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
 
 from edgepack.device.inventory import local_device, local_workdir
-from edgepack.device.transport import PART_SUFFIX, LocalTransport, open_transport, probe
+from edgepack.device.transport import PART_SUFFIX, LocalTransport, open_transport, probe, stop_on
 from edgepack.errors import DeviceError
+from tests.processes import pids_left, pids_running
 
 
 @pytest.fixture
@@ -95,10 +97,27 @@ def test_run_happens_in_the_workdir_and_returns_output(transport):
 
 
 def test_run_timeout_kills_the_command_and_its_children(transport):
-    start = time.monotonic()
-    with pytest.raises(DeviceError, match="timed out after 0.5 s on local"):
-        transport.run(["sh", "-c", "sleep 30 & sleep 30; wait"], timeout=0.5)
-    assert time.monotonic() - start < 10
+    with pytest.raises(DeviceError, match="timed out after 0.5 s on local") as err:
+        transport.run(["sh", "-c", "sleep 417.41 & sleep 417.41; wait"], timeout=0.5)
+    assert "the command was killed" in err.value.hint
+    assert pids_left("sleep 417.41") == []
+
+
+def test_ctrl_c_during_a_run_kills_the_command_and_its_children(transport, monkeypatch):
+    command = "sleep 417.42"
+    real_communicate = subprocess.Popen.communicate
+
+    def ctrl_c_once_it_runs(self, *args, **kwargs):
+        if len(pids_running(command)) == 2:  # the two sleeps
+            monkeypatch.setattr(subprocess.Popen, "communicate", real_communicate)
+            raise KeyboardInterrupt
+        return real_communicate(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", ctrl_c_once_it_runs)
+    with pytest.raises(KeyboardInterrupt):
+        with stop_on(threading.Event()):  # look at the command now and then, as a fleet does
+            transport.run(["sh", "-c", f"{command} & {command}; wait"], timeout=600)
+    assert pids_left(command) == []
 
 
 def test_missing_python_is_a_clear_error(tmp_path):

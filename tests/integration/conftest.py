@@ -19,13 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.sshd import SshdServer, Unavailable, device_env_python, running_sshd
-
-
-def _unavailable(reason: str):
-    """Fail in CI, skip elsewhere: an integration test never skips in CI."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: integration tests may not skip)", pytrace=False)
-    pytest.skip(reason)
+from tests.unavailable import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +29,7 @@ def sshd(tmp_path_factory) -> SshdServer:
         with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
             yield server
     except Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +38,7 @@ def device_python() -> str:
     try:
         return device_env_python()
     except Unavailable as exc:
-        _unavailable(str(exc))
+        unavailable(str(exc))
 
 
 @pytest.fixture
@@ -64,7 +58,7 @@ def ssh_device(sshd, device_python, ssh_home, tmp_path):
     """The test sshd as a trusted device using the device Python, stored in a fresh inventory.
 
     Returns a `DeviceInInventory`: ``.device`` (named ``sshdev``, its workdir an absolute temporary
-    directory) and ``.inventory`` (the inventory file that holds it).
+    directory), ``.inventory`` (the inventory file that holds it) and ``.sshd`` (the server).
     """
     from edgepack.device import inventory as inv
     from edgepack.device.ssh import known_hosts_path
@@ -84,10 +78,11 @@ def ssh_device(sshd, device_python, ssh_home, tmp_path):
     )
     path = tmp_path / "devices.yaml"
     inv.add_device(device, path)
-    return DeviceInInventory(device, path)
+    return DeviceInInventory(device, path, sshd)
 
 
 @dataclass
 class DeviceInInventory:
     device: object  # edgepack.device.inventory.Device
     inventory: Path
+    sshd: SshdServer

@@ -12,8 +12,8 @@ from edgepack.bench import BenchOptions, bench_fleet
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.results.store import open_store
-from tests.integration.conftest import _unavailable
 from tests.integration.sshd import Unavailable, free_port, running_sshd
+from tests.unavailable import unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 QUICK = ["--runs", "20", "--warmup", "2", "--min-seconds", "0", "--cold-loads", "1"]
@@ -27,7 +27,7 @@ def servers(tmp_path_factory):
         try:
             yield [stack.enter_context(running_sshd(tmp_path_factory.mktemp(f"sshd-{n}"))) for n in NAMES]
         except Unavailable as exc:
-            _unavailable(str(exc))
+            unavailable(str(exc))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ into the page; `--dump-dom` hands the rendered page back, and the test reads it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 from edgepack.cli.app import app
 from edgepack.results.store import open_store
 from tests.results.conftest import add_run
+from tests.unavailable import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +51,7 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    reason = "chromium is not installed (apt-get install -y chromium; scripts/test installs it)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: integration tests may not skip)", pytrace=False)
-    pytest.skip(reason)
+    unavailable("chromium is not installed (apt-get install -y chromium; scripts/test installs it)")
 
 
 def render(browser: str, page, profile) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
@@ -21,6 +20,7 @@ from edgepack.micro.ops import check_ops
 from edgepack.micro.report import render_micro_summary
 from edgepack.profile.store import Catalog
 from tests.conftest import write_target
+from tests.unavailable import unavailable
 
 runner = CliRunner()
 KB = 1024
@@ -31,9 +31,7 @@ def needs_tflite_micro():
     try:
         import tflite_micro  # noqa: F401
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("tflite-micro is a dev dependency: pip install --pre 'tflite-micro'")
-        pytest.skip("tflite-micro is not installed: pip install --pre tflite-micro")
+        unavailable("tflite-micro is not installed (a dev dependency): pip install --pre tflite-micro")
 
 
 def compile_and_read_back(bundle, tmp_path) -> tuple[bytes, int]:
@@ -41,7 +39,7 @@ def compile_and_read_back(bundle, tmp_path) -> tuple[bytes, int]:
     the array back out; return its bytes and kTensorArenaSize."""
     cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
-        pytest.skip("no C++ compiler on this machine")
+        unavailable("no C++ compiler on this machine (apt-get install -y g++)")
     main = tmp_path / "main.cc"
     main.write_text(
         '#include <cstdint>\n#include <cstdio>\n#include "model_data.h"\n'
@@ -344,3 +342,11 @@ def test_bench_of_a_micro_bundle_prints_static_figures_not_a_measurement(m7_buil
     assert data["measured_on_device"] is False and data["fits"] is True
     pushed = runner.invoke(app, ["bench", str(bundle), "--device", "local"])
     assert pushed.exit_code == 2 and "runs inside firmware" in pushed.output
+
+
+@pytest.mark.slow
+def test_deploy_to_a_microcontroller_target_shows_its_static_figures(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    result = runner.invoke(app, ["deploy", str(model), "-t", "cortex-m7", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "nothing is measured" in result.output and "flash" in result.output
