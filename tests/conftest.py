@@ -65,3 +65,20 @@ def write_target(work, name: str, text: str) -> str:
     targets.mkdir(exist_ok=True)
     (targets / f"{name}.yaml").write_text(text)
     return name
+
+
+def build_fails_cleanly(args: list[str], expected: str):
+    """Run `edgepack build ARGS` in the test's working directory and check that it failed as a user
+    should see it: exit 2, EXPECTED in the output, no traceback, and no bundle left behind."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+
+    result = CliRunner().invoke(app, ["build", *args])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+    assert not Path("build").exists() or not any(Path("build").iterdir())
+    return result

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from edgepack.build.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
-from tests.conftest import write_target
+from tests.conftest import build_fails_cleanly, write_target
 from tests.hard_models import outlier_input_model
 
 pytestmark = pytest.mark.slow
@@ -265,41 +265,32 @@ def test_synthetic_calibration_is_marked_loudly(isolated_user_dirs, digits_files
 # --- bad input: one clear line, exit 2, no traceback, nothing written -------------------------
 
 
-def _fails_cleanly(work, args, expected):
-    result = runner.invoke(app, ["build", *args])
-    assert result.exit_code == 2, result.output
-    assert expected in result.output
-    assert "Traceback" not in result.output
-    assert not (work / "build").exists() or not any((work / "build").iterdir())
-
-
 def test_missing_model_file(isolated_user_dirs):
-    _fails_cleanly(isolated_user_dirs, ["nope.keras", "--target", "pixel-8"], "nope.keras: no such file or directory")
+    build_fails_cleanly(["nope.keras", "--target", "pixel-8"], "nope.keras: no such file or directory")
 
 
 def test_corrupt_model_file(isolated_user_dirs):
     import zipfile
 
     (isolated_user_dirs / "broken.keras").write_bytes(b"PK\x03\x04 this is not a model")
-    _fails_cleanly(isolated_user_dirs, ["broken.keras", "--target", "pixel-8"], "broken.keras: not a .keras file")
+    build_fails_cleanly(["broken.keras", "--target", "pixel-8"], "broken.keras: not a .keras file")
     with zipfile.ZipFile(isolated_user_dirs / "other.keras", "w") as z:
         z.writestr("readme.txt", "a zip, but no model in it")
-    _fails_cleanly(isolated_user_dirs, ["other.keras", "--target", "pixel-8"], "other.keras: cannot load it as a Keras model")
+    build_fails_cleanly(["other.keras", "--target", "pixel-8"], "other.keras: cannot load it as a Keras model")
 
 
 def test_data_shape_mismatch_names_both_shapes(isolated_user_dirs, digits_files, digits):
     model, _ = digits_files
     x, y = digits
     np.savez(isolated_user_dirs / "flat.npz", x=x.reshape(len(x), 64), y=y)
-    _fails_cleanly(
-        isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "flat.npz"],
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", "flat.npz"],
         "data x has samples of shape (64,), but model input 'image' takes (8, 8, 1)",
     )
 
 
 def test_int8_without_data_is_refused(isolated_user_dirs, digits_files):
     model, _ = digits_files
-    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "raspberry-pi-4"], "needs calibration data")
+    build_fails_cleanly([str(model), "--target", "raspberry-pi-4"], "needs calibration data")
 
 
 def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits_files, monkeypatch):
@@ -308,19 +299,18 @@ def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits
 
     monkeypatch.delitem(convert.EXPORTERS, Format.onnx)  # a format without an exporter
     model, data = digits_files
-    _fails_cleanly(
-        isolated_user_dirs, [str(model), "--target", "jetson-orin-nano", "--data", str(data)],
+    build_fails_cleanly([str(model), "--target", "jetson-orin-nano", "--data", str(data)],
         "needs format onnx, which this edgepack cannot build yet",
     )
 
 
 def test_onnx_model_for_a_tflite_target_is_refused_before_loading(isolated_user_dirs):
     (isolated_user_dirs / "m.onnx").write_bytes(b"\x08\x07")
-    _fails_cleanly(isolated_user_dirs, ["m.onnx", "--target", "pixel-8"], "an ONNX model cannot be built for target 'pixel-8'")
+    build_fails_cleanly(["m.onnx", "--target", "pixel-8"], "an ONNX model cannot be built for target 'pixel-8'")
 
 
 def test_unknown_target_is_refused_before_loading(isolated_user_dirs):
-    _fails_cleanly(isolated_user_dirs, ["nope.keras", "--target", "pixel8"], "did you mean pixel-8")
+    build_fails_cleanly(["nope.keras", "--target", "pixel8"], "did you mean pixel-8")
 
 
 def test_out_that_is_not_a_bundle_is_never_replaced(isolated_user_dirs, digits_files):
@@ -329,7 +319,7 @@ def test_out_that_is_not_a_bundle_is_never_replaced(isolated_user_dirs, digits_f
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
     for out in ("important", "."):
-        _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", str(data), "--out", out], "already exists and is not a bundle")
+        build_fails_cleanly([str(model), "--target", "pixel-8", "--data", str(data), "--out", out], "already exists and is not a bundle")
     assert (keep / "notes.txt").read_text() == "mine"
 
 
@@ -344,13 +334,13 @@ def test_an_earlier_bundle_at_out_is_replaced(isolated_user_dirs, digits_files):
 def test_a_file_that_is_not_a_npz_says_so(isolated_user_dirs, digits_files):
     model, _ = digits_files
     (isolated_user_dirs / "junk.npz").write_bytes(b"not a zip")
-    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "junk.npz"], "junk.npz: not a .npz file")
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", "junk.npz"], "junk.npz: not a .npz file")
 
 
 def test_dry_run_checks_that_the_inputs_exist(isolated_user_dirs, digits_files):
     model, _ = digits_files
-    _fails_cleanly(isolated_user_dirs, ["nothere.keras", "--target", "pixel-8", "--dry-run"], "nothere.keras: no such file")
-    _fails_cleanly(isolated_user_dirs, [str(model), "--target", "pixel-8", "--data", "nothere.npz", "--dry-run"], "nothere.npz: no such file")
+    build_fails_cleanly(["nothere.keras", "--target", "pixel-8", "--dry-run"], "nothere.keras: no such file")
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", "nothere.npz", "--dry-run"], "nothere.npz: no such file")
 
 
 @pytest.mark.parametrize("target", ["pixel-8", "raspberry-pi-5-onnx", "jetson-orin-nano"])

@@ -13,7 +13,7 @@ from edgepack.build.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
 from edgepack.errors import BuildError, DataError, ModelError
-from tests.conftest import write_target
+from tests.conftest import build_fails_cleanly, write_target
 from tests.onnx.conftest import conv_classifier, nchw_digits
 
 runner = CliRunner()
@@ -46,14 +46,6 @@ def initializer_types(path) -> set[int]:
     import onnx
 
     return {t.data_type for t in onnx.load(str(path)).graph.initializer if len(t.dims) >= 2}
-
-
-def fails_cleanly(args, expected, exit_code=2):
-    result = runner.invoke(app, ["build", *args])
-    assert result.exit_code == exit_code, result.output
-    assert expected in " ".join(result.output.split()), result.output
-    assert "Traceback" not in result.output
-    return result
 
 
 # --- Keras -> ONNX at every precision --------------------------------------------------------
@@ -251,7 +243,7 @@ def test_dynamic_height_and_width_without_data_ask_for_input_shape(isolated_user
 
     path = tmp_path / "detector.onnx"
     onnx.save(conv_classifier(batch="N", height="height", width="width"), str(path))
-    result = fails_cleanly([str(path), "--target", "jetson-orin-nano"], "model input 'pixels' has dynamic dimensions (height, width)")
+    result = build_fails_cleanly([str(path), "--target", "jetson-orin-nano"], "model input 'pixels' has dynamic dimensions (height, width)")
     assert "--input-shape pixels:1x1xNxN" in " ".join(result.output.split())
     with pytest.raises(DataError, match="without data edgepack cannot tell their size"):
         build(path, "jetson-orin-nano")
@@ -298,7 +290,7 @@ def test_bad_input_shape_is_refused_clearly(isolated_user_dirs, tmp_path, given,
     args = [str(path), "--target", "jetson-orin-nano"]
     for g in given:
         args += ["--input-shape", g]
-    fails_cleanly(args, problem)
+    build_fails_cleanly(args, problem)
 
 
 def test_sparsity_prunes_onnx_initializers_without_fine_tuning(isolated_user_dirs, digits, tmp_path):
@@ -371,7 +363,7 @@ def test_onnx_model_for_a_tflite_target_says_what_to_do_instead(isolated_user_di
     import onnx
 
     onnx.save(conv_classifier(), str(tmp_path / "m.onnx"))
-    result = fails_cleanly([str(tmp_path / "m.onnx"), "--target", "raspberry-pi-4"], "an ONNX model cannot be built for target 'raspberry-pi-4'")
+    result = build_fails_cleanly([str(tmp_path / "m.onnx"), "--target", "raspberry-pi-4"], "an ONNX model cannot be built for target 'raspberry-pi-4'")
     assert "pick an ONNX target" in " ".join(result.output.split())
     assert not (isolated_user_dirs / "build").exists()
 
@@ -381,12 +373,12 @@ def test_channel_pruning_of_an_onnx_model_is_refused(isolated_user_dirs, tmp_pat
 
     onnx.save(conv_classifier(), str(tmp_path / "m.onnx"))
     name = write_target(isolated_user_dirs, "pi-ch", "extends: raspberry-pi-5-onnx\nbuild: {prune: {channels: 0.25}}\n")
-    fails_cleanly([str(tmp_path / "m.onnx"), "--target", name, "--synthetic-calibration"], "prunes channels, which edgepack cannot do to an ONNX graph")
+    build_fails_cleanly([str(tmp_path / "m.onnx"), "--target", name, "--synthetic-calibration"], "prunes channels, which edgepack cannot do to an ONNX graph")
 
 
 def test_corrupt_onnx_file_fails_clearly(isolated_user_dirs):
     (isolated_user_dirs / "broken.onnx").write_bytes(b"\x08\x07garbage that is not a protobuf" * 3)
-    fails_cleanly(["broken.onnx", "--target", "jetson-orin-nano"], "broken.onnx: cannot read it as an ONNX model")
+    build_fails_cleanly(["broken.onnx", "--target", "jetson-orin-nano"], "broken.onnx: cannot read it as an ONNX model")
 
 
 def test_onnx_model_the_checker_rejects_fails_clearly(isolated_user_dirs):
@@ -395,7 +387,7 @@ def test_onnx_model_the_checker_rejects_fails_clearly(isolated_user_dirs):
     model = conv_classifier()
     model.graph.node[1].input[0] = "nowhere"  # Relu reads a tensor nothing produces
     onnx.save(model, str(isolated_user_dirs / "bad.onnx"))
-    fails_cleanly(["bad.onnx", "--target", "jetson-orin-nano"], "bad.onnx: onnx.checker rejects the model")
+    build_fails_cleanly(["bad.onnx", "--target", "jetson-orin-nano"], "bad.onnx: onnx.checker rejects the model")
 
 
 def test_opset_the_runtime_cannot_load_fails_clearly(isolated_user_dirs):
@@ -405,7 +397,7 @@ def test_opset_the_runtime_cannot_load_fails_clearly(isolated_user_dirs):
     model = conv_classifier(opset=17)
     model.opset_import[0].version = 40  # far beyond any released opset
     onnx.save(model, str(isolated_user_dirs / "future.onnx"))
-    result = fails_cleanly(["future.onnx", "--target", "jetson-orin-nano"], f"onnxruntime {onnxruntime.__version__} cannot load opset 40")
+    result = build_fails_cleanly(["future.onnx", "--target", "jetson-orin-nano"], f"onnxruntime {onnxruntime.__version__} cannot load opset 40")
     assert "opset_version=17" in " ".join(result.output.split())  # how to fix it
 
 
