@@ -1,16 +1,34 @@
 """edgepack: build, package and measure ML models for edge devices.
 
-The public API. `build` and `bench` share their names with the modules that hold them
-(`edgepack.build`, `edgepack.bench`), so they are bound here eagerly: a lazy lookup would lose
-to the submodule as soon as it is imported. Nothing here imports TensorFlow or a runtime.
+The public API, bound lazily (module `__getattr__`): `import edgepack` costs nothing until a
+function is used, and nothing here imports TensorFlow or a runtime. No submodule shares a name
+with a function here, so importing a submodule never shadows one.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
 
-from edgepack.bench import bench, deploy  # noqa: E402
-from edgepack.build.pipeline import build  # noqa: E402
-from edgepack.profile.store import load_target  # noqa: E402
+from edgepack._version import __version__
 
-__all__ = ["__version__", "bench", "build", "deploy", "load_target"]
+_API = {
+    "load_target": "edgepack.profile.store",
+    "build": "edgepack.builder.pipeline",
+    "bench": "edgepack.benchmark",
+    "deploy": "edgepack.deployment",
+    "gate": "edgepack.results.gate",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'edgepack' has no attribute '{name}'")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

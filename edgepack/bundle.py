@@ -15,16 +15,20 @@ import hashlib
 import json
 import shutil
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgepack import __version__
+from edgepack._version import __version__
 from edgepack.atomic import replace_dir, temp_dir_beside
 from edgepack.errors import EdgepackError
+from edgepack.profile.schema import Format, Precision, Profile
 
-SCHEMA_VERSION = 1
+# 2: profile, fidelity and facts are typed models, format/precision/status enums (0.1.0 wrote 1,
+# the same JSON with no types behind it: it reads as 2 unchanged, see `migrate`).
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 
@@ -52,27 +56,139 @@ class SourceInfo(BaseModel):
     params: Optional[int] = None
 
 
-class Manifest(BaseModel):
+class Status(str, Enum):
+    ok = "ok"
+    failed = "failed"  # a budget or the fidelity gate was missed
+
+
+class Typed(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class Fidelity(Typed):
+    """How the artifact answers compared with the original model, and the budgets it missed."""
+
+    n_samples: int
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: Optional[float] = None  # None where the first output is not a class score
+    accuracy_original: Optional[float] = None  # where labels exist
+    accuracy_artifact: Optional[float] = None
+    accuracy_drop: Optional[float] = None
+    passed: bool = True
+    failures: list[str] = Field(default_factory=list)
+    accuracy_failed: bool = False  # the answers missed the gate (as opposed to size or fit)
+
+
+class LayerPrecision(Typed):
+    layer: str
+    op: str
+    precision: str
+
+
+class QuantizationFacts(Typed):
+    """What quantization did: the strategy that passed, every attempt, the worst layers, each op's precision."""
+
+    strategy: str = "plain"
+    attempts: list[dict[str, Any]] = Field(default_factory=list)  # edgepack.builder.recover.common.Attempt
+    layer_errors: list[dict[str, Any]] = Field(default_factory=list)  # edgepack.builder.recover.common.LayerError
+    explain_error: Optional[str] = None
+    layers: list[LayerPrecision] = Field(default_factory=list)
+
+
+class FitPart(Typed):
+    needed: int
+    available: float
+    fits: bool
+    terms: dict[str, int]
+
+
+class Fit(Typed):
+    fits: bool
+    flash: FitPart
+    ram: FitPart
+
+
+class MicroFacts(Typed):
+    """A microcontroller build's static figures: ops, tensor arena, flash/RAM fit, latency estimate."""
+
+    ops: dict[str, int]
+    arena: dict[str, Any]  # edgepack.micro.arena.Arena
+    fit: Fit
+    latency: dict[str, Any]  # edgepack.micro.fit.latency
+    largest: dict[str, Any]
+    host_check: Optional[dict[str, str]] = None
+
+
+class Facts(Typed):
+    """Format-specific facts: each key is named here, so a misspelt one is an error, not a silent None."""
+
+    quantization: QuantizationFacts = Field(default_factory=QuantizationFacts)
+    micro: Optional[MicroFacts] = None
+    # ONNX: where the graph came from and what it is.
+    source_opset: Optional[int] = None
+    exported_by: Optional[str] = None
+    opset_upgraded: Optional[str] = None
+    opset: Optional[int] = None
+    ir_version: Optional[int] = None
+    nodes: Optional[int] = None
+    fp16: Optional[dict[str, str]] = None
+    onnx_quantization: Optional[dict[str, Any]] = None  # edgepack.builder.convert.onnx_quant
+
+
+class Manifest(Typed):
     schema_version: int = SCHEMA_VERSION
     edgepack_version: str = __version__
     created: str
-    status: str  # "ok", or "failed" when a budget or the fidelity gate was missed
+    status: Status
     target: str
     artifact: str  # file name of the model the runtime loads
-    format: str
-    precision: str
+    format: Format
+    precision: Precision
     source: SourceInfo
-    profile: dict[str, Any]  # the resolved profile
+    profile: Profile  # the resolved profile
     build: dict[str, Any]  # settings actually used (after the plan), incl. data and scaling
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    fidelity: dict[str, Any]
+    fidelity: Fidelity
     tools: dict[str, str]  # versions of tensorflow, onnx, onnxruntime, ... that built it
-    facts: dict[str, Any] = {}  # format-specific: tensor arena and fit (tflite-micro), opset (onnx)
-    notes: list[str] = []  # loud facts a user must see: synthetic calibration, failed gates
-    files: list[FileEntry] = []
+    facts: Facts = Field(default_factory=Facts)
+    notes: list[str] = Field(default_factory=list)  # loud facts a user must see: synthetic calibration, failed gates
+    files: list[FileEntry] = Field(default_factory=list)
+
+    @field_validator("profile", mode="before")
+    @classmethod
+    def resolved_profile(cls, value: Any) -> Any:
+        # A resolved profile carries every section, build.onnx (all defaults) for any format too;
+        # a user profile may not, and `Profile` says so. Reading one back drops what has no effect.
+        if isinstance(value, dict) and isinstance(value.get("build"), dict) and value["build"].get("format") != "onnx":
+            value = dict(value, build={k: v for k, v in value["build"].items() if k != "onnx"})
+        return value
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.ok
+
+    @property
+    def artifact_bytes(self) -> Optional[int]:
+        return next((f.bytes for f in self.files if f.path == self.artifact), None)
+
+
+def migrate(doc: dict, path: Path) -> dict:
+    """Bring the manifest PATH, written by an older edgepack, forward to SCHEMA_VERSION.
+
+    Raises:
+        EdgepackError: a schema_version this edgepack does not know (a newer edgepack wrote it).
+    """
+    version = doc.get("schema_version")
+    if version == 1:  # 0.1.0: the same keys, untyped
+        doc = dict(doc, schema_version=2)
+    elif version != SCHEMA_VERSION:
+        raise EdgepackError(
+            f"{path}: manifest schema_version {version!r} is not one this edgepack reads (1 to {SCHEMA_VERSION})",
+            hint="rebuild the bundle with this edgepack, or use the edgepack version that wrote it",
+        )
+    return doc
 
 
 def sha256_file(path: Path) -> str:
@@ -81,6 +197,16 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def bundle_sha256(bundle: Path) -> str:
+    """The bundle's identity: the sha256 of its manifest, which holds every file's sha256."""
+    return hashlib.sha256((Path(bundle) / MANIFEST).read_bytes()).hexdigest()
+
+
+def bundle_id(bundle: Path) -> str:
+    """Name of the bundle's directory on the device: a hash of its manifest (which hashes every file)."""
+    return "bundle-" + bundle_sha256(bundle)[:16]
 
 
 def now_utc() -> str:
@@ -136,6 +262,55 @@ def read_manifest(bundle: Path) -> Manifest:
     if not path.is_file():
         raise EdgepackError(f"{bundle}: not a bundle (no {MANIFEST})", hint="pass the directory `edgepack build` wrote")
     try:
-        return Manifest.model_validate(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict):
+            raise EdgepackError(f"{path}: unreadable manifest: not a JSON object", hint="rebuild the bundle")
+        return Manifest.model_validate(migrate(doc, path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise EdgepackError(f"{path}: unreadable manifest: {where}: {first['msg']}", hint="rebuild the bundle") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgepackError(f"{path}: unreadable manifest: {str(exc).splitlines()[0]}", hint="rebuild the bundle") from None
+
+
+def not_a_bundle(path: Path) -> Optional[str]:
+    """Say why the existing directory PATH is not a bundle edgepack wrote (None: it is one, and only that).
+
+    A directory is a bundle when its manifest reads as an edgepack manifest and it holds nothing
+    but the files that manifest lists: `--out` replaces such a directory, and nothing else.
+    """
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = read_manifest(path)
+    except EdgepackError:
+        return f"its {MANIFEST} is not an edgepack manifest"
+    others = sorted({entry.name for entry in path.iterdir()} - {f.path for f in manifest.files} - {MANIFEST})
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return f"it also holds files edgepack did not write: {shown}"
+    return None
+
+
+def check_files(bundle: Path, manifest: Manifest) -> None:
+    """Check every file MANIFEST lists against its size and sha256: edgepack measures only what it built.
+
+    Raises:
+        EdgepackError: the artifact is not listed, a file is missing, or one changed after the build.
+    """
+    bundle = Path(bundle)
+    listed = {f.path for f in manifest.files}
+    if manifest.artifact not in listed:
+        raise EdgepackError(f"{bundle}: the manifest does not list its artifact {manifest.artifact}", hint="rebuild it with edgepack build")
+    missing = [f.path for f in manifest.files if Path(f.path).name != f.path or not (bundle / f.path).is_file()]
+    if missing:
+        raise EdgepackError(f"{bundle}: incomplete bundle, missing {', '.join(missing)}", hint="rebuild it with edgepack build")
+    for f in manifest.files:
+        path = bundle / f.path
+        if path.stat().st_size != f.bytes or sha256_file(path) != f.sha256:
+            raise EdgepackError(
+                f"{bundle}: {f.path} does not match the manifest: it changed after the build",
+                hint="rebuild the bundle with edgepack build (its manifest describes what was built and checked)",
+            )

@@ -46,7 +46,7 @@ def ten_mb_bundle(work: Path) -> Path:
     """Build an fp32 bundle of about 10 MB: a wide MLP on the flattened digits."""
     import keras
 
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.examples import digits_data
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
 
@@ -82,9 +82,9 @@ def main() -> int:
         bundle = ten_mb_bundle(work)
         size_mb = sum(f.stat().st_size for f in bundle.iterdir()) / 1e6
 
-        from edgepack.bench import BenchOptions, bench
+        from edgepack.benchmark import BenchOptions, bench
         from edgepack.device import inventory as inv
-        from edgepack.device.ssh import known_hosts_path
+        from edgepack.device.hostkeys import known_hosts_path
 
         with running_sshd(work / "sshd") as server:
             known = known_hosts_path()

@@ -33,7 +33,7 @@ def litert_latency_ms(content: bytes, x: np.ndarray, runs: int) -> tuple[float, 
     """Median batch-1 latency of a .tflite under ai-edge-litert, and its float outputs on X."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgepack.build.convert.tflite import TfliteRunner
+    from edgepack.builder.convert.tflite import TfliteRunner
 
     runner = TfliteRunner(content)
     outputs = runner.predict([x], [next(iter(runner.input_details))], [next(iter(runner.output_details))])[0]
@@ -91,7 +91,7 @@ def score(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None)
 def bench_model(name: str, model_path: Path, data_path: Path, work: Path, runs: int) -> list[dict]:
     import keras
 
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
 
     targets = work / "targets"

@@ -3,7 +3,7 @@
 
 Starts eight real OpenSSH servers on 127.0.0.1 (the integration tests' `running_sshd`), each a
 "device" running the tests' device Python (numpy<2, tflite-runtime, no TensorFlow), and measures
-the wall time of `edgepack.bench.bench` on one device and of `bench_fleet` on all eight (at most
+the wall time of `edgepack.benchmark.bench` on one device and of `bench_fleet` on all eight (at most
 `--max-connections` at once), first with a push into empty work directories and then again with
 the bundle already there. The aim is a fleet wall time of at most 1.5x the single device's.
 
@@ -34,7 +34,7 @@ def digits_bundle(work: Path) -> Path:
     """Build the digits CNN for raspberry-pi-4 (TFLite int8, about 45 KB)."""
     import numpy as np
 
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.examples import digits_cnn, digits_data
 
     x, y = digits_data()
@@ -81,10 +81,10 @@ def main() -> int:
         python = device_env_python()
         bundle = args.bundle or digits_bundle(work)
 
-        from edgepack.bench import BenchOptions, bench, bench_fleet
+        from edgepack.benchmark import BenchOptions, bench, bench_fleet
         from edgepack.bundle import read_manifest
         from edgepack.device import inventory as inv
-        from edgepack.device.ssh import known_hosts_path
+        from edgepack.device.hostkeys import known_hosts_path
 
         with contextlib.ExitStack() as stack:
             servers = [stack.enter_context(running_sshd(work / f"sshd-{i}")) for i in range(args.devices)]
@@ -102,7 +102,7 @@ def main() -> int:
             fleet = [add(f"dev{i}", s) for i, s in enumerate(servers)]
             solo = add("solo", servers[0])  # same server as dev0, its own (empty) work directory
             options = BenchOptions(runs=args.runs, min_seconds=args.min_seconds, cold_loads=args.cold_loads)
-            bench_settings = read_manifest(bundle).profile.get("bench", {})
+            bench_settings = read_manifest(bundle).profile.bench.model_dump()
             print(f"bundle: {bundle.name} ({sum(f.stat().st_size for f in bundle.iterdir()) / 1024:.0f} KB); "
                   f"profile bench settings {bench_settings}, overrides runs={args.runs} min_seconds={args.min_seconds} "
                   f"cold_loads={args.cold_loads}")

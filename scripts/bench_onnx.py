@@ -124,7 +124,7 @@ def main() -> int:
         import onnxruntime as ort
         from onnxruntime.quantization import quantize_dynamic
 
-        from edgepack.build.convert.onnx import export_onnx
+        from edgepack.builder.convert.onnx import export_onnx
         from edgepack.examples import digits_data
         from edgepack.model.data import Dataset
         from edgepack.model.source import load_model

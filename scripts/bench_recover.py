@@ -84,7 +84,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,10 +103,10 @@ def main() -> int:
                 fp32 = build(model, f"{target}-fp32", data=data, out=work / "b" / f"{name}-{target}-fp32", catalog=catalog)
                 for variant, profile in (("plain", f"{target}-plain"), ("edgepack", target)):
                     r = build(model, profile, data=data, out=work / "b" / f"{name}-{profile}", catalog=catalog)
-                    q = r.manifest.facts.get("quantization", {})
+                    q = r.manifest.facts.quantization.model_dump(mode="json")
                     chosen = next((a for a in q.get("attempts", []) if a["strategy"] == q.get("strategy") and a["passed"]), None)
                     layers = f" ({len(chosen['float_layers'])})" if chosen and chosen["float_layers"] else ""
-                    agreement = r.manifest.fidelity.get("top1_agreement")
+                    agreement = r.manifest.fidelity.top1_agreement
                     print(
                         f"{name} | {target} | {variant} | {r.passed} | {100 * agreement:.2f} | {r.size_bytes / 1024:.1f} | "
                         f"{r.size_bytes / fp32.size_bytes:.3f} | {latency_ms(r.bundle, args.runs):.3f} | {q.get('strategy', '-')}{layers}"

@@ -42,7 +42,7 @@ def digits_files(tmp_path_factory, digits):
 @pytest.fixture(scope="session")
 def digits_bundles(tmp_path_factory, digits_files):
     """Bundles of the digits CNN for every TFLite precision: {"fp32": path, "fp16": ..., ...}."""
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
 
     model, data = digits_files

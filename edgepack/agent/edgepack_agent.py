@@ -27,9 +27,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -41,6 +43,8 @@ except ImportError as _exc:  # reported as ok:false by main()
 
 PROTOCOL_VERSION = 1
 MAX_RUNS = 100000
+# The same limits as the host's profile schema (edgepack.profile.schema.BENCH_LIMITS).
+LIMITS = {"runs": MAX_RUNS, "warmup": 10000, "min_seconds": 3600.0, "cold_loads": 100}
 PROBE_TIMEOUT_S = 600
 ENGINES = ("tflite", "onnxruntime", "tensorrt")
 SUFFIX_ENGINE = {".tflite": "tflite", ".onnx": "onnxruntime"}
@@ -109,12 +113,12 @@ def parse_args(argv: list) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="TensorRT engine cache [default: engine-cache beside the bundle]")
     p.add_argument("--load-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--evict", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--exit-with-stdin", action="store_true", help="end when stdin closes (the host went away)")
     args = p.parse_args(argv)
-    for name in ("runs", "warmup", "cold_loads"):
-        if getattr(args, name) < 0:
-            raise AgentFailure("bad arguments: --%s must be >= 0" % name.replace("_", "-"))
-    if args.min_seconds < 0:
-        raise AgentFailure("bad arguments: --min-seconds must be >= 0")
+    for name in ("runs", "warmup", "cold_loads", "min_seconds"):
+        value = getattr(args, name)
+        if not 0 <= value <= LIMITS[name]:  # NaN fails both comparisons
+            raise AgentFailure("bad arguments: --%s must be between 0 and %g" % (name.replace("_", "-"), LIMITS[name]))
     if args.threads is not None and args.threads < 1:
         raise AgentFailure("bad arguments: --threads must be >= 1")
     args.delegates = split_list(args.delegates)
@@ -146,6 +150,7 @@ def read_bundle(bundle: str):
     model_path = os.path.join(bundle, manifest["artifact"])
     if not os.path.isfile(model_path):
         raise AgentFailure("artifact %s is missing from the bundle" % manifest["artifact"])
+    check_files(bundle, manifest.get("files") or [])
     reference = None
     ref_path = os.path.join(bundle, "reference.npz")
     if os.path.isfile(ref_path):
@@ -155,6 +160,22 @@ def read_bundle(bundle: str):
         except Exception as exc:
             raise AgentFailure("unreadable reference.npz: %s" % exc)
     return manifest, model_path, reference
+
+
+def check_files(bundle: str, entries) -> None:
+    """Check every file the manifest lists against its size and sha256, as it arrived on the device."""
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or os.path.basename(entry["path"]) != entry["path"]:
+            raise AgentFailure("manifest.json lists a file it cannot name: %r" % (entry,))
+        path = os.path.join(bundle, entry["path"])
+        if not os.path.isfile(path):
+            raise AgentFailure("%s is missing from the bundle" % entry["path"])
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if os.path.getsize(path) != entry.get("bytes") or h.hexdigest() != entry.get("sha256"):
+            raise AgentFailure("%s does not match the manifest (its size or sha256 changed after the build)" % entry["path"])
 
 
 def pick_engine(model_path: str, requested, manifest=None) -> str:
@@ -1285,6 +1306,26 @@ def measure(args, report: dict) -> None:
     report["runtime"] = runtime.info()
 
 
+def exit_with_stdin() -> None:
+    """End this agent, and every process it started, when stdin closes.
+
+    The host holds stdin open for as long as it waits for the report; when the host is killed (even
+    with SIGKILL) or its SSH connection drops, stdin reaches end of file here, and an orphaned agent
+    would otherwise keep measuring and disturb the next bench.
+    """
+    def watch() -> None:
+        try:
+            while os.read(0, 1 << 16):
+                pass
+        except OSError:
+            pass
+        if os.getpgrp() == os.getpid():  # we lead our process group: the cold-load children go too
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgepack-stdin-watch", daemon=True).start()
+
+
 def main(argv=None) -> int:
     guard = StdoutGuard()
     report = empty_report()
@@ -1292,6 +1333,8 @@ def main(argv=None) -> int:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.load_probe:
             return load_probe(args, guard)
+        if args.exit_with_stdin:
+            exit_with_stdin()
         measure(args, report)
     except SystemExit as exc:  # --help
         if exc.code not in (0, None):

@@ -56,13 +56,13 @@ app = typer.Typer(
     help="Build, package and measure ML models for edge devices.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 
 
 def _print_version(value: bool) -> None:
     if value:
-        from edgepack import __version__
+        from edgepack._version import __version__
 
         typer.echo(__version__)
         raise typer.Exit()

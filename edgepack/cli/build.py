@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from edgepack.cli.options import Json
 from edgepack.cli.render import console, err_console, plain, shown_path
 from edgepack.errors import GateFailed
 
@@ -23,7 +24,7 @@ def build_command(
     synthetic_calibration: bool = typer.Option(
         False, "--synthetic-calibration", help="Calibrate int8 on random inputs when there is no data (lower accuracy)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print the build result as JSON."),
+    as_json: Json = False,
     explain: bool = typer.Option(False, "--explain", help="Show the layers quantization hurts most, even when the build passes."),
     input_shape: Optional[list[str]] = typer.Option(
         None, "--input-shape", help="Fix an ONNX input's dynamic dimensions: NAME:1x3x224x224 (repeatable)."
@@ -34,7 +35,7 @@ def build_command(
 
     shapes = parse_input_shapes(input_shape or [])
     if dry_run:
-        from edgepack.build.plan import make_plan
+        from edgepack.builder.plan import make_plan
         from edgepack.profile.store import Catalog
 
         plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration, shapes)
@@ -46,11 +47,11 @@ def build_command(
             console.print(f"  {i}. {s.name:<10} {plain(s.detail)}", highlight=False)
         return
 
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
 
     result = build(
         model, target, data, eval_data, out, use_cache=not no_cache,
-        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else _show_stage, input_shapes=shapes,
+        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else show_stage, input_shapes=shapes,
         explain=explain,
     )
     if as_json:
@@ -64,7 +65,7 @@ def build_command(
         )
 
 
-def _show_stage(name: str, detail: str, seconds: float | None) -> None:
+def show_stage(name: str, detail: str, seconds: float | None) -> None:
     if seconds is None:
         err_console.print(f"[dim]… {name:<10} {plain(detail)}[/]", highlight=False)
     else:
@@ -75,15 +76,15 @@ def build_summary(result) -> dict:
     m = result.manifest
     return {
         "bundle": str(result.bundle),
-        "status": m.status,
+        "status": m.status.value,
         "cached": result.cached,
         "target": m.target,
-        "format": m.format,
-        "precision": m.precision,
+        "format": m.format.value,
+        "precision": m.precision.value,
         "artifact_bytes": result.size_bytes,
-        "fidelity": m.fidelity,
+        "fidelity": m.fidelity.model_dump(mode="json"),
         "prune": m.build.get("prune_result"),
-        "facts": m.facts,
+        "facts": {k: v for k, v in m.facts.model_dump(mode="json").items() if v is not None},
         "notes": m.notes,
         "stage_seconds": result.stage_seconds,
     }
@@ -99,28 +100,28 @@ def render_build(result, explain: bool = False) -> None:
     f = m.fidelity
     status = "[green]ok[/]" if result.passed else "[red]FAILED[/]"
     cached = " (cache hit)" if result.cached else ""
-    console.print(f"{status} {m.target}: {m.format} {m.precision}, {result.size_bytes / 1024:.1f} KB{cached}", highlight=False)
-    parts = [f"{f['n_samples']} samples"]
-    if f.get("top1_agreement") is not None:
-        parts.append(f"top-1 agreement {100 * f['top1_agreement']:.2f}%")
-    if f.get("accuracy_original") is not None:
-        parts.append(f"accuracy {100 * f['accuracy_original']:.2f}% -> {100 * f['accuracy_artifact']:.2f}%")
-    parts.append(f"max |err| {f['max_abs_error']:.4g}")
+    console.print(f"{status} {plain(m.target)}: {m.format.value} {m.precision.value}, {result.size_bytes / 1024:.1f} KB{cached}", highlight=False)
+    parts = [f"{f.n_samples} samples"]
+    if f.top1_agreement is not None:
+        parts.append(f"top-1 agreement {100 * f.top1_agreement:.2f}%")
+    if f.accuracy_original is not None:
+        parts.append(f"accuracy {100 * f.accuracy_original:.2f}% -> {100 * f.accuracy_artifact:.2f}%")
+    parts.append(f"max |err| {f.max_abs_error:.4g}")
     console.print("   verify: " + ", ".join(parts), highlight=False)
-    micro = m.facts.get("micro")
+    micro = m.facts.micro.model_dump(mode="json") if m.facts.micro else None
     if micro:  # a microcontroller build: does it fit, how big is the arena, how fast (estimates)
         from edgepack.micro.report import facts_lines, fit_table
 
         console.print(fit_table(micro))
         for line in facts_lines(micro):
-            console.print(f"   {line}", highlight=False)
+            console.print(f"   {plain(line)}", highlight=False)
     pr = m.build.get("prune_result")
     if pr:
         console.print(
             f"   prune: params {pr['params_before']:,} -> {pr['params_after']:,}, sparsity {pr['sparsity']:.1%}",
             highlight=False,
         )
-    quant = m.facts.get("quantization", {})
+    quant = m.facts.quantization.model_dump(mode="json")
     if explain or not result.passed or quant.get("strategy", "plain") != "plain":
         render_quantization(quant)
     for note in m.notes:
@@ -140,7 +141,7 @@ def render_quantization(quant: dict) -> None:
             table.add_column(col, justify="right" if col == "error" else "left")
         for e in quant["layer_errors"]:
             error = "overflow" if e["error"] is None else f"{e['error']:.3g}"  # JSON keeps no infinity
-            table.add_row(e["layer"], e["op"], error, e["measure"])
+            table.add_row(plain(e["layer"]), plain(e["op"]), error, plain(e["measure"]))
         console.print(table)
     if len(quant.get("attempts", [])) > 1 or any(a.get("error") for a in quant.get("attempts", [])):
         table = Table(title="what was tried", title_justify="left", header_style="bold")
@@ -149,6 +150,6 @@ def render_quantization(quant: dict) -> None:
         for a in quant["attempts"]:
             pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
             size = "-" if a["size_bytes"] is None else f"{a['size_bytes'] / 1024:.1f}"
-            result = "[green]meets the budgets[/]" if a["passed"] else f"[red]{a['error'] or 'misses the gate'}[/]"
-            table.add_row(a["strategy"], pct(a["top1_agreement"]), pct(a["accuracy_drop"]), size, result)
+            result = "[green]meets the budgets[/]" if a["passed"] else f"[red]{plain(a['error'] or 'misses the gate')}[/]"
+            table.add_row(plain(a["strategy"]), pct(a["top1_agreement"]), pct(a["accuracy_drop"]), size, result)
         console.print(table)

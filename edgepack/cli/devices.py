@@ -8,21 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgepack.cli.options import Inventory, Json
 from edgepack.cli.render import console, plain
-
-from edgepack.device import inventory as inv
 
 app = typer.Typer(help="Manage the devices edgepack deploys to and measures on.", no_args_is_help=True)
 
-InventoryOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--inventory",
-        metavar="FILE",
-        dir_okay=False,
-        help="Device inventory file (default: devices.yaml in the user config directory).",
-    ),
-]
 NameArg = Annotated[str, typer.Argument(help="Device name.", show_default=False)]
 
 
@@ -37,25 +27,31 @@ def add(
     workdir: Annotated[Optional[str], typer.Option("--workdir", metavar="DIR", help="Working directory on the device, relative to the login home [default: .cache/edgepack].")] = None,
     target: Annotated[Optional[str], typer.Option("--target", metavar="T", help="Default target profile for this device.")] = None,
     connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Seconds to wait when connecting [default: 10].")] = None,
-    inventory: InventoryOpt = None,
+    inventory: Inventory = None,
 ) -> None:
     """Add a device to the inventory."""
+    from edgepack.device import inventory as inv
 
+
+    if key is not None:
+        inv.check_private_key(key)
     device = inv.make_device(
         name=name, host=host, port=port, user=user, key=key, python=python,
         workdir=workdir, target=target, connect_timeout_s=connect_timeout,
     )
     store = inv.add_device(device, inventory)
-    console.print(f"added device [bold]{device.name}[/] ({device.describe()}) to {store.path}", highlight=False)
-    console.print(f"next: `edgepack devices trust {device.name}`, then `edgepack devices check {device.name}`", highlight=False)
+    console.print(f"added device [bold]{plain(device.name)}[/] ({plain(device.describe())}) to {plain(store.path)}", highlight=False)
+    console.print(f"next: `edgepack devices trust {plain(device.name)}`, then `edgepack devices check {plain(device.name)}`", highlight=False)
 
 
 @app.command("list")
 def list_(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    inventory: InventoryOpt = None,
+    as_json: Json = False,
+    inventory: Inventory = None,
 ) -> None:
     """List the devices, the built-in `local` one included."""
+    from edgepack.device import inventory as inv
+
 
     store = inv.load_inventory(inventory)
     devices = store.devices()
@@ -64,25 +60,25 @@ def list_(
         return
     from rich.table import Table
 
-    table = Table(title=f"devices ({store.path})", title_justify="left")
+    table = Table(title=f"devices ({plain(store.path)})", title_justify="left")
     for col in ("name", "host", "port", "user"):
         table.add_column(col, no_wrap=True)
     for col in ("key", "python", "workdir", "target"):
         table.add_column(col, overflow="fold")
     for d in devices:
         table.add_row(
-            d.name,
-            "this machine" if d.is_local else d.host,
+            plain(d.name),
+            "this machine" if d.is_local else plain(d.host),
             "-" if d.is_local else str(d.port or "default"),
-            d.user or "-",
-            d.key or "-",
-            d.python,
-            d.workdir,
-            d.target or "-",
+            plain(d.user or "-"),
+            plain(d.key or "-"),
+            plain(d.python),
+            plain(d.workdir),
+            plain(d.target or "-"),
         )
     console.print(table)
     for name, members in store.groups().items():
-        console.print(f"group [bold]{name}[/]: {', '.join(members)}", highlight=False)
+        console.print(f"group [bold]{plain(name)}[/]: {plain(', '.join(members))}", highlight=False)
 
 
 @app.command("group")
@@ -90,9 +86,11 @@ def group(
     name: Annotated[str, typer.Argument(help="Group name.", show_default=False)],
     devices: Annotated[Optional[list[str]], typer.Argument(help="Its devices (replacing the group's list); none: show the group.", show_default=False)] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Delete the group (its devices stay).")] = False,
-    inventory: InventoryOpt = None,
+    inventory: Inventory = None,
 ) -> None:
     """Name a set of devices, to measure them all with `edgepack bench BUNDLE --device NAME`."""
+    from edgepack.device import inventory as inv
+
     from edgepack.errors import DeviceError
 
     store = inv.load_inventory(inventory)
@@ -100,41 +98,45 @@ def group(
         if devices:
             raise DeviceError("--delete takes no device names", hint=f"edgepack devices group {name} --delete")
         members = store.remove_group(name)
-        console.print(f"deleted group [bold]{name}[/] ({', '.join(members)})", highlight=False)
+        console.print(f"deleted group [bold]{plain(name)}[/] ({plain(', '.join(members))})", highlight=False)
     elif devices:
         members = store.set_group(name, devices)
-        console.print(f"group [bold]{name}[/]: {', '.join(members)} (in {store.path})", highlight=False)
+        console.print(f"group [bold]{plain(name)}[/]: {plain(', '.join(members))} (in {plain(store.path)})", highlight=False)
     else:
         groups = store.groups()
         if name not in groups:
             store.remove_group(name)  # raises the "no group" error with its suggestions
-        console.print(f"{name}: {', '.join(groups[name])}", highlight=False)
+        console.print(f"{plain(name)}: {plain(', '.join(groups[name]))}", highlight=False)
 
 
 @app.command("remove")
-def remove(name: NameArg, inventory: InventoryOpt = None) -> None:
+def remove(name: NameArg, inventory: Inventory = None) -> None:
     """Remove a device from the inventory."""
+    from edgepack.device import inventory as inv
+
 
     device = inv.remove_device(name, inventory)
-    console.print(f"removed device [bold]{device.name}[/] ({device.describe()})", highlight=False)
+    console.print(f"removed device [bold]{plain(device.name)}[/] ({plain(device.describe())})", highlight=False)
 
 
 @app.command("trust")
 def trust(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust the key without asking.")] = False,
-    inventory: InventoryOpt = None,
+    inventory: Inventory = None,
 ) -> None:
     """Fetch a device's SSH host key, show its fingerprint, and trust it."""
-    from edgepack.device import ssh
+    from edgepack.device import inventory as inv
+
+    from edgepack.device import hostkeys
     from edgepack.errors import DeviceError
 
     device = inv.get_device(name, inventory)
     if device.is_local:
         raise DeviceError("the local device needs no trust: it is this machine")
 
-    def confirm(hk: ssh.HostKey) -> bool:
-        console.print(f"{plain(hk.host)} offers {hk.key_type} key [bold]{hk.fingerprint}[/]", highlight=False)
+    def confirm(hk: hostkeys.HostKey) -> bool:
+        console.print(f"{plain(hk.host)} offers {plain(hk.key_type)} key [bold]{plain(hk.fingerprint)}[/]", highlight=False)
         try:
             return typer.confirm("Trust this key?", default=False)
         except (typer.Abort, EOFError):  # no terminal to answer on (CI, a pipe), or Ctrl-D
@@ -143,23 +145,26 @@ def trust(
                 hint=f"check the fingerprint above on the device, then run `edgepack devices trust {name} --yes`",
             ) from None
 
-    hk = ssh.trust(device, yes=yes, confirm=confirm)
+    hk = hostkeys.trust(device, yes=yes, confirm=confirm)
     if hk.status == "known":
-        console.print(f"{plain(hk.host)} is already trusted ({hk.key_type} {hk.fingerprint}, in {plain(hk.known_in)})", highlight=False)
+        console.print(f"{plain(hk.host)} is already trusted ({plain(hk.key_type)} {plain(hk.fingerprint)}, in {plain(hk.known_in)})", highlight=False)
     else:
-        console.print(f"trusted {plain(hk.host)}: {hk.key_type} {hk.fingerprint} (added to {plain(hk.known_in)})", highlight=False)
+        console.print(f"trusted {plain(hk.host)}: {plain(hk.key_type)} {plain(hk.fingerprint)} (added to {plain(hk.known_in)})", highlight=False)
 
 
 @app.command("check")
 def check(
     name: NameArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    inventory: InventoryOpt = None,
+    as_json: Json = False,
+    inventory: Inventory = None,
 ) -> None:
     """Connect to a device and report its arch, Python, runtimes, free disk and memory."""
+    from edgepack.device import inventory as inv
+
     import dataclasses
 
-    from edgepack.device.transport import open_transport, probe
+    from edgepack.device.connect import open_transport
+    from edgepack.device.probe import probe
 
     device = inv.get_device(name, inventory)
     with open_transport(device) as transport:
@@ -169,17 +174,17 @@ def check(
         return
     from rich.table import Table
 
-    table = Table(title=f"{device.name} ({device.describe()})", title_justify="left", show_header=False)
+    table = Table(title=f"{plain(device.name)} ({plain(device.describe())})", title_justify="left", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
-    table.add_row("system", f"{info.system} {info.release} ({info.arch}, {info.cpu_count or '?'} CPUs)")
-    table.add_row("python", f"{info.python} ({info.python_path})")
-    table.add_row("workdir", info.workdir)
+    table.add_row("system", plain(f"{info.system} {info.release} ({info.arch}, {info.cpu_count or '?'} CPUs)"))
+    table.add_row("python", plain(f"{info.python} ({info.python_path})"))
+    table.add_row("workdir", plain(info.workdir))
     table.add_row("free disk", _size(info.disk_free_bytes))
     table.add_row("free memory", f"{_size(info.memory_available_bytes)} of {_size(info.memory_total_bytes)}")
     for rt in info.runtimes:
-        value = f"[green]{rt.version}[/]" if rt.ok else f"[red]not usable[/] ({rt.error})"
-        table.add_row(rt.name, value)
+        value = f"[green]{plain(rt.version)}[/]" if rt.ok else f"[red]not usable[/] ({plain(rt.error)})"
+        table.add_row(plain(rt.name), value)
     console.print(table)
 
 

@@ -7,15 +7,14 @@ every device with its result or its error.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from edgepack.cli.render import console, err_console, fmt_num, plain
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from edgepack.bench import BenchOptions, BenchResult
+    from edgepack.benchmark import BenchResult
     from edgepack.device.fleet import DeviceRun
 
 _STATE = {"waiting": "[dim]waiting[/]", "running": "[cyan]running[/]", "done": "[green]done ✓[/]", "failed": "[red]failed ✗[/]"}
@@ -35,7 +34,7 @@ def fleet_table(runs: list[DeviceRun[BenchResult]], title: str = "fleet") -> Tab
     """Return one row per device: its state, what it is doing or its outcome, and its figures."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=plain(title), title_justify="left", header_style="bold")
     table.add_column("device", no_wrap=True)
     table.add_column("state", no_wrap=True)
     table.add_column("s", justify="right")
@@ -48,53 +47,48 @@ def fleet_table(runs: list[DeviceRun[BenchResult]], title: str = "fleet") -> Tab
         seconds = f"{run.seconds:.1f}" if run.seconds is not None else ""
         if run.result is not None:
             p50, p90, peak = _figures(run.result)
-            note = "[green]ok[/]" if run.result.passed else "[red]" + "; ".join(run.result.budget_failures) + "[/]"
-            table.add_row(run.device, _STATE[run.state], seconds, p50, p90, peak,
+            note = "[green]ok[/]" if run.result.passed else "[red]" + plain("; ".join(run.result.budget_failures)) + "[/]"
+            table.add_row(plain(run.device), _STATE[run.state], seconds, p50, p90, peak,
                           f"#{run.result.run_id}" if run.result.run_id else "-", note)
         elif run.error is not None:
-            table.add_row(run.device, _STATE[run.state], seconds, "-", "-", "-", "-", f"[red]{plain(run.error.message)}[/]")
+            table.add_row(plain(run.device), _STATE[run.state], seconds, "-", "-", "-", "-", f"[red]{plain(run.error.message)}[/]")
         else:
-            table.add_row(run.device, _STATE[run.state], seconds, "", "", "", "", f"[dim]{run.step}[/]")
+            table.add_row(plain(run.device), _STATE[run.state], seconds, "", "", "", "", f"[dim]{plain(run.step)}[/]")
     return table
 
 
-def bench_on_fleet(
-    bundle: Path,
-    devices: list[str],
-    options: BenchOptions,
-    inventory: Optional[Path],
-    db: Optional[Path],
-    max_connections: int,
-    quiet: bool = False,
-) -> list[DeviceRun[BenchResult]]:
-    """Measure BUNDLE on DEVICES at once, showing progress (unless QUIET), and return every device's outcome."""
-    from edgepack.bench import bench_fleet
+class FleetProgress:
+    """Show a fleet run as it goes: a live table on a terminal, one line per finished device elsewhere."""
 
-    name = Path(bundle).name
-    if quiet:
-        return bench_fleet(bundle, devices, options, inventory, db=db, max_connections=max_connections)
-    if console.is_terminal:
-        from rich.live import Live
+    def __init__(self, name: str, devices: int, max_connections: int):
+        self.title = f"{name} on {devices} devices"
+        self.reported: set[str] = set()
+        self.live = None
+        if console.is_terminal:
+            from rich.live import Live
 
-        with Live(console=console, refresh_per_second=4, transient=True) as live:
-            return bench_fleet(
-                bundle, devices, options, inventory, db=db, max_connections=max_connections,
-                on_change=lambda runs: live.update(fleet_table(runs, f"{name} on {len(devices)} devices")),
-            )
-    err_console.print(f"[dim]… measuring {name} on {len(devices)} devices, {min(max_connections, len(devices))} at a time[/]", highlight=False)
-    reported: set[str] = set()
+            self.live = Live(console=console, refresh_per_second=4, transient=True)
+            self.live.start()
+        else:
+            err_console.print(f"[dim]… measuring {plain(name)} on {devices} devices, {min(max_connections, devices)} at a time[/]", highlight=False)
 
-    def line(runs: list[DeviceRun[BenchResult]]) -> None:
+    def update(self, runs: list[DeviceRun[BenchResult]]) -> None:
+        if self.live is not None:
+            self.live.update(fleet_table(runs, self.title))
+            return
         for run in runs:
-            if run.state in ("done", "failed") and run.device not in reported:
-                reported.add(run.device)
+            if run.state in ("done", "failed") and run.device not in self.reported:
+                self.reported.add(run.device)
                 if run.result is not None:
                     p50, p90, peak = _figures(run.result)
-                    err_console.print(f"[green]✓[/] {run.device}: p50 {p50} ms, p90 {p90} ms, peak {peak} MB ({run.seconds:.1f} s)", highlight=False)
+                    err_console.print(f"[green]✓[/] {plain(run.device)}: p50 {p50} ms, p90 {p90} ms, peak {peak} MB ({run.seconds:.1f} s)", highlight=False)
                 else:
-                    err_console.print(f"[red]✗[/] {run.device}: {plain(run.error.message)}", highlight=False)
+                    err_console.print(f"[red]✗[/] {plain(run.device)}: {plain(run.error.message)}", highlight=False)
 
-    return bench_fleet(bundle, devices, options, inventory, db=db, max_connections=max_connections, on_change=line)
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 def render_fleet_summary(runs: list[DeviceRun[BenchResult]], title: str) -> None:

@@ -27,5 +27,10 @@ def shown_path(path) -> str:
 
 
 def plain(text) -> str:
-    """Escape TEXT for rich, so that '[host]:22' or '[old]' in a message prints as written."""
+    """Escape TEXT for rich, so that '[host]:22' or '[old]' in a message prints as written.
+
+    The one escape for the CLI: every user-supplied value (a name, host, path, profile value,
+    message) printed through rich, in markup, a table cell, a column header or a title, goes
+    through here; our own numbers and constants need nothing.
+    """
     return escape(str(text))

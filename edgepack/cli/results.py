@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from edgepack.cli.render import console
+from edgepack.cli.options import Db, Json
+from edgepack.cli.render import console, plain
 
-DB = typer.Option(None, "--db", metavar="FILE", dir_okay=False, help="Results history database [default: history.sqlite3 in the user data directory].")
 
 
 def _history_path(db: Optional[Path]) -> Path:
@@ -24,8 +24,8 @@ def report_command(
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Only runs of this target profile."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Only runs on this device."),
     html: Optional[Path] = typer.Option(None, "--html", metavar="FILE", dir_okay=False, help="Write one self-contained HTML file with plots."),
-    as_json: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
-    db: Optional[Path] = DB,
+    as_json: Json = False,
+    db: Db = None,
 ) -> None:
     """List stored bench runs as a table, as JSON, or as an HTML report with plots."""
     from edgepack.results.store import open_store
@@ -39,7 +39,7 @@ def report_command(
         from edgepack.results.html import write_html
 
         write_html(html, runs)
-        console.print(f"wrote {html} ({len(runs)} run{'s' if len(runs) != 1 else ''})", highlight=False)
+        console.print(f"wrote {plain(html)} ({len(runs)} run{'s' if len(runs) != 1 else ''})", highlight=False)
         return
     if as_json:
         from edgepack.results.report import runs_json
@@ -48,7 +48,7 @@ def report_command(
         return
     if not runs:
         what = " matching " + ", ".join(f"{k} {v}" for k, v in (("target", target), ("device", device)) if v) if target or device else ""
-        console.print(f"no runs{what} in {path}", highlight=False)
+        console.print(f"no runs{plain(what)} in {plain(path)}", highlight=False)
         console.print("[yellow]hint:[/] `edgepack bench BUNDLE` measures a bundle and stores the result", highlight=False)
         return
     from edgepack.results.report import runs_table
@@ -59,8 +59,8 @@ def report_command(
 def compare_command(
     run_a: str = typer.Argument(..., metavar="RUN_A", help="The run to compare against: #12, 12, last or last~1."),
     run_b: str = typer.Argument(..., metavar="RUN_B", help="The run compared with it."),
-    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
-    db: Optional[Path] = DB,
+    as_json: Json = False,
+    db: Db = None,
 ) -> None:
     """Show two stored runs side by side with deltas and a noise-aware verdict."""
     from edgepack.results.compare import compare_runs
@@ -78,12 +78,12 @@ def compare_command(
         return
     for name, run in (("A", a), ("B", b)):
         console.print(
-            f"[bold]{name}[/] {run.label}  {run.target} ({run.format} {run.precision}) on {run.device}, "
-            f"{when(run.created)}, bundle {run.bundle_sha256[:12]}",
+            f"[bold]{name}[/] {plain(run.label)}  {plain(run.target)} ({plain(run.format)} {plain(run.precision)}) on {plain(run.device)}, "
+            f"{plain(when(run.created))}, bundle {plain(run.bundle_sha256[:12])}",
             highlight=False,
         )
     if cmp.notes:
-        console.print("   " + "; ".join(cmp.notes), highlight=False)
+        console.print("   " + plain("; ".join(cmp.notes)), highlight=False)
     console.print(comparison_table(cmp))
     word = cmp.latency.word
     if word in ("faster", "slower"):
@@ -92,7 +92,7 @@ def compare_command(
         headline = "[bold]no change[/] in latency"
     else:
         headline = f"latency: [bold]{word}[/]"
-    console.print(f"verdict: {headline}: {cmp.latency.reason}", highlight=False)
+    console.print(f"verdict: {headline}: {plain(cmp.latency.reason)}", highlight=False)
     others = [f"{r.measure} {r.verdict.word} ({r.verdict.reason})" for r in cmp.rows if r.verdict and r.verdict.changed and r.verdict is not cmp.latency]
     if others:
-        console.print("   also: " + "; ".join(others), highlight=False)
+        console.print("   also: " + plain("; ".join(others)), highlight=False)

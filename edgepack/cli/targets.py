@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 
+from edgepack.cli.options import Json
 from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import ProfileError
 
@@ -24,7 +25,7 @@ def _catalog():
 @app.command("list")
 def list_(
     family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family: phone, raspberry-pi, jetson, microcontroller."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: Json = False,
 ) -> None:
     """List every target profile, which file defines it, and its main settings."""
     from edgepack.profile.schema import Family
@@ -68,13 +69,13 @@ def list_(
             table.add_column(col, justify="right" if numeric else "left", no_wrap=col == "name")
         for r in rows:
             table.add_row(
-                r["name"], r["family"], r["format"], r["precision"], r["engine"],
+                plain(r["name"]), r["family"], r["format"], r["precision"], r["engine"],
                 fmt_num(r["max_p90_latency_ms"], 0), fmt_num(r["max_model_kb"], 0),
-                "built-in" if r["origin"] == "builtin" else shown_path(Path(r["file"])),
+                "built-in" if r["origin"] == "builtin" else plain(shown_path(Path(r["file"]))),
             )
         console.print(table)
     for name, source, exc in broken:
-        err_console.print(f"[red]invalid:[/] {name} ({plain(shown_path(source.path))}): {plain(exc.message)}", highlight=False)
+        err_console.print(f"[red]invalid:[/] {plain(name)} ({plain(shown_path(source.path))}): {plain(exc.message)}", highlight=False)
     if broken:
         err_console.print("[yellow]hint:[/] `edgepack targets validate` lists every problem")
 
@@ -111,7 +112,7 @@ def validate(
     for label, load in jobs:
         try:
             loaded = load()
-            console.print(f"[green]ok[/]      {loaded.source.name} ({plain(shown_path(loaded.source.path))})", highlight=False)
+            console.print(f"[green]ok[/]      {plain(loaded.source.name)} ({plain(shown_path(loaded.source.path))})", highlight=False)
         except ProfileError as exc:
             bad += 1
             err_console.print(f"[red]invalid[/] {plain(label)}: {plain(exc.message)}", highlight=False)
@@ -133,7 +134,7 @@ def new(
     from edgepack.profile.edit import new_profile
 
     path = new_profile(_catalog(), name, base, directory)
-    console.print(f"wrote {shown_path(path)} (extends {base})", highlight=False)
+    console.print(f"wrote {plain(shown_path(path))} (extends {plain(base)})", highlight=False)
 
 
 @app.command("set")
@@ -145,7 +146,7 @@ def set_(
     from edgepack.profile.edit import set_values
 
     loaded = set_values(_catalog(), name, assignments)
-    console.print(f"updated {shown_path(loaded.source.path)}: {', '.join(assignments)}", highlight=False)
+    console.print(f"updated {plain(shown_path(loaded.source.path))}: {plain(', '.join(assignments))}", highlight=False)
 
 
 @app.command()

@@ -11,7 +11,7 @@ Progress is reported from the calling thread only, through ``on_change(runs)``, 
 draw it (a live table) without locking.
 
 Ctrl-C (or any exception in the calling thread) stops the fleet: devices not started are dropped,
-and the running ones are told to stop (`edgepack.device.transport.stop_on`): their transports
+and the running ones are told to stop (`edgepack.device.cancel.stop_on`): their transports
 kill the command running on the device and give up with `Cancelled` at the next check, so the
 interrupt returns once each has cleaned up, not when each bench would have finished.
 """
@@ -26,7 +26,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
 
-from edgepack.device.transport import check_stop, stop_on
+from edgepack.device.cancel import check_stop, stop_on
 from edgepack.errors import debug_enabled
 from edgepack.errors import DeviceError, EdgepackError
 

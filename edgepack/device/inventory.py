@@ -19,31 +19,17 @@ Edits keep the file's comments (ruamel.yaml round-trip) and are written atomical
 from __future__ import annotations
 
 import difflib
-import io
-import re
-import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.reader import ReaderError
+from pydantic import ValidationError
+from ruamel.yaml.comments import CommentedMap
 
-from edgepack.atomic import write_atomic
+from edgepack.device.inventory_file import flow, position, read_document, write_document
+from edgepack.device.spec import LOCAL, NAME_RE, Device, config_dir, local_device
 from edgepack.errors import DeviceError
 
-LOCAL = "local"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOP_KEYS = ("devices", "groups")
-
-
-def config_dir() -> Path:
-    """Return edgepack's user configuration directory (it may not exist yet)."""
-    import platformdirs
-
-    return Path(platformdirs.user_config_dir("edgepack"))
 
 
 def default_inventory_path() -> Path:
@@ -51,59 +37,31 @@ def default_inventory_path() -> Path:
     return config_dir() / "devices.yaml"
 
 
-def local_workdir() -> Path:
-    """Return the working directory of the built-in ``local`` device."""
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("edgepack")) / "local-device"
+KEY_HEADERS = (b"-----BEGIN OPENSSH PRIVATE KEY-----", b"-----BEGIN RSA PRIVATE KEY-----", b"-----BEGIN EC PRIVATE KEY-----",
+               b"-----BEGIN DSA PRIVATE KEY-----", b"-----BEGIN PRIVATE KEY-----", b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
 
-class Device(BaseModel):
-    """One device edgepack can push to and run on."""
+def check_private_key(path: Path) -> None:
+    """Check that PATH is a readable private key file (OpenSSH or PEM), as `--key` must name.
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="Name used on the command line.")
-    host: str = Field(description="Address, host name, or a ~/.ssh/config alias.")
-    port: int | None = Field(None, ge=1, le=65535, description="SSH port; ~/.ssh/config's or 22 when unset.")
-    user: str | None = Field(None, description="Login user; ~/.ssh/config's or the local user when unset.")
-    key: str | None = Field(None, description="Private key file; ssh-agent and default keys when unset.")
-    python: str = Field("python3", description="The Python interpreter on the device.")
-    workdir: str = Field(".cache/edgepack", description="Working directory on the device, relative to the login home.")
-    target: str | None = Field(None, description="Default target profile for this device.")
-    connect_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to wait for connect, banner and auth.")
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_simple(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError("a device name is letters, digits, '.', '_' and '-', starting with a letter or digit")
-        return value
-
-    @field_validator("host", "python", "workdir")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip()
-
-    @property
-    def is_local(self) -> bool:
-        """True for the built-in ``local`` device (this machine, a subprocess)."""
-        return self.name == LOCAL
-
-    def describe(self) -> str:
-        """Return ``user@host:port`` as far as the inventory knows it."""
-        if self.is_local:
-            return "this machine"
-        user = f"{self.user}@" if self.user else ""
-        port = f":{self.port}" if self.port else ""
-        return f"{user}{self.host}{port}"
-
-
-def local_device() -> Device:
-    """Return the built-in ``local`` device."""
-    return Device(name=LOCAL, host="localhost", python=sys.executable, workdir=str(local_workdir()))
+    Raises:
+        DeviceError: no such file, unreadable, or not a private key (a public key, say).
+    """
+    shown = Path(path).expanduser()
+    try:
+        head = shown.read_bytes()[:4096].lstrip()
+    except FileNotFoundError:
+        raise DeviceError(f"--key {path}: no such file", hint="give the private key's path, e.g. --key ~/.ssh/id_ed25519") from None
+    except IsADirectoryError:
+        raise DeviceError(f"--key {path}: a directory, not a key file", hint="give the private key's path, e.g. --key ~/.ssh/id_ed25519") from None
+    except OSError as exc:
+        raise DeviceError(f"--key {path}: cannot read it: {exc.strerror}", hint="check the file's permissions") from None
+    if not head.startswith(KEY_HEADERS):
+        public = head.startswith((b"ssh-", b"ecdsa-")) or shown.suffix == ".pub"
+        raise DeviceError(
+            f"--key {path}: " + ("a public key: --key takes the private one" if public else "not a private key file (OpenSSH or PEM)"),
+            hint="give the private key's path, e.g. --key ~/.ssh/id_ed25519" + (" (without .pub)" if public else ""),
+        )
 
 
 def make_device(**fields: Any) -> Device:
@@ -131,57 +89,16 @@ class Inventory:
 
     def __init__(self, path: Path | None = None):
         self.path = Path(path) if path is not None else default_inventory_path()
-        self._doc = self._read()
+        self._doc = read_document(self.path)
         self._devices = self._validate(self._doc)
         self._groups = self._validate_groups(self._doc, self._devices)
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read(self) -> CommentedMap:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return CommentedMap()
-        except OSError as exc:
-            raise DeviceError(f"{self.path}: cannot read the device inventory: {exc.strerror}") from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = raw[: exc.start].count(b"\n") + 1
-            raise DeviceError(
-                f"{self.path}:{line}: the device inventory is not UTF-8 text (byte 0x{raw[exc.start]:02x})",
-                hint="save the file as UTF-8, or move it away and add the devices again with `edgepack devices add`",
-            ) from None
-        try:
-            doc = YAML(typ="rt").load(text)
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{self.path}:{mark.line + 1}:{mark.column + 1}" if mark else str(self.path)
-            problem = exc.problem or exc.context or "invalid YAML"
-            raise DeviceError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
-        except ReaderError as exc:  # a control character YAML does not allow
-            before = text[: exc.position]
-            where = f"{self.path}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
-            char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
-            raise DeviceError(
-                f"{where}: character {char} is not allowed in YAML ({exc.reason})",
-                hint="remove that character from the file",
-            ) from None
-        except YAMLError as exc:
-            raise DeviceError(f"{self.path}: cannot read the device inventory: {exc}", hint="fix the YAML") from None
-        if doc is None:
-            return CommentedMap()
-        if not isinstance(doc, CommentedMap):
-            raise DeviceError(
-                f"{self.path}:1:1: the device inventory must be a mapping with a 'devices' key",
-                hint="start the file with `devices:`",
-            )
-        return doc
-
     def _validate(self, doc: CommentedMap) -> dict[str, Device]:
         for key in doc:
             if key not in _TOP_KEYS:
-                line, col = _position(doc, key)
+                line, col = position(doc, key)
                 close = difflib.get_close_matches(str(key), list(_TOP_KEYS), n=1, cutoff=0.6)
                 raise DeviceError(
                     f"{self.path}:{line}:{col}: unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
@@ -191,11 +108,11 @@ class Inventory:
         if entries is None:
             return {}
         if not isinstance(entries, CommentedMap):
-            line, col = _position(doc, "devices")
+            line, col = position(doc, "devices")
             raise DeviceError(f"{self.path}:{line}:{col}: devices: must be a mapping of device names to settings")
         devices: dict[str, Device] = {}
         for name, fields in entries.items():
-            line, col = _position(entries, name)
+            line, col = position(entries, name)
             if fields is None:
                 fields = {}
             if not isinstance(fields, dict):
@@ -214,7 +131,7 @@ class Inventory:
             except ValidationError as exc:
                 err = exc.errors()[0]
                 field = str(err["loc"][0]) if err["loc"] else ""
-                fline, fcol = _position(fields, field) if field in fields else (line, col)
+                fline, fcol = position(fields, field) if field in fields else (line, col)
                 message = err["msg"].removeprefix("Value error, ")
                 if err["type"] == "extra_forbidden":
                     close = difflib.get_close_matches(field, list(Device.model_fields), n=1, cutoff=0.6)
@@ -230,14 +147,14 @@ class Inventory:
         if entries is None:
             return {}
         if not isinstance(entries, CommentedMap):
-            line, col = _position(doc, "groups")
+            line, col = position(doc, "groups")
             raise DeviceError(f"{self.path}:{line}:{col}: groups: must be a mapping of group names to lists of devices")
         known = [LOCAL, *devices]
         groups: dict[str, list[str]] = {}
         for name, members in entries.items():
-            line, col = _position(entries, name)
+            line, col = position(entries, name)
             where = f"{self.path}:{line}:{col}: groups.{name}"
-            if not _NAME.match(str(name)):
+            if not NAME_RE.match(str(name)):
                 raise DeviceError(f"{where}: a group name is letters, digits, '.', '_' and '-', starting with a letter or digit")
             if str(name) in known:
                 raise DeviceError(f"{where}: '{name}' is already a device's name", hint="give the group another name")
@@ -328,7 +245,7 @@ class Inventory:
             self._doc["devices"] = entries
         fields = device.model_dump(mode="json", exclude={"name"}, exclude_defaults=True)
         entries[device.name] = CommentedMap(fields)
-        self._write()
+        write_document(self.path, self._doc)
         self._devices[device.name] = device
 
     def remove(self, name: str) -> Device:
@@ -346,12 +263,12 @@ class Inventory:
             if name in members:
                 members.remove(name)
                 if members:
-                    self._doc["groups"][group] = _flow(members)
+                    self._doc["groups"][group] = flow(members)
                 else:
                     del self._doc["groups"][group], self._groups[group]
         if "groups" in self._doc and not self._doc["groups"]:
             del self._doc["groups"]
-        self._write()
+        write_document(self.path, self._doc)
         return self._devices.pop(name)
 
     def set_group(self, name: str, members: list[str]) -> list[str]:
@@ -360,7 +277,7 @@ class Inventory:
         Raises:
             DeviceError: a bad group name, a name taken by a device, an unknown member, or no members.
         """
-        if not _NAME.match(name):
+        if not NAME_RE.match(name):
             raise DeviceError(f"bad group name '{name}': use letters, digits, '.', '_' and '-', starting with a letter or digit")
         if name in self:
             raise DeviceError(f"'{name}' is already a device's name", hint="give the group another name")
@@ -376,8 +293,8 @@ class Inventory:
         if not isinstance(groups, CommentedMap):
             groups = CommentedMap()
             self._doc["groups"] = groups
-        groups[name] = _flow(members)
-        self._write()
+        groups[name] = flow(members)
+        write_document(self.path, self._doc)
         self._groups[name] = members
         return members
 
@@ -396,43 +313,8 @@ class Inventory:
         del self._doc["groups"][name]
         if not self._doc["groups"]:
             del self._doc["groups"]
-        self._write()
+        write_document(self.path, self._doc)
         return self._groups.pop(name)
-
-    def _write(self) -> None:
-        """Write the document atomically (a temporary file beside it, then a rename).
-
-        Raises:
-            DeviceError: the file or its directory cannot be written (with the reason).
-        """
-        buf = io.StringIO()
-        yaml = YAML(typ="rt")
-        yaml.indent(mapping=2, sequence=4, offset=2)
-        yaml.dump(self._doc, buf)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.path, buf.getvalue())  # keeps the file's mode; a new one gets 0666 less the umask
-        except OSError as exc:
-            raise DeviceError(
-                f"{self.path}: cannot write the device inventory: {exc.strerror or exc}",
-                hint="check that its directory exists and is writable, or give another file with --inventory FILE",
-            ) from None
-
-
-def _flow(items: list[str]) -> CommentedSeq:
-    """A YAML list written on one line: ``[pi4, orin]``."""
-    seq = CommentedSeq(items)
-    seq.fa.set_flow_style()
-    return seq
-
-
-def _position(doc: Any, key: Any) -> tuple[int, int]:
-    try:
-        line, col = doc.lc.key(key)
-        return line + 1, col + 1
-    except (KeyError, AttributeError, TypeError):
-        return 1, 1
-
 
 def load_inventory(path: Path | None = None) -> Inventory:
     """Read the inventory at PATH (default ``<user config dir>/devices.yaml``; a missing file is empty).

@@ -85,7 +85,7 @@ def c_files(
     content: bytes, inputs: list[TensorSpec], outputs: list[TensorSpec], facts: dict[str, Any], target: str
 ) -> dict[str, bytes]:
     """Return the bundle's C files: model_data.h and model_data.cc."""
-    from edgepack import __version__
+    from edgepack._version import __version__
 
     return {
         "model_data.h": header(len(content), inputs, outputs, facts, target, __version__).encode(),

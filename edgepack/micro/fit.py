@@ -155,21 +155,21 @@ def micro_summary(bundle_dir: Path) -> dict[str, Any]:
     from edgepack.errors import EdgepackError
 
     m = read_manifest(Path(bundle_dir))
-    facts = m.facts.get("micro")
-    if m.format != "tflite-micro" or not facts:
+    facts = m.facts.micro.model_dump(mode="json") if m.facts.micro else None
+    if m.format.value != "tflite-micro" or not facts:
         raise EdgepackError(
-            f"{bundle_dir}: a {m.format} bundle, not a microcontroller (tflite-micro) one",
+            f"{bundle_dir}: a {m.format.value} bundle, not a microcontroller (tflite-micro) one",
             hint="micro_summary reads bundles built for a microcontroller target, e.g. --target cortex-m7",
         )
     f = m.fidelity
     host = facts.get("host_check")
     if host:
-        host = dict(host, n_samples=f.get("n_samples"), top1_agreement=f.get("top1_agreement"),
-                    max_abs_error=f.get("max_abs_error"), accuracy_drop=f.get("accuracy_drop"))
+        host = dict(host, n_samples=f.n_samples, top1_agreement=f.top1_agreement,
+                    max_abs_error=f.max_abs_error, accuracy_drop=f.accuracy_drop)
     return {
         "bundle": str(bundle_dir),
         "target": m.target,
-        "status": m.status,
+        "status": m.status.value,
         "measured_on_device": False,
         "note": "static figures from the build, not measured on the device",
         "fits": facts["fit"]["fits"],

@@ -36,11 +36,12 @@ class Dataset:
         return Dataset([x[idx] for x in self.x], y, self.source, self.sha256, dict(self.notes))
 
 
-def load_data(path: Path, inputs: list[TensorInfo]) -> Dataset:
-    """Load data for a model with INPUTS and check that it fits them.
+def load_data(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo] | None = None) -> Dataset:
+    """Load data for a model with INPUTS (and OUTPUTS, to check labels against) and check that it fits them.
 
     Raises:
-        DataError: a missing or unreadable file, missing arrays, or shapes/dtypes the model does not take.
+        DataError: a missing or unreadable file, missing arrays, shapes/dtypes the model does not
+            take, values that are not finite, or labels that are not classes of the model's output.
     """
     path = Path(path)
     if not path.exists():
@@ -56,6 +57,8 @@ def load_data(path: Path, inputs: list[TensorInfo]) -> Dataset:
     data.source = str(path)
     data.sha256 = data.sha256 or sha256_path(path)
     _check(data, inputs, path)
+    if data.y is not None:
+        data.y = _labels(data.y, outputs or [], path, data.notes)
     return data
 
 
@@ -132,6 +135,8 @@ def _load_images(folder: Path, inputs: list[TensorInfo]) -> Dataset:
 def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
     if len(data.x) != len(inputs):
         raise DataError(f"{path}: {len(data.x)} input arrays for a model with {len(inputs)} inputs")
+    if any(x.ndim == 0 or len(x) == 0 for x in data.x):
+        raise DataError(f"{path}: the data has no samples", hint="save at least two samples (one to calibrate, one to evaluate)")
     for i, (x, spec) in enumerate(zip(data.x, inputs)):
         want = spec.shape[1:]
         got = x.shape[1:]
@@ -146,9 +151,46 @@ def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
                 f"{path}: data is {x.dtype} but model input '{spec.name}' takes {spec.dtype}",
                 hint="scale it the way the model was trained (e.g. pixels / 255) and save it as float32",
             )
+        if x.dtype.kind not in "fiub":
+            raise DataError(f"{path}: data x{'' if len(inputs) == 1 else f'_{i}'} holds {x.dtype} values, not numbers", hint="save numeric arrays")
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                raise DataError(
+                    f"{path}: {int(bad.sum())} of {len(x)} samples hold NaN or infinite values (the first is sample {int(np.argmax(bad))})",
+                    hint="drop or repair those samples before saving the data",
+                )
         data.x[i] = x.astype(spec.dtype, copy=False)
-    if len(data) == 0:
-        raise DataError(f"{path}: the data has no samples")
+
+
+def _labels(y: np.ndarray, outputs: list[TensorInfo], path: Path, notes: dict) -> np.ndarray:
+    """Check labels against the model's first output: integer classes within its range (one-hot is converted, with a note).
+
+    A label outside the classes would make the accuracy 0% before and after, and the accuracy gate
+    would pass anything: so it is refused.
+    """
+    classes = outputs[0].shape[-1] if outputs and len(outputs[0].shape) == 2 and outputs[0].shape[-1] else None
+    if y.dtype.kind not in "iuf" and y.dtype.kind != "b":
+        raise DataError(f"{path}: labels y are {y.dtype} values", hint="save y as integer class indices 0..N-1 (np.int64)")
+    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+        if classes is not None and y.shape[1] != classes:
+            raise DataError(f"{path}: one-hot labels y have {y.shape[1]} classes, but the model's output has {classes}", hint="save y for the model's classes")
+        notes["labels"] = f"one-hot labels ({y.shape[1]} columns) converted to class indices"
+        return y.argmax(axis=1)
+    if y.ndim != 1:
+        raise DataError(f"{path}: labels y have shape {y.shape}", hint="save y as one integer class index per sample, shape (N,)")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not (y == np.round(y)).all():
+            raise DataError(f"{path}: labels y are fractional or not finite ({y.dtype})", hint="save y as integer class indices 0..N-1 (np.int64)")
+        y = y.astype(np.int64)
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: labels y include {int(y.min())}: classes are numbered from 0", hint="save y as class indices 0..N-1")
+    if classes is not None and len(y) and y.max() >= classes:
+        raise DataError(
+            f"{path}: labels y include class {int(y.max())}, but the model's output has {classes} classes (0..{classes - 1})",
+            hint="check that the labels belong to this model (and are numbered from 0)",
+        )
+    return y.astype(np.int64, copy=False)
 
 
 def split(data: Dataset, calibration_samples: int, eval_data: Dataset | None = None, seed: int = 0) -> tuple[Dataset, Dataset]:

@@ -1,7 +1,7 @@
 """ONNX models on the host: load and check, read the input/output spec, fix dimensions, run.
 
 Used for ONNX source models (`edgepack.model.source`) and for the ONNX artifacts the builder
-makes (`edgepack.build.convert.onnx`). onnx and onnxruntime are imported inside the functions.
+makes (`edgepack.builder.convert.onnx`). onnx and onnxruntime are imported inside the functions.
 """
 
 from __future__ import annotations

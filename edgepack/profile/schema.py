@@ -11,6 +11,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgepack.limits import BENCH_LIMITS
+
 
 class Conflict(ValueError):
     """A cross-field rule is broken; ``at`` is the dotted key the user should look at."""
@@ -191,10 +193,10 @@ class Budgets(Strict):
 
 
 class Bench(Strict):
-    warmup: int = Field(default=10, ge=0)
-    runs: int = Field(default=100, ge=1)
-    min_seconds: float = Field(default=1.0, ge=0)
-    cold_loads: int = Field(default=3, ge=0)
+    warmup: int = Field(default=10, ge=0, le=BENCH_LIMITS["warmup"])
+    runs: int = Field(default=100, ge=1, le=BENCH_LIMITS["runs"])
+    min_seconds: float = Field(default=1.0, ge=0, le=BENCH_LIMITS["min_seconds"], allow_inf_nan=False)
+    cold_loads: int = Field(default=3, ge=0, le=BENCH_LIMITS["cold_loads"])
 
 
 class Micro(Strict):

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.error import MarkedYAMLError
-from ruamel.yaml.reader import ReaderError
 
 from edgepack.errors import ProfileError
 from edgepack.profile.schema import Conflict, Profile
+from edgepack.yamlfile import load_roundtrip
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 Location = tuple[Path, int, int]  # file, 1-based line, 1-based column
@@ -90,13 +88,7 @@ def read_yaml(path: Path) -> CommentedMap:
         raise ProfileError(f"{path}: cannot read it: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not a text file (not UTF-8)", hint="a target profile is YAML text") from None
-    try:
-        doc = YAML(typ="rt").load(text)
-    except (MarkedYAMLError, ReaderError) as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0] or "invalid YAML"
-        raise ProfileError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
+    doc = load_roundtrip(text, path, ProfileError, "a target profile", "write the value out; profiles share settings with `extends: BASE`")
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, CommentedMap):

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
-from edgepack import __version__
+from edgepack._version import __version__
 
 if TYPE_CHECKING:
     from edgepack.results.store import RunRecord

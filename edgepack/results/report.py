@@ -42,7 +42,9 @@ def runs_table(runs: list[RunRecord], title: str = "runs", wide: bool = True) ->
     from rich import box
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    from edgepack.cli.render import plain
+
+    table = Table(title=plain(title), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = [("run", "l"), ("when", "l"), ("device", "f"), ("target", "f")] + ([("build", "f")] if wide else []) + [("KB", "r")]
     columns += [("cold ms", "r"), ("p50 ms", "r")] if wide else []
     columns += [("p90 ms", "r"), ("peak MB", "r"), ("acc. %", "r")]
@@ -54,11 +56,11 @@ def runs_table(runs: list[RunRecord], title: str = "runs", wide: bool = True) ->
     for run in runs:
         s = run.summary()
         cells = {
-            "run": run.label,
-            "when": when(run.created) if wide else when(run.created)[3:],
-            "device": run.device,
-            "target": run.target,
-            "build": f"{run.format} {run.precision}",
+            "run": plain(run.label),
+            "when": plain(when(run.created) if wide else when(run.created)[3:]),
+            "device": plain(run.device),
+            "target": plain(run.target),
+            "build": plain(f"{run.format} {run.precision}"),
             "KB": _num(s["model_bytes"] / 1024 if s["model_bytes"] is not None else None, 1),
             "cold ms": _num(s["load_cold_ms"]),
             "p50 ms": _num(s["latency_p50_ms"], 3),
@@ -85,11 +87,13 @@ def comparison_table(cmp: Comparison) -> Table:
     """Return run A and run B side by side: value, delta, relative change and verdict per measure."""
     from rich.table import Table
 
+    from edgepack.cli.render import plain
+
     a, b = cmp.a, cmp.b
     table = Table(header_style="bold", caption="load times: medians of the fresh-process loads", caption_justify="left")
     table.add_column("measure", no_wrap=True)
-    table.add_column(f"A {a.label}", justify="right", no_wrap=True)
-    table.add_column(f"B {b.label}", justify="right", no_wrap=True)
+    table.add_column(f"A {plain(a.label)}", justify="right", no_wrap=True)
+    table.add_column(f"B {plain(b.label)}", justify="right", no_wrap=True)
     table.add_column("Δ", justify="right", no_wrap=True)
     table.add_column("Δ %", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
@@ -111,7 +115,9 @@ def gate_table(rows: list[GateRow], baseline_label: str, current_label: str) -> 
     """Return the regression gate: each gated measure, its change against the baseline, and the limit."""
     from rich.table import Table
 
-    table = Table(title=f"regression gate: {current_label} against baseline {baseline_label}", title_justify="left", header_style="bold")
+    from edgepack.cli.render import plain
+
+    table = Table(title=f"regression gate: {plain(current_label)} against baseline {plain(baseline_label)}", title_justify="left", header_style="bold")
     table.add_column("measure")
     table.add_column("baseline", justify="right")
     table.add_column("this run", justify="right")

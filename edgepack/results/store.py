@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from edgepack import __version__
+from edgepack._version import __version__
 from edgepack.errors import EdgepackError
 
 if TYPE_CHECKING:
     from edgepack.agent.protocol import AgentReport
-    from edgepack.bench import BenchResult
+    from edgepack.benchmark import BenchResult
     from edgepack.bundle import Manifest
 
 DB_NAME = "history.sqlite3"
@@ -175,9 +175,9 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     artifact = next((f for f in manifest.files if f.path == manifest.artifact), None)
     return {
         "target": manifest.target,
-        "format": manifest.format,
-        "precision": manifest.precision,
-        "status": manifest.status,
+        "format": manifest.format.value,
+        "precision": manifest.precision.value,
+        "status": manifest.status.value,
         "created": manifest.created,
         "edgepack_version": manifest.edgepack_version,
         "artifact": manifest.artifact,
@@ -185,11 +185,11 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
         "artifact_sha256": artifact.sha256 if artifact else None,
         "bundle_bytes": sum(f.bytes for f in manifest.files),
         "source": manifest.source.model_dump(mode="json"),
-        "fidelity": manifest.fidelity,
-        "budgets": manifest.profile.get("budgets", {}),
-        "bench": manifest.profile.get("bench", {}),
-        "runtime": manifest.profile.get("runtime", {}),
-        "hardware": manifest.profile.get("hardware", {}),
+        "fidelity": manifest.fidelity.model_dump(mode="json"),
+        "budgets": manifest.profile.budgets.model_dump(mode="json"),
+        "bench": manifest.profile.bench.model_dump(mode="json"),
+        "runtime": manifest.profile.runtime.model_dump(mode="json"),
+        "hardware": manifest.profile.hardware.model_dump(mode="json"),
         "tools": manifest.tools,
     }
 
@@ -200,6 +200,7 @@ _COLUMNS = (
     "id, created, device, target, format, precision, bundle_sha256, bundle_path, manifest, report, "
     "passed, budget_failures, seconds, edgepack_version"
 )
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a run id or count past it names no run
 _RUN_REF = re.compile(r"^(?:#?(?P<id>\d+)|last(?:~(?P<back>\d+))?)$")
 
 
@@ -278,7 +279,7 @@ class ResultStore:
 
     def add_result(self, result: BenchResult) -> int:
         """Store one bench result and return its run id."""
-        from edgepack.bench import bundle_sha256
+        from edgepack.bundle import bundle_sha256
 
         return self.add(
             device=result.device,
@@ -313,8 +314,8 @@ class ResultStore:
             created or now_utc(),
             device,
             manifest.target,
-            manifest.format,
-            manifest.precision,
+            manifest.format.value,
+            manifest.precision.value,
             bundle_sha,
             bundle_path,
             json.dumps(manifest_summary(manifest)),
@@ -350,7 +351,7 @@ class ResultStore:
         sql = f"SELECT {_COLUMNS} FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
         if last is not None:
             sql += " LIMIT ?"
-            args.append(int(last))
+            args.append(min(int(last), MAX_ID))
         rows = self._query(sql, args)
         return [self._record(row) for row in reversed(rows)]
 
@@ -360,7 +361,7 @@ class ResultStore:
         Raises:
             ResultsError: no such run.
         """
-        rows = self._query(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", [int(run_id)])
+        rows = self._query(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", [int(run_id)]) if 0 <= int(run_id) <= MAX_ID else []
         if not rows:
             raise ResultsError(f"no run #{run_id} in {self.path}", hint=self._list_hint())
         return self._record(rows[0])
@@ -377,7 +378,7 @@ class ResultStore:
         if m["id"] is not None:
             return self.get(int(m["id"]))
         back = int(m["back"] or 0)
-        rows = self._query(f"SELECT {_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", [back])
+        rows = self._query(f"SELECT {_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1 OFFSET ?", [back]) if back <= MAX_ID else []
         if not rows:
             count = self.count()
             raise ResultsError(

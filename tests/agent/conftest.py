@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgepack.bundle import Manifest, TensorSpec, now_utc, write_bundle
+from edgepack.profile.store import load_target
 
 N_REFERENCE = 32
 
@@ -25,11 +26,11 @@ def make_bundle(out_dir: Path, artifact: str, content: bytes, reference: dict, i
             "format": fmt,
             "precision": "fp32",
             "source": {"path": "model", "kind": "keras", "sha256": "0" * 64},
-            "profile": {},
+            "profile": load_target("raspberry-pi-5-onnx" if fmt == "onnx" else "raspberry-pi-4").model_dump(mode="json"),
             "build": {},
             "inputs": [spec.model_dump() for spec in inputs],
             "outputs": [spec.model_dump() for spec in outputs],
-            "fidelity": {},
+            "fidelity": {"n_samples": 0, "max_abs_error": 0.0, "mean_abs_error": 0.0},
             "tools": {},
         }
     )

@@ -35,7 +35,10 @@ def run(*args: str, input: str | None = None):
     return result
 
 
-def test_add_list_remove_round_trip(tmp_path):
+def test_add_list_remove_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_pi").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
     inventory = str(tmp_path / "lab.yaml")
     added = run("devices", "add", "pi4", "--host", "192.168.1.20", "--user", "pi", "--port", "2222",
                 "--key", "~/.ssh/id_pi", "--python", "/usr/bin/python3.11", "--workdir", "bench",
@@ -124,3 +127,19 @@ def test_cli_start_does_not_import_paramiko_or_runtimes():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_add_refuses_a_key_that_is_missing_or_not_a_private_key(tmp_path):
+    inventory = str(tmp_path / "lab.yaml")
+    (tmp_path / "id.pub").write_text("ssh-ed25519 AAAAC3Nza me@host\n")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    cases = {
+        str(tmp_path / "nope"): "no such file",
+        str(tmp_path / "id.pub"): "a public key: --key takes the private one",
+        str(tmp_path / "notes.txt"): "not a private key file (OpenSSH or PEM)",
+        str(tmp_path): "a directory, not a key file",
+    }
+    for key, expected in cases.items():
+        result = run("devices", "add", "pi", "--host", "h", "--key", key, "--inventory", inventory)
+        assert result.exit_code == 2 and expected in result.output, result.output
+    assert not (tmp_path / "lab.yaml").exists()

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.device.inventory import local_device, local_workdir
-from edgepack.device.transport import PART_SUFFIX, LocalTransport, open_transport, probe, stop_on
+from edgepack.device.cancel import stop_on
+from edgepack.device.connect import open_transport
+from edgepack.device.local import LocalTransport
+from edgepack.device.probe import probe
+from edgepack.device.spec import local_device, local_workdir
+from edgepack.device.transport import PART_SUFFIX
 from edgepack.errors import DeviceError
 from tests.processes import pids_left, pids_running
 
@@ -128,24 +132,10 @@ def test_missing_python_is_a_clear_error(tmp_path):
     assert t.run(["no-such-command-xyz"], timeout=10).exit_code == 127
 
 
-def test_scratch_is_removed_after_success_and_after_an_exception(transport):
-    with transport.scratch() as s1:
-        Path(s1, "file").write_text("x")
-        assert Path(s1).parent == Path(transport.workdir)
-    assert not Path(s1).exists()
-    with pytest.raises(ValueError):
-        with transport.scratch() as s2:
-            Path(s2, "deep").mkdir()
-            raise ValueError("boom")
-    assert not Path(s2).exists()
-
-
 def test_workdir_holds_only_what_was_pushed(transport, tmp_path):
     files = files_in(tmp_path, {"m": b"1", "n": b"2"})
     transport.push(files, "bundle")
     transport.push(files, "bundle")
-    with transport.scratch():
-        pass
     assert [p.name for p in Path(transport.workdir).iterdir()] == ["bundle"]
     assert not any(p.name.endswith(PART_SUFFIX) for p in Path(transport.workdir, "bundle").iterdir())
 
@@ -163,3 +153,60 @@ def test_probe_reports_this_machine(transport):
     assert info.workdir == transport.workdir and info.disk_free_bytes > 0
     assert {r.name for r in info.runtimes} == {"ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime", "numpy"}
     assert next(r for r in info.runtimes if r.name == "numpy").ok
+
+
+def test_a_push_sweeps_stale_part_files_and_keeps_fresh_ones(transport, tmp_path):
+    import os
+    import time
+
+    workdir = Path(transport.workdir)
+    (workdir / "bundle-old").mkdir(parents=True)
+    stale = [workdir / "bundle-old" / f"model.tflite.1a2b3c4d{PART_SUFFIX}", workdir / f"x.99999999{PART_SUFFIX}"]
+    for path in stale:
+        path.write_bytes(b"half a model")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))  # an hour untouched: its push was killed
+    fresh = workdir / "bundle-old" / f"model.tflite.5e6f7a8b{PART_SUFFIX}"  # a push going on right now
+    fresh.write_bytes(b"being written")
+    transport.push(files_in(tmp_path, {"a.bin": b"a"}), "bundle-new")
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and (workdir / "bundle-new" / "a.bin").read_bytes() == b"a"
+
+
+def test_an_interrupted_upload_leaves_no_part_file(transport, tmp_path, monkeypatch):
+    import edgepack.device.local as local
+
+    def interrupted(src, dst):
+        Path(dst).write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local.shutil, "copyfile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        transport.push(files_in(tmp_path, {"big.bin": b"x" * 1000}), "bundle")
+    assert list(Path(transport.workdir).rglob(f"*{PART_SUFFIX}")) == []
+
+
+def test_a_held_stdin_reaches_eof_when_the_caller_is_killed(tmp_path):
+    # The caller (a host process running a bench) is killed with SIGKILL while the command runs:
+    # the command's stdin reaches EOF, which is how the agent knows to stop.
+    marker = tmp_path / "eof"
+    child = (
+        "import os, sys\n"
+        "while os.read(0, 1024):\n    pass\n"
+        f"open({str(marker)!r}, 'w').write('eof')\n"
+    )
+    host = (
+        "import sys\n"
+        "from edgepack.device.local import LocalTransport\n"
+        f"LocalTransport(workdir={str(tmp_path / 'd')!r}).run([sys.executable, '-c', {child!r}], timeout=60, hold_stdin=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", host])
+    import time
+
+    time.sleep(3)
+    assert not marker.exists()  # the command still waits: its stdin is open
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "eof"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from edgepack.agent.protocol import parse_report
-from edgepack.bench import AGENT, BenchOptions, bench
+from edgepack.benchmark import AGENT, BenchOptions, bench
 from edgepack.bundle import MANIFEST, read_manifest
-from edgepack.device.transport import open_transport
+from edgepack.device.connect import open_transport
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST = BenchOptions(runs=20, warmup=2, min_seconds=0, cold_loads=1)
@@ -23,7 +23,7 @@ FAKE_TRTEXEC = Path(__file__).resolve().parents[1] / "agent" / "fake_trtexec.py"
 @pytest.fixture(scope="module")
 def onnx_bundles(tmp_path_factory, digits_files):
     """The digits CNN built by edgepack for ONNX targets: {"fp32": bundle, "fp16-jetson": ..., "int8": ...}."""
-    from edgepack.build.pipeline import build
+    from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
 
     model, data = digits_files
@@ -59,7 +59,7 @@ def test_onnx_bundle_runs_on_the_device_cpu_provider(ssh_device, onnx_bundles, k
 
 def test_jetson_bundle_falls_back_from_tensorrt_and_cuda_to_cpu_with_a_note(ssh_device, onnx_bundles):
     manifest = read_manifest(onnx_bundles["fp16-jetson"])
-    assert manifest.profile["runtime"]["providers"][0] == "TensorrtExecutionProvider"
+    assert manifest.profile.runtime.providers[0] == "TensorrtExecutionProvider"
 
     result = bench(onnx_bundles["fp16-jetson"], "sshdev", FAST, inventory=ssh_device.inventory, store=False)
     report = result.report

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.bench import BenchOptions, bench
+from edgepack.benchmark import BenchOptions, bench
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.errors import DeviceError
@@ -24,7 +24,7 @@ def leftovers(workdir: Path) -> list[str]:
     odd = []
     for path in workdir.rglob("*"):
         rel = path.relative_to(workdir)
-        if not rel.parts[0].startswith("bundle-") or path.name.endswith(".edgepack-part") or ".edgepack-scratch" in str(rel):
+        if not rel.parts[0].startswith("bundle-") or path.name.endswith(".edgepack-part"):
             odd.append(str(rel))
     return odd
 

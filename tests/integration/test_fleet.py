@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.bench import BenchOptions, bench_fleet
+from edgepack.benchmark import BenchOptions, bench_fleet
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.results.store import open_store
@@ -33,7 +33,7 @@ def servers(tmp_path_factory):
 @pytest.fixture
 def fleet(servers, device_python, ssh_home, tmp_path):
     """An inventory with the three servers as trusted devices, a device nobody answers for, and the group `lab`."""
-    from edgepack.device.ssh import known_hosts_path
+    from edgepack.device.hostkeys import known_hosts_path
 
     known = known_hosts_path()
     known.parent.mkdir(parents=True, exist_ok=True)

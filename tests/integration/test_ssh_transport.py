@@ -14,9 +14,13 @@ from typer.testing import CliRunner
 
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
-from edgepack.device.ssh import SshTransport, known_hosts_path, trust
+from edgepack.device.cancel import Cancelled
+from edgepack.device.connect import open_transport
 from edgepack.device.fleet import run_fleet
-from edgepack.device.transport import PART_SUFFIX, Cancelled, open_transport, probe
+from edgepack.device.hostkeys import known_hosts_path, trust
+from edgepack.device.probe import probe
+from edgepack.device.ssh import SshTransport
+from edgepack.device.transport import PART_SUFFIX
 from edgepack.errors import DeviceError
 from tests.integration.sshd import free_port, keygen, ssh_fingerprint
 from tests.processes import pids_left, pids_running
@@ -267,29 +271,12 @@ def test_missing_remote_python_gives_a_clear_message(ssh_device, tmp_path):
     assert other.exit_code == 127
 
 
-def test_scratch_dir_is_removed_after_success_and_after_an_exception(ssh_device):
-    with open_transport(ssh_device.device) as t:
-        with t.scratch() as first:
-            assert t.run(["sh", "-c", "echo data > out.txt", "x"], timeout=30).exit_code == 0
-            assert t.run(["touch", f"{first}/file"], timeout=30).exit_code == 0
-            assert Path(first, "file").exists()
-        assert not Path(first).exists()
-        with pytest.raises(RuntimeError):
-            with t.scratch() as second:
-                assert t.run(["mkdir", "-p", f"{second}/deep/er"], timeout=30).exit_code == 0
-                raise RuntimeError("benchmark failed")
-        assert not Path(second).exists()
-        assert first != second and Path(first).parent == Path(t.workdir)
-
-
 def test_workdir_holds_only_the_pushed_dir(ssh_device, tmp_path):
     files = write_files(tmp_path, {"model.tflite": b"m" * 1000, "agent.py": b"print(1)\n"})
     with open_transport(ssh_device.device) as t:
         t.push(files, "bundle-1")
         t.push(files, "bundle-1")
-        with t.scratch() as s:
-            t.run([t.python, t.remote_path("bundle-1", "agent.py")], timeout=30)
-            assert Path(s).is_dir()
+        t.run([t.python, t.remote_path("bundle-1", "agent.py")], timeout=30)
         workdir = Path(t.workdir)
     assert sorted(p.name for p in workdir.iterdir()) == ["bundle-1"]
     assert sorted(p.name for p in (workdir / "bundle-1").iterdir()) == ["agent.py", "model.tflite"]

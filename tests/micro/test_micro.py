@@ -254,7 +254,7 @@ def test_with_tflite_micro_the_arena_is_measured_and_outputs_checked_in_its_inte
 @pytest.mark.slow
 def test_arena_estimate_is_within_5_percent_of_tflite_micros_own_figure(digits_files):
     needs_tflite_micro()
-    from edgepack.build.convert.tflite import convert_tflite
+    from edgepack.builder.convert.tflite import convert_tflite
     from edgepack.micro.arena import estimate_arena
     from edgepack.micro.graph import read_graph
     from edgepack.micro.host import TflmRunner

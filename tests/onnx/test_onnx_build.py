@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.build.pipeline import build
+from edgepack.builder.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
 from edgepack.errors import BuildError, DataError, ModelError
@@ -63,7 +63,7 @@ def test_keras_model_builds_onnx_at_every_precision_close_to_the_original(isolat
     assert result.passed, result.failures
     m = result.manifest
     assert (m.format, m.precision, m.artifact) == ("onnx", precision, "model.onnx")
-    assert m.facts["opset"] == 17 and m.facts["exported_by"].startswith("tf2onnx")
+    assert m.facts.opset == 17 and m.facts.exported_by.startswith("tf2onnx")
     assert {"onnx", "onnxruntime", "tf2onnx"} <= set(m.tools)
     assert m.inputs[0].name == "image" and m.inputs[0].dtype == "float32"  # float edges at every precision
     assert m.outputs[0].name == "output_0"
@@ -77,7 +77,7 @@ def test_keras_model_builds_onnx_at_every_precision_close_to_the_original(isolat
     got = ort_outputs(result.bundle / "model.onnx", sample)
     assert np.abs(got - expected).max() < max_err
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.97
-    assert m.fidelity["accuracy_drop"] <= 0.01 and m.fidelity["accuracy_original"] > 0.9
+    assert m.fidelity.accuracy_drop <= 0.01 and m.fidelity.accuracy_original > 0.9
 
     graph_ops = ops(result.bundle / "model.onnx")
     if precision == "fp16":
@@ -85,7 +85,7 @@ def test_keras_model_builds_onnx_at_every_precision_close_to_the_original(isolat
         assert "Cast" in graph_ops  # float32 edges cast to and from float16
     if precision == "int8":
         assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops
-        q = m.facts["onnx_quantization"]
+        q = m.facts.onnx_quantization
         assert (q["quant_format"], q["activation_type"], q["weight_type"], q["per_channel"]) == ("QDQ", "uint8", "int8", True)
         assert "CPU" in q["why_types"] or "cpu" in q["why_types"].lower()
     if precision == "dynamic-int8":
@@ -113,8 +113,8 @@ def test_jetson_targets_build_fp16_onnx_for_tensorrt_cuda_and_cpu_providers(isol
     assert result.passed, result.failures
     m = result.manifest
     assert (m.format, m.precision) == ("onnx", "fp16")
-    assert m.profile["runtime"]["engine"] == "onnxruntime"
-    assert m.profile["runtime"]["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert m.profile.runtime.engine.value == "onnxruntime"
+    assert m.profile.runtime.providers == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert m.inputs[0].dtype == "float32" and m.outputs[0].dtype == "float32"  # io_dtype float32 keeps float edges
     assert initializer_types(result.bundle / "model.onnx") == {10}
 
@@ -129,7 +129,7 @@ def test_jetson_int8_is_symmetric_int8_for_tensorrt(isolated_user_dirs, digits_f
     result = build(model, name, data=data)
 
     assert result.passed, result.failures
-    q = result.manifest.facts["onnx_quantization"]
+    q = result.manifest.facts.onnx_quantization
     assert (q["activation_type"], q["weight_type"], q["activation_symmetric"]) == ("int8", "int8", True)
     graph = onnx.load(str(result.bundle / "model.onnx")).graph
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -191,7 +191,7 @@ def test_onnx_model_from_tf2onnx_is_taken_as_input(isolated_user_dirs, digits_on
     m = result.manifest
     assert m.source.kind == "onnx" and m.source.sha256 == sha256_file(digits_onnx)
     assert m.source.params == 38282
-    assert m.facts["source_opset"] == m.facts["opset"] == 17 and m.facts["exported_by"] is None
+    assert m.facts.source_opset == m.facts.opset == 17 and m.facts.exported_by is None
     original = ort.InferenceSession(str(digits_onnx), providers=["CPUExecutionProvider"])
     assert m.outputs[0].name == original.get_outputs()[0].name  # the ONNX graph's own names are kept
     assert any("dynamic input dimensions 'image'" in note for note in m.notes)  # the batch, reported
@@ -216,9 +216,9 @@ def test_onnx_helper_model_with_a_static_batch_of_one_builds_fp32_and_int8(isola
         result = build(path, name, data=tmp_path / "data.npz")
         assert result.passed, result.failures
         assert result.manifest.inputs[0].shape == [1, 1, 8, 8]  # the model's static batch, fed one sample at a time
-        assert result.manifest.fidelity["n_samples"] > 800
+        assert result.manifest.fidelity.n_samples > 800
         if precision == "fp32":
-            assert result.manifest.fidelity["max_abs_error"] < 1e-5
+            assert result.manifest.fidelity.max_abs_error < 1e-5
 
 
 def test_dynamic_height_and_width_calibrate_at_the_data_size_and_stay_dynamic(isolated_user_dirs, digits, tmp_path):

@@ -180,3 +180,23 @@ def test_name_key_must_match_the_file_name(isolated_user_dirs):
 
 def test_builtins_ship_in_a_known_place():
     assert (builtin_dir() / "raspberry-pi-4.yaml").is_file()
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(isolated_user_dirs):
+    import resource
+
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "bomb.yaml").write_text("\n".join(lines) + "\nname: bomb\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for command in (["targets", "validate", "targets/bomb.yaml"], ["targets", "list"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == (2 if command[1] == "validate" else 0)  # `list` lists the valid ones, and says which is not
+        assert "YAML aliases (*a0) are not allowed in a target profile" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing expanded

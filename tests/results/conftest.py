@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from edgepack.agent.protocol import AgentReport, parse_report
-from edgepack.bundle import FileEntry, Manifest, SourceInfo
+from edgepack.bundle import FileEntry, Fidelity, Manifest, SourceInfo
+from edgepack.profile.schema import Bench, Budgets
+from edgepack.profile.store import load_target
 
 
 def agent_report(latencies, cold=(12.0, 13.0, 12.5), warm=(3.0, 3.2, 3.1), peak_mb=60.0, baseline_mb=50.0) -> AgentReport:
@@ -45,11 +47,11 @@ def manifest(target: str = "pi-int8", precision: str = "int8", model_bytes: int 
         format="tflite",
         precision=precision,
         source=SourceInfo(path="cnn.keras", kind="keras", sha256="ab" * 32, params=1234),
-        profile={"budgets": {"max_p90_latency_ms": 50, "max_peak_memory_mb": 256}, "bench": {"runs": 100}, "runtime": {"engine": "tflite"}},
+        profile=load_target("raspberry-pi-4").model_copy(update={"budgets": Budgets(max_p90_latency_ms=50, max_peak_memory_mb=256), "bench": Bench(runs=100)}),
         build={"precision": precision},
         inputs=[],
         outputs=[],
-        fidelity={"n_samples": 397, "top1_agreement": 0.99, "accuracy_original": 0.95, "accuracy_artifact": accuracy},
+        fidelity=Fidelity(n_samples=397, max_abs_error=0.05, mean_abs_error=0.001, top1_agreement=0.99, accuracy_original=0.95, accuracy_artifact=accuracy),
         tools={"tensorflow": "2.21.0"},
         files=[FileEntry(path="model.tflite", bytes=model_bytes, sha256=f"{model_bytes:064x}")],
     )

@@ -22,7 +22,7 @@ def bench(bundle, db, *extra):
 def test_a_bench_within_the_limit_passes_the_gate(digits_bundles, tmp_path):
     # The baseline is the same bundle with a hand-made report far slower and bigger than any real
     # run here, so the new run is within the limit whatever else the machine is doing.
-    from edgepack.bench import bundle_sha256
+    from edgepack.bundle import bundle_sha256
     from edgepack.bundle import read_manifest
     from tests.results.conftest import agent_report
 

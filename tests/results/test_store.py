@@ -183,7 +183,8 @@ def test_a_run_killed_in_the_middle_of_a_write_keeps_every_earlier_result(db):
 
 @pytest.mark.slow
 def test_every_real_bench_is_stored_with_its_run_id(digits_bundles, tmp_path):
-    from edgepack.bench import BenchOptions, bench, bundle_sha256
+    from edgepack.benchmark import BenchOptions, bench
+    from edgepack.bundle import bundle_sha256
 
     db = tmp_path / "h.sqlite3"
     options = BenchOptions(runs=20, warmup=2, min_seconds=0, cold_loads=1)

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.bench import BenchOptions, bench
+from edgepack.benchmark import BenchOptions, bench
 from edgepack.cli.app import app
 from tests.conftest import write_target
 
@@ -96,10 +96,120 @@ def test_the_public_api_builds_and_measures(isolated_user_dirs, digits_files):
     import edgepack
 
     model, data = digits_files
-    built, measured = edgepack.deploy(model, "raspberry-pi-4", data=data, options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=1))
+    deployment = edgepack.deploy(model, "raspberry-pi-4", data=data, options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=1))
+    assert deployment.passed and deployment.failures == []
+    (part,) = deployment.parts
+    built, (measured,) = part.build, part.results
     assert built.passed and built.manifest.precision == "int8"
     assert measured.report.ok and measured.bundle == built.bundle and len(measured.report.latency_ms.samples) >= 10
-    import edgepack.bench  # noqa: F401  the submodules share the functions' names
-    import edgepack.build.pipeline  # noqa: F401
+    import edgepack.benchmark  # noqa: F401  importing the modules must not shadow the functions
+    import edgepack.builder.pipeline  # noqa: F401
+    import edgepack.deployment  # noqa: F401
 
-    assert callable(edgepack.build) and callable(edgepack.bench) and edgepack.load_target("pixel-8").name == "pixel-8"
+    assert callable(edgepack.build) and callable(edgepack.bench) and callable(edgepack.deploy) and callable(edgepack.gate)
+    assert edgepack.load_target("pixel-8").name == "pixel-8"
+
+
+def copy_of(bundle, tmp_path):
+    import shutil
+
+    return shutil.copytree(bundle, tmp_path / bundle.name)
+
+
+def test_a_model_swapped_after_the_build_is_refused_and_nothing_is_stored(digits_bundles, tmp_path):
+    import shutil
+
+    from edgepack.results.store import open_store
+
+    bundle = copy_of(digits_bundles["int8"], tmp_path)
+    shutil.copyfile(digits_bundles["fp16"] / "model.tflite", bundle / "model.tflite")
+    db = tmp_path / "h.sqlite3"
+    result = runner.invoke(app, ["bench", str(bundle), *QUICK, "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert "model.tflite does not match the manifest: it changed after the build" in " ".join(result.output.split())
+    assert not db.exists() or open_store(db).count() == 0
+
+
+def test_a_manifest_with_forged_hashes_is_refused(digits_bundles, tmp_path):
+    bundle = copy_of(digits_bundles["int8"], tmp_path)
+    doc = json.loads((bundle / "manifest.json").read_text())
+    for f in doc["files"]:
+        f["sha256"] = "0" * 64
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    result = runner.invoke(app, ["bench", str(bundle), *QUICK])
+    assert result.exit_code == 2 and "does not match the manifest" in result.output and "Traceback" not in result.output
+
+
+def test_a_failed_build_is_measured_only_when_asked_and_stored_as_failed(digits_bundles, tmp_path):
+    from edgepack.results.store import open_store
+
+    bundle = copy_of(digits_bundles["int8"], tmp_path)
+    doc = json.loads((bundle / "manifest.json").read_text())
+    doc["status"] = "failed"
+    doc["fidelity"]["failures"] = ["model is 46.0 KB, over the budget of 1 KB"]
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    db = tmp_path / "h.sqlite3"
+    refused = runner.invoke(app, ["bench", str(bundle), *QUICK, "--db", str(db)])
+    assert refused.exit_code == 2 and "its build missed its gate (model is 46.0 KB, over the budget of 1 KB)" in " ".join(refused.output.split())
+    assert "--allow-failed" in refused.output
+    measured = runner.invoke(app, ["bench", str(bundle), *QUICK, "--db", str(db), "--allow-failed"])
+    assert measured.exit_code == 1, measured.output
+    assert "the build missed its gate" in measured.output
+    with open_store(db) as history:
+        (run,) = history.runs()
+        assert not run.passed and run.budget_failures[0].startswith("the build missed its gate")
+
+
+def test_the_agent_checks_the_files_again_on_the_device(digits_bundles, tmp_path):
+    import subprocess
+    import sys
+
+    from edgepack.benchmark import AGENT
+
+    bundle = copy_of(digits_bundles["int8"], tmp_path)
+    with open(bundle / "reference.npz", "ab") as f:
+        f.write(b"tampered on the way")
+    out = subprocess.run([sys.executable, str(AGENT), str(bundle), "--runs", "1", "--cold-loads", "0"], capture_output=True, text=True, timeout=120)
+    report = json.loads(out.stdout)
+    assert report["ok"] is False
+    assert any("reference.npz does not match the manifest" in e for e in report["errors"]), report["errors"]
+
+
+def agents_running(marker: str) -> list[int]:
+    from pathlib import Path
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "edgepack_agent.py" in cmdline and marker in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_bench_leaves_no_agent_running(digits_bundles, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    bundle = copy_of(digits_bundles["fp32"], tmp_path)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # the local device's workdir: ours alone
+    host = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", "bench", str(bundle), "--min-seconds", "60", "--cold-loads", "0", "--db", str(tmp_path / "h.sqlite3")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    marker = str(tmp_path / "cache")
+    deadline = time.monotonic() + 60
+    while not agents_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agents_running(marker), "the agent never started"
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    deadline = time.monotonic() + 10
+    while agents_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert agents_running(marker) == []

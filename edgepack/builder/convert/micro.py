@@ -10,8 +10,8 @@ the build (exit 1) and keep the bundle for inspection.
 
 from __future__ import annotations
 
-from edgepack.build.convert import Artifact
-from edgepack.build.convert.tflite import TfliteRunner, convert_tflite
+from edgepack.builder.convert import Artifact
+from edgepack.builder.convert.tflite import TfliteRunner, convert_tflite
 from edgepack.errors import BuildError
 from edgepack.micro.graph import Graph
 from edgepack.model.data import Dataset

@@ -1,6 +1,6 @@
 """Measure a bundle on a device: push it with the agent, run the agent, parse its report.
 
-Used by `edgepack bench` and `edgepack deploy`. The bundle lands in `<workdir>/<bundle id>/` on
+Used by `edgepack bench` and `edgepack deploy` (through `edgepack.deployment`). The bundle lands in `<workdir>/<bundle id>/` on
 the device and stays there as a cache: a second bench of the same bundle sends nothing. Every
 successful measurement is stored in the results history (`edgepack.results.store`);
 `bench_fleet` measures one bundle on several devices at once.
@@ -8,7 +8,6 @@ successful measurement is stored in the results history (`edgepack.results.store
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,9 +16,12 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import write_atomic
-from edgepack.bundle import MANIFEST, Manifest, read_manifest
-from edgepack.device.transport import PushResult, open_transport
+from edgepack.bundle import MANIFEST, Manifest, bundle_id, check_files, read_manifest
+from edgepack.device.connect import open_transport
+from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
+from edgepack.limits import agent_timeout_s
+from edgepack.profile.schema import Format
 
 if TYPE_CHECKING:
     from edgepack.device.fleet import DeviceRun
@@ -37,7 +39,8 @@ class BenchOptions:
     min_seconds: Optional[float] = None
     cold_loads: Optional[int] = None
     threads: Optional[int] = None
-    timeout_s: float = 900.0
+    timeout_s: Optional[float] = None  # None: derived from the requested work (edgepack.limits.agent_timeout_s)
+    allow_failed: bool = False  # measure a bundle whose build missed its gate (the run is stored as failed)
 
 
 @dataclass
@@ -62,8 +65,8 @@ class BenchResult:
             "device": self.device,
             "bundle": str(self.bundle),
             "target": self.manifest.target,
-            "format": self.manifest.format,
-            "precision": self.manifest.precision,
+            "format": self.manifest.format.value,
+            "precision": self.manifest.precision.value,
             "passed": self.passed,
             "budget_failures": self.budget_failures,
             "push": self.push.__dict__,
@@ -72,50 +75,77 @@ class BenchResult:
         }
 
 
-def bundle_sha256(bundle: Path) -> str:
-    """The bundle's identity: the sha256 of its manifest, which holds every file's sha256."""
-    return hashlib.sha256((Path(bundle) / MANIFEST).read_bytes()).hexdigest()
-
-
-def bundle_id(bundle: Path) -> str:
-    """Name of the bundle's directory on the device: a hash of its manifest (which hashes every file)."""
-    return "bundle-" + bundle_sha256(bundle)[:16]
-
-
 def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options: BenchOptions) -> list[str]:
     """Build the agent's command line from the profile's bench/runtime settings and the overrides."""
-    profile_bench = manifest.profile.get("bench", {})
-    runtime = manifest.profile.get("runtime", {})
+    profile_bench = manifest.profile.bench
+    runtime = manifest.profile.runtime
 
     def pick(name: str):
         value = getattr(options, name)
-        return value if value is not None else profile_bench.get(name)
+        return value if value is not None else getattr(profile_bench, name)
 
-    argv = [python, agent, bundle]
+    argv = [python, agent, bundle, "--exit-with-stdin"]  # a killed bench leaves no agent running
     for name in ("runs", "warmup", "min_seconds", "cold_loads"):
         if pick(name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(pick(name))]
-    threads = options.threads if options.threads is not None else runtime.get("threads")
+    threads = options.threads if options.threads is not None else runtime.threads
     if threads is not None:
         argv += ["--threads", str(threads)]
-    if runtime.get("delegates"):
-        argv += ["--delegates", ",".join(runtime["delegates"])]
-    if runtime.get("providers"):
-        argv += ["--providers", ",".join(runtime["providers"])]
+    if runtime.delegates:
+        argv += ["--delegates", ",".join(runtime.delegates)]
+    if runtime.providers:
+        argv += ["--providers", ",".join(runtime.providers)]
     return argv
+
+
+def _work(manifest: Manifest, options: BenchOptions) -> tuple[float, int]:
+    """The (min_seconds, cold_loads) this bench asks of the agent."""
+    bench = manifest.profile.bench
+    min_seconds = options.min_seconds if options.min_seconds is not None else bench.min_seconds
+    cold_loads = options.cold_loads if options.cold_loads is not None else bench.cold_loads
+    return min_seconds, cold_loads
 
 
 def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
     """Return the budgets the measurement missed (p90 latency, peak memory)."""
-    budgets = manifest.profile.get("budgets", {})
+    budgets = manifest.profile.budgets
     failures = []
-    p90, limit = report.latency_ms.p90 if report.latency_ms else None, budgets.get("max_p90_latency_ms")
+    p90, limit = report.latency_ms.p90 if report.latency_ms else None, budgets.max_p90_latency_ms
     if p90 is not None and limit is not None and p90 > limit:
         failures.append(f"p90 latency {p90:.2f} ms is over the budget of {limit:g} ms")
-    peak, limit = report.memory.peak_rss_mb if report.memory else None, budgets.get("max_peak_memory_mb")
+    peak, limit = report.memory.peak_rss_mb if report.memory else None, budgets.max_peak_memory_mb
     if peak is not None and limit is not None and peak > limit:
         failures.append(f"peak memory {peak:.1f} MB is over the budget of {limit:g} MB")
     return failures
+
+
+def measurable(bundle: Path, options: BenchOptions) -> tuple[Manifest, list[str]]:
+    """Check that BUNDLE may be measured: a bundle for a device, every file as built, a build that passed its gate.
+
+    Returns:
+        The manifest, and the failure to store with the run when a build that missed its gate is
+        measured anyway (`options.allow_failed`).
+
+    Raises:
+        EdgepackError: not a bundle, a microcontroller bundle, a file changed after the build, or a
+            build that missed its gate (without allow_failed).
+    """
+    manifest = read_manifest(bundle)
+    if manifest.format is Format.tflite_micro:
+        raise EdgepackError(
+            f"{bundle}: a microcontroller bundle runs inside firmware, not on a device edgepack can reach over SSH",
+            hint=f"`edgepack bench {bundle}` with no --device prints its static figures (fit, arena, latency estimate)",
+        )
+    check_files(bundle, manifest)
+    if manifest.passed:
+        return manifest, []
+    missed = "; ".join(manifest.fidelity.failures) or "status failed"
+    if not options.allow_failed:
+        raise EdgepackError(
+            f"{bundle}: its build missed its gate ({missed}): its figures would describe a model that does not pass",
+            hint=f"rebuild it, or measure it anyway with `edgepack bench {bundle} --allow-failed` (stored as failed)",
+        )
+    return manifest, [f"the build missed its gate: {missed}"]
 
 
 def bench(
@@ -140,18 +170,10 @@ def bench(
     options = options or BenchOptions()
     step = on_step or (lambda _msg: None)
     bundle = Path(bundle).resolve()  # `bench .` from inside the bundle: its name is needed below
-    manifest = read_manifest(bundle)
-    if manifest.format == "tflite-micro":
-        raise EdgepackError(
-            f"{bundle}: a microcontroller bundle runs inside firmware, not on a device edgepack can reach over SSH",
-            hint=f"`edgepack bench {bundle}` with no --device prints its static figures (fit, arena, latency estimate)",
-        )
+    manifest, gate_failures = measurable(bundle, options)
     files = {f.path: bundle / f.path for f in manifest.files}
     files[MANIFEST] = bundle / MANIFEST
     files["edgepack_agent.py"] = AGENT
-    missing = [name for name, path in files.items() if not path.is_file()]
-    if missing:
-        raise DeviceError(f"{bundle}: incomplete bundle, missing {', '.join(missing)}", hint="rebuild it with edgepack build")
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -167,7 +189,12 @@ def bench(
         )
         step(f"measuring on {transport.name}")
         t = time.perf_counter()
-        result = transport.run(argv, timeout=options.timeout_s)
+        timeout = options.timeout_s or agent_timeout_s(*_work(manifest, options))
+        try:
+            result = transport.run(argv, timeout=timeout, hold_stdin=True)
+        except TimedOut as exc:
+            exc.hint = f"the agent was killed after {timeout:g} s; give it longer with --timeout SECONDS, or ask for less (--min-seconds, --cold-loads)"
+            raise
         seconds["run"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
 
@@ -182,7 +209,7 @@ def bench(
             f"the agent on {device} could not measure {bundle.name}: {'; '.join(report.errors)}",
             hint="`edgepack devices check " + device + "` shows which runtimes the device has",
         )
-    out = BenchResult(device, bundle, manifest, report, push, seconds, check_budgets(report, manifest))
+    out = BenchResult(device, bundle, manifest, report, push, seconds, gate_failures + check_budgets(report, manifest))
     out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
     try:
         if store:
@@ -222,7 +249,7 @@ def bench_fleet(
     """
     from edgepack.device.fleet import run_fleet
 
-    read_manifest(Path(bundle))  # a bad bundle is one error, not one per device
+    measurable(Path(bundle).resolve(), options or BenchOptions())  # a bad bundle is one error, not one per device
     return run_fleet(
         list(dict.fromkeys(devices)),
         lambda device, step: bench(bundle, device, options, inventory, step, db=db, store=store),
@@ -230,27 +257,3 @@ def bench_fleet(
         on_change=on_change,
     )
 
-
-def deploy(
-    model: Path,
-    target: str,
-    device: str = "local",
-    data: Path | None = None,
-    options: BenchOptions | None = None,
-    inventory: Path | None = None,
-):
-    """Build MODEL for TARGET (through the build cache) and measure the bundle on DEVICE.
-
-    Returns:
-        (BuildResult, BenchResult); the bench result is None when the build missed its gate
-        (nothing worth measuring) or the target is a microcontroller (its figures are static).
-
-    Raises:
-        EdgepackError: as `build` and `bench` do.
-    """
-    from edgepack.build.pipeline import build
-
-    built = build(model, target, data)
-    if not built.passed or built.manifest.format == "tflite-micro":
-        return built, None
-    return built, bench(built.bundle, device, options, inventory)

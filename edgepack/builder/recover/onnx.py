@@ -1,4 +1,4 @@
-"""Explain and recover ONNX builds (see `edgepack.build.recover` for the scheme).
+"""Explain and recover ONNX builds (see `edgepack.builder.recover` for the scheme).
 
 int8 (QDQ): onnxruntime's QDQ debugging helpers collect every activation of the float and the
 quantized graph on the same inputs; a tensor's own error is the noise its QuantizeLinear /
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.build.recover import EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, try_variant, worst_first
+from edgepack.builder.recover.common import EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, try_variant, worst_first
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import CalibrationMethod, Precision, Profile
@@ -28,11 +28,11 @@ SQNR_CAP_DB = 150.0  # about float32's own noise floor; identical tensors measur
 
 def explain(model: SourceModel, profile: Profile, calibration: Dataset | None, sample: Dataset, artifact) -> list[LayerError]:
     """Return per-tensor errors of an ONNX int8 or fp16 build, worst first."""
-    from edgepack.build.convert.onnx import fp32_graph
+    from edgepack.builder.convert.onnx import fp32_graph
 
     fp32, _ = fp32_graph(model, profile.build.onnx.opset)
     if profile.build.precision is Precision.int8:
-        from edgepack.build.convert.onnx_quant import preprocess
+        from edgepack.builder.convert.onnx_quant import preprocess
 
         pre, _ = preprocess(fp32)
         return _qdq_errors(pre, _proto(artifact), sample)[0]
@@ -127,8 +127,8 @@ def _tensor_errors(fp32, candidate, sample: Dataset) -> list[LayerError]:
 
 def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
     """Try the ONNX variants in order of cost; keep the first that meets every budget."""
-    from edgepack.build.convert.onnx import fp32_graph, onnx_artifact
-    from edgepack.build.convert.onnx_quant import preprocess, quantize_int8, to_fp16
+    from edgepack.builder.convert.onnx import fp32_graph, onnx_artifact
+    from edgepack.builder.convert.onnx_quant import preprocess, quantize_int8, to_fp16
 
     b = profile.build
     fp32, facts = fp32_graph(model, b.onnx.opset)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from edgepack.build.convert import EXPORTERS
+from edgepack.builder.convert import EXPORTERS
 from edgepack.errors import BuildError, DataError, ModelError
 from edgepack.profile.schema import Format, Precision, Profile
 
@@ -38,16 +38,25 @@ def bundle_out(out: Path) -> Path:
     """Check that OUT may receive a bundle: it is new, or a bundle an earlier build wrote (replaced).
 
     Raises:
-        BuildError: OUT is a file, or a directory that is not a bundle (it is never overwritten).
+        BuildError: OUT is a file, the working directory or one above it, or a directory that is
+            not a bundle or holds anything else (it is never overwritten).
     """
-    from edgepack.bundle import MANIFEST
+    from edgepack.bundle import not_a_bundle
 
     out = Path(out).resolve()
-    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:
         raise BuildError(
-            f"{out} already exists and is not a bundle: edgepack will not replace it",
-            hint="pick another --out (a new directory, or an earlier bundle to replace)",
+            f"{out} is the working directory{'' if out == here else ' or holds it'}: edgepack will not replace it",
+            hint="pick a new directory for --out, e.g. --out build/my-model",
         )
+    if out.exists():
+        reason = "it is not a directory" if not out.is_dir() else not_a_bundle(out)
+        if reason:
+            raise BuildError(
+                f"{out} already exists and is not a bundle: edgepack will not replace it ({reason})",
+                hint="pick another --out (a new directory, or an earlier bundle to replace)",
+            )
     if out.parent.exists() and not out.parent.is_dir():
         raise BuildError(f"{out.parent} is a file, so {out} cannot be created", hint="pick another --out")
     return out

@@ -18,9 +18,9 @@ from edgepack.bundle import TensorSpec
 from edgepack.profile.schema import Format
 
 EXPORTERS: dict[Format, str] = {
-    Format.tflite: "edgepack.build.convert.tflite:export_tflite",
-    Format.onnx: "edgepack.build.convert.onnx:export_onnx",
-    Format.tflite_micro: "edgepack.build.convert.micro:export_micro",
+    Format.tflite: "edgepack.builder.convert.tflite:export_tflite",
+    Format.onnx: "edgepack.builder.convert.onnx:export_onnx",
+    Format.tflite_micro: "edgepack.builder.convert.micro:export_micro",
 }
 
 

@@ -39,7 +39,7 @@ def prunable_kernels(model) -> list[Any]:
     import keras
 
     kernels = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)):
             kernels.append(layer.kernel)
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
@@ -47,10 +47,10 @@ def prunable_kernels(model) -> list[Any]:
     return kernels
 
 
-def _all_layers(model):
+def all_layers(model):
     for layer in model.layers:
         if hasattr(layer, "layers"):  # a nested model
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
         else:
             yield layer
 

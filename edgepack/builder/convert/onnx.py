@@ -11,7 +11,7 @@ from importlib import metadata
 
 import numpy as np
 
-from edgepack.build.convert import Artifact, dequantize, quantize
+from edgepack.builder.convert import Artifact, dequantize, quantize
 from edgepack.bundle import TensorSpec
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
@@ -28,7 +28,7 @@ def export_onnx(model: SourceModel, profile: Profile, calibration: Dataset | Non
     Raises:
         BuildError: int8 without calibration data, or a conversion or quantization that fails.
     """
-    from edgepack.build.convert import onnx_quant
+    from edgepack.builder.convert import onnx_quant
 
     b = profile.build
     proto, facts = fp32_graph(model, b.onnx.opset)
@@ -68,7 +68,7 @@ def fp32_graph(model: SourceModel, opset: int):
         proto = onnx.ModelProto()
         proto.CopyFrom(model.onnx_model)
         return proto, {"source_opset": _opset(proto), "exported_by": None}
-    from edgepack.build.convert.onnx_from_tf import tf_to_onnx
+    from edgepack.builder.convert.onnx_from_tf import tf_to_onnx
 
     proto = tf_to_onnx(model, opset)
     return proto, {"source_opset": None, "exported_by": f"tf2onnx {_version('tf2onnx')} from_function at opset {opset}"}

@@ -1,7 +1,7 @@
 """Magnitude pruning of an ONNX model's weights (initializers), per tensor.
 
 The weights are the constant kernels of Conv, ConvTranspose, Gemm and MatMul nodes; biases and
-normalisation parameters are left alone, as in `edgepack.build.prune` for Keras. An ONNX graph has
+normalisation parameters are left alone, as in `edgepack.builder.prune` for Keras. An ONNX graph has
 no training loop here, so there is no fine-tuning afterwards: keep the sparsity moderate.
 """
 

@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Optional
-
 import numpy as np
 
-from edgepack.build.convert import Artifact
+from edgepack.builder.convert import Artifact
+from edgepack.bundle import Fidelity
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import Budgets
-
-
-@dataclass
-class Fidelity:
-    n_samples: int
-    max_abs_error: float
-    mean_abs_error: float
-    top1_agreement: Optional[float] = None  # None where the first output is not a class score
-    accuracy_original: Optional[float] = None  # where labels exist
-    accuracy_artifact: Optional[float] = None
-    accuracy_drop: Optional[float] = None
-    passed: bool = True
-    failures: list[str] = field(default_factory=list)
-    accuracy_failed: bool = False  # the answers missed the gate (as opposed to size or fit)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def compare(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.build.pipeline import build
+from edgepack.builder.pipeline import build
 from edgepack.cli.app import app
 from edgepack.errors import BuildError
 from tests.conftest import write_target
@@ -16,7 +16,7 @@ runner = CliRunner()
 
 
 def quantization(result) -> dict:
-    return result.manifest.facts["quantization"]
+    return result.manifest.facts.quantization.model_dump(mode="json")
 
 
 def test_plain_int8_misses_the_gate_and_auto_recovers_with_one_float_layer(isolated_user_dirs, tmp_path, digits):
@@ -27,7 +27,7 @@ def test_plain_int8_misses_the_gate_and_auto_recovers_with_one_float_layer(isola
     assert plain["strategy"] == "plain" and not plain["passed"] and plain["top1_agreement"] < 0.5
     assert result.passed and q["strategy"] == "int8 with 1 layer(s) in float"
     assert q["attempts"][-1]["float_layers"] == ["reads_input"]
-    assert result.manifest.fidelity["top1_agreement"] >= 0.99
+    assert result.manifest.fidelity.top1_agreement >= 0.99
     assert q["layer_errors"][0]["layer"] == "reads_input" and q["layer_errors"][0]["error"] > 10
     dense = [layer for layer in q["layers"] if layer["op"] == "FULLY_CONNECTED"]
     assert [layer["precision"] for layer in dense if layer["layer"] == "reads_input"] == ["float32"]
@@ -62,7 +62,7 @@ def test_fp16_overflow_recovers_by_keeping_the_broken_layers_in_fp32(isolated_us
 
 
 def test_a_quantizer_exception_is_a_failed_attempt_not_a_crash(isolated_user_dirs, digits_files, monkeypatch):
-    from edgepack.build.convert import tflite
+    from edgepack.builder.convert import tflite
 
     def broken(*_args, **_kwargs):
         raise BuildError("TFLite conversion to int8 failed: the quantizer gave up")
@@ -106,7 +106,7 @@ def test_onnx_fp16_overflow_recovers_with_the_broken_node_in_fp32(isolated_user_
 
 
 def test_an_onnx_quantizer_that_raises_on_the_per_channel_path_is_a_failed_attempt(isolated_user_dirs, digits_files, monkeypatch):
-    from edgepack.build.convert import onnx_quant
+    from edgepack.builder.convert import onnx_quant
 
     real = onnx_quant.quantize_int8
 

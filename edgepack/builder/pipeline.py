@@ -11,11 +11,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edgepack import __version__
-from edgepack.build import cache
-from edgepack.build.plan import Plan, make_plan
-from edgepack.build.prune import PruneReport
-from edgepack.bundle import Manifest, SourceInfo, now_utc, read_manifest, write_bundle
+from edgepack._version import __version__
+from edgepack.builder import cache
+from edgepack.builder.plan import Plan, make_plan
+from edgepack.builder.prune import PruneReport
+from edgepack.bundle import Facts, Manifest, QuantizationFacts, SourceInfo, Status, now_utc, read_manifest, write_bundle
 from edgepack.profile.schema import Profile
 from edgepack.quiet import quiet
 from edgepack.profile.store import Catalog
@@ -37,11 +37,11 @@ class BuildResult:
 
     @property
     def passed(self) -> bool:
-        return self.manifest.status == "ok"
+        return self.manifest.passed
 
     @property
     def failures(self) -> list[str]:
-        return list(self.manifest.fidelity.get("failures", []))
+        return list(self.manifest.fidelity.failures)
 
     @property
     def size_bytes(self) -> int:
@@ -115,14 +115,15 @@ def build(
     manifest, files, reference = _run(plan, profile, tools, stage)
     with stage("package", f"{plan.out}/"):
         write_bundle(plan.out, manifest, files, reference)
-        if key and manifest.status == "ok":
+        if key and manifest.passed:
             cache.store(plan.out, key)
     return BuildResult(plan.out, read_manifest(plan.out), cached=False, stage_seconds=timings)
 
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
-    from edgepack.build.recover import build_artifact, layer_precisions, recovery_notes
-    from edgepack.build.verify import check_size, verify
+    from edgepack.builder.recover import build_artifact, recovery_notes
+    from edgepack.builder.recover.tflite import layer_precisions
+    from edgepack.builder.verify import check_size, verify
     from edgepack.model.data import load_data, split, synthetic
     from edgepack.model.source import load_model
 
@@ -133,11 +134,10 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         original, shape_notes = _fix_shapes(original, plan)
         notes.extend(shape_notes)
         if plan.data:
-            calibration, evaluation = split(
-                load_data(plan.data, original.inputs),
-                b.calibration_samples,
-                load_data(plan.eval_data, original.inputs) if plan.eval_data else None,
-            )
+            data = load_data(plan.data, original.inputs, original.outputs)
+            held_out = load_data(plan.eval_data, original.inputs, original.outputs) if plan.eval_data else None
+            notes += [f"{d.source}: {d.notes['labels']}" for d in (data, held_out) if d is not None and "labels" in d.notes]
+            calibration, evaluation = split(data, b.calibration_samples, held_out)
         else:
             calibration = evaluation = synthetic(original.inputs, SYNTHETIC_SAMPLES)
             notes.append("no data given: verified on SYNTHETIC random inputs, which says little about accuracy")
@@ -180,18 +180,18 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         settings["prune_result"] = prune_report.__dict__
     manifest = Manifest(
         created=now_utc(),
-        status="ok" if fidelity.passed else "failed",
+        status=Status.ok if fidelity.passed else Status.failed,
         target=profile.name,
         artifact=artifact.artifact,
-        format=b.format.value,
-        precision=b.precision.value,
+        format=b.format,
+        precision=b.precision,
         source=SourceInfo(path=str(plan.model), kind=original.kind, sha256=original.sha256, params=original.params),
-        profile=profile.model_dump(mode="json"),
+        profile=profile,
         build=settings,
         inputs=artifact.inputs,
         outputs=artifact.outputs,
-        facts={**artifact.facts, "quantization": {**outcome.facts(), "layers": layer_precisions(artifact, original)}},
-        fidelity=fidelity.to_dict(),
+        facts=Facts(**artifact.facts, quantization=QuantizationFacts(**outcome.facts(), layers=layer_precisions(artifact, original))),
+        fidelity=fidelity,
         tools=tools,
         notes=notes + fidelity.failures,
     )
@@ -214,7 +214,7 @@ def _fix_shapes(original, plan: Plan):
 
 
 def _prune(original, calibration, profile: Profile, stage):
-    from edgepack.build import prune
+    from edgepack.builder import prune
     from edgepack.errors import BuildError
 
     p = profile.build.prune
@@ -253,7 +253,7 @@ def _prune(original, calibration, profile: Profile, stage):
 def _prune_onnx(original, p, stage):
     from dataclasses import replace
 
-    from edgepack.build import prune_onnx
+    from edgepack.builder import prune_onnx
     from edgepack.errors import BuildError
 
     if p.channels > 0:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.build.convert import Artifact, dequantize, quantize
+from edgepack.builder.convert import Artifact, dequantize, quantize
 from edgepack.bundle import TensorSpec
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset

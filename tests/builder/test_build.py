@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgepack.build.pipeline import build
+from edgepack.builder.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
 from tests.conftest import build_fails_cleanly, write_target
@@ -70,7 +70,7 @@ def test_every_precision_builds_and_runs_close_to_the_original(isolated_user_dir
     assert files["model.tflite"].sha256 == sha256_file(result.bundle / "model.tflite")
     ref = np.load(result.bundle / "reference.npz")
     assert ref["in_0"].shape[1:] == (8, 8, 1) and ref["out_0"].shape[1:] == (10,)
-    assert m.fidelity["n_samples"] > 300 and m.fidelity["accuracy_original"] > 0.9
+    assert m.fidelity.n_samples > 300 and m.fidelity.accuracy_original > 0.9
 
 
 def test_int8_is_smaller_than_fp16_which_is_smaller_than_fp32(isolated_user_dirs, digits_files):
@@ -131,7 +131,7 @@ def test_channel_pruning_shrinks_the_model_and_keeps_accuracy_after_fine_tuning(
     assert result.size_bytes < 0.4 * plain.size_bytes
     f = result.manifest.fidelity
     # Stated bound: within 4 points of the unpruned model's accuracy on held-out digits.
-    assert f["accuracy_original"] - f["accuracy_artifact"] <= 0.04
+    assert f.accuracy_original - f.accuracy_artifact <= 0.04
     assert result.passed
 
 
@@ -216,7 +216,7 @@ def test_multi_output_keras_model_builds(isolated_user_dirs, tmp_path, digits):
     result = build(tmp_path / "two.keras", "raspberry-pi-4", data=tmp_path / "d.npz")
     assert [o.name for o in result.manifest.outputs] == ["output_0", "output_1"]
     assert [o.shape for o in result.manifest.outputs] == [[1, 10], [1, 1]]
-    assert result.manifest.fidelity["top1_agreement"] >= 0.97
+    assert result.manifest.fidelity.top1_agreement >= 0.97
     ref = np.load(result.bundle / "reference.npz")
     assert ref["out_0"].shape[1:] == (10,) and ref["out_1"].shape[1:] == (1,)
 
@@ -294,7 +294,7 @@ def test_int8_without_data_is_refused(isolated_user_dirs, digits_files):
 
 
 def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits_files, monkeypatch):
-    from edgepack.build import convert
+    from edgepack.builder import convert
     from edgepack.profile.schema import Format
 
     monkeypatch.delitem(convert.EXPORTERS, Format.onnx)  # a format without an exporter
@@ -318,9 +318,41 @@ def test_out_that_is_not_a_bundle_is_never_replaced(isolated_user_dirs, digits_f
     keep = isolated_user_dirs / "important"
     keep.mkdir()
     (keep / "notes.txt").write_text("mine")
-    for out in ("important", "."):
-        build_fails_cleanly([str(model), "--target", "pixel-8", "--data", str(data), "--out", out], "already exists and is not a bundle")
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", str(data), "--out", "important"], "already exists and is not a bundle")
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", str(data), "--out", "."], "is the working directory")
     assert (keep / "notes.txt").read_text() == "mine"
+
+
+def test_out_with_a_foreign_manifest_json_is_never_replaced(isolated_user_dirs, digits_files):
+    # A web app's (or a browser extension's) folder has a manifest.json too.
+    model, data = digits_files
+    app_dir = isolated_user_dirs / "w"
+    (app_dir / "src").mkdir(parents=True)
+    (app_dir / "manifest.json").write_text('{"name": "app"}')
+    (app_dir / "src" / "app.js").write_text("x")
+    before = sorted(str(p.relative_to(app_dir)) for p in app_dir.rglob("*"))
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", str(data), "--out", "w"], "its manifest.json is not an edgepack manifest")
+    assert sorted(str(p.relative_to(app_dir)) for p in app_dir.rglob("*")) == before
+    assert (app_dir / "src" / "app.js").read_text() == "x"
+
+
+def test_a_bundle_holding_a_users_file_is_never_replaced(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    args = [str(model), "--target", "pixel-8", "--data", str(data), "--out", "b"]
+    assert runner.invoke(app, ["build", *args]).exit_code == 0
+    (isolated_user_dirs / "b" / "app.py").write_text("mine")
+    result = runner.invoke(app, ["build", *args])
+    assert result.exit_code == 2 and "it also holds files edgepack did not write: app.py" in result.output, result.output
+    assert (isolated_user_dirs / "b" / "app.py").read_text() == "mine"
+
+
+def test_out_above_the_working_directory_is_refused(isolated_user_dirs, digits_files, monkeypatch):
+    model, data = digits_files
+    (isolated_user_dirs / "deep").mkdir()
+    monkeypatch.chdir(isolated_user_dirs / "deep")
+    result = runner.invoke(app, ["build", str(model), "--target", "pixel-8", "--data", str(data), "--out", ".."])
+    assert result.exit_code == 2 and "is the working directory or holds it" in result.output, result.output
+    assert (isolated_user_dirs / "deep").is_dir()
 
 
 def test_an_earlier_bundle_at_out_is_replaced(isolated_user_dirs, digits_files):
@@ -351,3 +383,27 @@ def test_explain_works_for_every_quantized_kind_and_after_a_cache_hit(isolated_u
     result = runner.invoke(app, [*args, "--explain"])
     assert result.exit_code == 0, result.output
     assert "layers with the largest quantization error" in result.output and "no per-layer table" not in result.output
+
+
+def test_labels_outside_the_models_classes_stop_the_build_before_anything_is_cached(isolated_user_dirs, digits_files, digits):
+    import numpy as np
+
+    model, _ = digits_files
+    x, _ = digits
+    np.savez(isolated_user_dirs / "bad.npz", x=x[:300], y=np.full(300, 57))
+    build_fails_cleanly([str(model), "--target", "pixel-8", "--data", "bad.npz"], "labels y include class 57, but the model's output has 10 classes")
+    from edgepack.builder.cache import cache_root
+
+    assert not cache_root().exists() or not any(cache_root().iterdir())
+
+
+def test_nan_in_the_data_stops_the_build_with_one_line(isolated_user_dirs, digits_files, digits):
+    import numpy as np
+
+    model, _ = digits_files
+    x, y = digits
+    x = x[:300].copy()
+    x[5, 0, 0, 0] = np.nan
+    np.savez(isolated_user_dirs / "nan.npz", x=x, y=y[:300])
+    result = build_fails_cleanly([str(model), "--target", "raspberry-pi-4", "--data", "nan.npz"], "1 of 300 samples hold NaN or infinite values (the first is sample 5)")
+    assert "internal error" not in result.output

@@ -1,0 +1,103 @@
+"""Explain where quantization hurts a model, and recover from it automatically.
+
+After a quantized build, `explain` measures the error each layer adds. When the fidelity gate
+fails, or the quantizer raises, and the profile says `build.fallback: auto`, `recover` tries
+variants in order of cost — another way to quantize the weights, then keeping the most sensitive
+layers in float, added one by one by measured sensitivity — and keeps the first that meets every
+budget. Each attempt is recorded, so a user sees what was tried, what it scored and what it cost.
+
+Each format's explanation and recovery live in one module with one signature, chosen from
+`RECOVERIES` as the exporters are chosen from `EXPORTERS`:
+
+    explain(model, profile, calibration, sample, artifact) -> list[LayerError]
+    recover(model, profile, calibration, evaluation, check, outcome) -> None
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+from edgepack.builder.recover.common import EXPLAIN_SAMPLES, TOP_LAYERS, Check, LayerError, Outcome, quantized, record_attempt, recoverable, worst_first
+from edgepack.errors import BuildError
+from edgepack.model.data import Dataset
+from edgepack.model.source import SourceModel
+from edgepack.profile.schema import Format, Profile
+
+RECOVERIES: dict[Format, str] = {
+    Format.tflite: "edgepack.builder.recover.tflite",
+    Format.onnx: "edgepack.builder.recover.onnx",
+}
+
+
+def recovery(fmt: Format) -> ModuleType | None:
+    """Return the module that explains and recovers FMT's builds (None: the format has none)."""
+    return importlib.import_module(RECOVERIES[fmt]) if fmt in RECOVERIES else None
+
+
+def build_artifact(
+    model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, explain: bool, stage
+) -> Outcome:
+    """Export, verify, explain and, where the profile allows it, recover.
+
+    Raises:
+        BuildError: the export failed, and no other way of quantizing worked (the export's own
+            error, with what else was tried in its details).
+    """
+    from edgepack.builder.convert import exporter
+
+    b = profile.build
+    can_recover = recoverable(profile)
+    outcome = Outcome(None, None, "plain")
+    failure: BuildError | None = None
+    with stage("convert", f"{b.format.value} {b.precision.value}"):
+        try:
+            outcome.artifact = exporter(b.format)(model, profile, calibration)
+        except Exception as exc:  # with recovery, whatever the quantizer raises is a failed attempt
+            if not can_recover:
+                raise
+            failure = exc if isinstance(exc, BuildError) else BuildError(
+                f"{b.format.value} {b.precision.value} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                hint="try another build.precision",
+            )
+            outcome.attempts.append(record_attempt("plain", None, None, error=failure.message))
+    if outcome.artifact is not None:
+        with stage("verify", f"{len(evaluation)} samples"):
+            outcome.fidelity = check(outcome.artifact)
+            outcome.attempts.append(record_attempt("plain", outcome.artifact, outcome.fidelity))
+    fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
+    if quantized(profile) and outcome.artifact is not None and (explain or fidelity_failed):
+        with stage("explain", "per-layer error"):
+            try:
+                outcome.layers = explain_layers(model, profile, calibration, evaluation, outcome.artifact)
+            except Exception as exc:  # the explanation is a diagnosis: it never fails the build
+                outcome.explain_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    if can_recover and fidelity_failed:
+        with stage("recover", "trying other ways to quantize"):
+            recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
+    if outcome.artifact is None and failure is not None:
+        failure.details += [f"also tried {a.strategy}: {a.error or 'missed the gate'}" for a in outcome.attempts[1:]]
+        raise failure
+    return outcome
+
+
+def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, artifact) -> list[LayerError]:
+    """Return the layers with the largest quantization error, worst first (empty where not supported)."""
+    module = recovery(profile.build.format)
+    if module is None:
+        return []
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    return worst_first(module.explain(model, profile, calibration, sample, artifact))[:TOP_LAYERS]
+
+
+def recovery_notes(outcome: Outcome) -> list[str]:
+    """Say what recovery did and what it cost, for the manifest and the build summary."""
+    if outcome.strategy == "plain" or not outcome.attempts:
+        return []
+    plain = outcome.attempts[0]
+    chosen = next(a for a in outcome.attempts if a.strategy == outcome.strategy and a.passed)
+    cost = f", {(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB" if plain.size_bytes and chosen.size_bytes else ""
+    kept = f" (kept in float: {', '.join(chosen.float_layers)})" if chosen.float_layers else ""
+    return [f"plain quantization missed the gate; recovered with {outcome.strategy}{kept}{cost}"]

@@ -1,0 +1,105 @@
+"""What recovery records and shares across formats: attempts, outcomes, per-layer errors."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+from edgepack.builder.convert import Artifact
+from edgepack.builder.verify import Fidelity
+from edgepack.profile.schema import Fallback, Format, Precision, Profile
+
+EXPLAIN_SAMPLES = 32
+MAX_FLOAT_LAYERS = 8
+TOP_LAYERS = 10
+
+Check = Callable[[Artifact], Fidelity]  # verifies an artifact: fidelity + every budget
+
+
+@dataclass
+class LayerError:
+    tensor: str  # the layer's output tensor in the artifact (what selective quantization names)
+    layer: str  # a short name for people
+    op: str
+    error: float
+    measure: str
+    order: int = 0  # position of the op in the graph: among equal errors, the earliest is the cause
+
+
+@dataclass
+class Attempt:
+    strategy: str
+    float_layers: list[str] = field(default_factory=list)
+    size_bytes: Optional[int] = None
+    top1_agreement: Optional[float] = None
+    accuracy_drop: Optional[float] = None
+    passed: bool = False
+    error: Optional[str] = None  # what the quantizer raised, when it raised
+
+
+@dataclass
+class Outcome:
+    artifact: Optional[Artifact]
+    fidelity: Optional[Fidelity]
+    strategy: str
+    attempts: list[Attempt] = field(default_factory=list)
+    layers: list[LayerError] = field(default_factory=list)
+    explain_error: Optional[str] = None  # why there is no per-layer table, where it could not be made
+
+    def facts(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "attempts": [asdict(a) for a in self.attempts],
+            "layer_errors": [asdict(e) for e in self.layers],
+            "explain_error": self.explain_error,
+        }
+
+
+def short_layer(tensor: str) -> str:
+    """'sequential/dense_1/MatMul;sequential/dense_1/Relu' -> 'dense_1'."""
+    parts = tensor.split(";")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
+def quantized(profile: Profile) -> bool:
+    return profile.build.precision is not Precision.fp32
+
+
+# The (format, precision) pairs `recover` has strategies for.
+RECOVERABLE = {(f, p) for f in (Format.tflite, Format.onnx) for p in (Precision.int8, Precision.fp16)}
+
+
+def recoverable(profile: Profile) -> bool:
+    b = profile.build
+    return b.fallback is Fallback.auto and (b.format, b.precision) in RECOVERABLE
+
+
+def record_attempt(strategy: str, artifact: Artifact | None, fidelity: Fidelity | None, error: str | None = None, float_layers=None) -> Attempt:
+    return Attempt(
+        strategy=strategy,
+        float_layers=list(float_layers or []),
+        size_bytes=artifact.size_bytes if artifact else None,
+        top1_agreement=fidelity.top1_agreement if fidelity else None,
+        accuracy_drop=fidelity.accuracy_drop if fidelity else None,
+        passed=bool(fidelity and fidelity.passed),
+        error=error,
+    )
+
+
+def worst_first(errors: list[LayerError]) -> list[LayerError]:
+    return sorted(errors, key=lambda e: (-e.error, e.order))
+
+
+def try_variant(outcome: Outcome, check: Check, strategy: str, make: Callable[[], Artifact], float_layers=()) -> bool:
+    """Build one variant, verify it, record it; adopt it when it meets every budget."""
+    try:
+        artifact = make()
+        fidelity = check(artifact)
+    except Exception as exc:  # a quantizer that raises is a failed attempt, never a crash
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        outcome.attempts.append(record_attempt(strategy, None, None, error=message))
+        return False
+    outcome.attempts.append(record_attempt(strategy, artifact, fidelity, float_layers=float_layers))
+    if fidelity.passed:
+        outcome.artifact, outcome.fidelity, outcome.strategy = artifact, fidelity, strategy
+    return fidelity.passed

@@ -1,0 +1,223 @@
+"""Explain and recover TFLite builds (see `edgepack.builder.recover` for the scheme).
+
+int8 uses TensorFlow's quantization debugger: it feeds each quantized op the float model's own
+inputs, so a layer's error is its own, not the sum of the layers before it; the measure is RMSE
+over the quantization step (about 0.29 for plain rounding, much more where a layer's range is
+dominated by outliers). Selective quantization goes through the debugger's `denylisted_nodes`.
+fp16 is compared tensor by tensor against the fp32 artifact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import numpy as np
+
+from edgepack.builder.convert import Artifact
+from edgepack.builder.recover.common import EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, short_layer, try_variant, worst_first
+from edgepack.model.data import Dataset
+from edgepack.model.source import SourceModel
+from edgepack.profile.schema import IoDtype, Precision, Profile
+
+
+def explain(model: SourceModel, profile: Profile, calibration: Dataset | None, sample: Dataset, artifact: Artifact) -> list[LayerError]:
+    """Return the per-layer errors of a TFLite int8 or fp16 build."""
+    if profile.build.precision is Precision.int8 and calibration is not None:
+        errors = debugger_errors(_debugger(model, calibration, sample))
+    else:
+        from edgepack.builder.convert.tflite import convert_tflite
+
+        reference = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
+        errors = _tensor_errors(reference, artifact.files[artifact.artifact], sample)
+    return _named(errors, model, artifact.files[artifact.artifact])
+
+
+def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
+    """Try the TFLite variants for the profile's precision in order of cost; keep the first that passes."""
+    if profile.build.precision is Precision.int8 and calibration is not None:
+        _recover_int8(model, profile, calibration, evaluation, check, outcome)
+    elif profile.build.precision is Precision.fp16:
+        _recover_fp16(model, evaluation, check, outcome)
+
+
+def _named(errors: list[LayerError], model: SourceModel, content: bytes) -> list[LayerError]:
+    names = layer_names(content, model)
+    for e in errors:
+        e.layer = names.get(e.tensor, e.layer)
+    return errors
+
+
+def layer_names(content: bytes, model: SourceModel) -> dict[str, str]:
+    """Map each op's output tensor in a TFLite model to the Keras layer that made it.
+
+    TensorFlow re-suffixes name scopes while tracing ("dense" may appear as "dense_1", and
+    "dense_1" as "dense_1_2"), so a graph name alone can point at the wrong layer. A layer is
+    matched by its kernel's shape among the layers whose name the graph name could stand for."""
+    if model.keras_model is None:
+        return {}
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgepack.builder.prune import all_layers
+
+    kernels = {}
+    for layer in all_layers(model.keras_model):
+        kernel = getattr(layer, "kernel", None) if hasattr(layer, "kernel") else getattr(layer, "depthwise_kernel", None)
+        kernels[layer.name] = sorted(kernel.shape) if kernel is not None else None
+    it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    made_by = {t: op for op in ops for t in op["outputs"]}
+    mapping = {}
+    for op in ops:
+        if not len(op["outputs"]):
+            continue
+        name = tensors[op["outputs"][0]]["name"]
+        raw = short_layer(name)
+        candidates = [n for n in kernels if raw == n or re.fullmatch(re.escape(n) + r"_\d+", raw)]
+        shapes = []
+        for i in op["inputs"][1:]:  # the first input is the activation; weights follow
+            source = made_by.get(i)
+            if source is not None and source["op_name"] == "DEQUANTIZE":
+                i = source["inputs"][0]  # fp16 weights behind a DEQUANTIZE
+            if i >= 0 and len(tensors[i]["shape"]) >= 2:
+                shapes.append(sorted(int(d) for d in tensors[i]["shape"]))
+        fitting = [n for n in candidates if kernels[n] is not None and kernels[n] in shapes]
+        chosen = fitting if fitting else candidates
+        mapping[name] = chosen[0] if len(chosen) == 1 else (raw if raw in chosen or not chosen else chosen[0])
+    return mapping
+
+
+def _debugger(model: SourceModel, calibration: Dataset, sample: Dataset, per_channel: bool = True):
+    import tensorflow as tf
+
+    from edgepack.builder.convert.tflite import int8_converter
+
+    converter = int8_converter(model, calibration, per_channel=per_channel, integer_only=False)
+
+    def dataset():
+        for i in range(len(sample)):
+            yield [x[i : i + 1] for x in sample.x]
+
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
+    debugger.run()
+    return debugger
+
+
+def debugger_errors(debugger) -> list[LayerError]:
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    buf.seek(0)
+    errors = []
+    for order, row in enumerate(csv.DictReader(buf)):
+        scale = float(row["scale"] or 0)
+        if scale > 0:
+            rmse = float(row["mean_squared_error"]) ** 0.5
+            errors.append(LayerError(row["tensor_name"], short_layer(row["tensor_name"]), row["op_name"], rmse / scale, "rmse/scale", order))
+    return errors
+
+
+def _tensor_errors(reference: bytes, candidate: bytes, sample: Dataset) -> list[LayerError]:
+    """Compare every same-named float tensor of two TFLite models run on the same inputs."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    runs = []
+    for content in (reference, candidate):
+        # Without the default XNNPACK delegate, every op stays itself and keeps its output tensor.
+        it = Interpreter(
+            model_content=content,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        it.allocate_tensors()
+        ops = {t: (op["op_name"], op["index"]) for op in it._get_ops_details() for t in op["outputs"]}
+        details = {d["name"]: d for d in it.get_tensor_details() if d["index"] in ops}
+        values: dict[str, list[np.ndarray]] = {name: [] for name in details}
+        inputs = it.get_input_details()
+        for i in range(len(sample)):
+            for d, x in zip(inputs, sample.x):
+                it.set_tensor(d["index"], x[i : i + 1].astype(d["dtype"]))
+            it.invoke()
+            for name, d in details.items():
+                values[name].append(np.array(it.get_tensor(d["index"]), dtype=np.float64))
+        runs.append((values, {name: ops[d["index"]] for name, d in details.items()}))
+    (ref, _), (cand, cand_ops) = runs
+    errors = []
+    for name in ref.keys() & cand.keys():
+        r, c = (np.concatenate([np.ravel(v) for v in values]) for values in (ref[name], cand[name]))
+        if r.shape != c.shape:
+            continue
+        spread = float(np.std(r)) or 1.0
+        err = float(np.sqrt(np.mean((r - c) ** 2))) / spread if np.all(np.isfinite(c)) else float("inf")
+        op_name, order = cand_ops[name]
+        errors.append(LayerError(name, short_layer(name), op_name, err, "rmse/std", order))
+    return errors
+
+
+def layer_precisions(artifact: Artifact, model: SourceModel) -> list[dict]:
+    """Return each compute op of a TFLite artifact with the precision it runs in (its output's type)."""
+    if not artifact.artifact.endswith(".tflite"):
+        return []
+    from ai_edge_litert.interpreter import Interpreter
+
+    content = artifact.files[artifact.artifact]
+    names = layer_names(content, model)
+    it = Interpreter(model_content=content)
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    rows = []
+    for op in it._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE", "DELEGATE") or not len(op["outputs"]):
+            continue
+        out = tensors[op["outputs"][0]]
+        rows.append({"layer": names.get(out["name"], short_layer(out["name"])), "op": op["op_name"], "precision": np.dtype(out["dtype"]).name})
+    return rows
+
+
+def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
+    from edgepack.builder.convert.tflite import int8_converter, run_converter, tflite_artifact
+
+    io_dtype = profile.build.io_dtype
+    per_tensor = int8_converter(model, calibration, io_dtype, per_channel=False)
+    if try_variant(outcome, check, "per-tensor weights", lambda: tflite_artifact(run_converter(per_tensor, Precision.int8))):
+        return
+    if io_dtype is not IoDtype.float32:
+        return  # a float layer would need float input/output, which this profile rules out
+    import tensorflow as tf
+
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    debugger = _debugger(model, calibration, sample)
+    # Until an attempt passes, outcome.artifact is still the plain build (None if it raised).
+    plain = outcome.artifact.files[outcome.artifact.artifact] if outcome.artifact else run_converter(int8_converter(model, calibration), Precision.int8)
+    ranked = worst_first(_named(debugger_errors(debugger), model, plain))  # each layer's own error: rank once
+    denied: list[LayerError] = []
+    for layer in ranked[:MAX_FLOAT_LAYERS]:
+        denied.append(layer)
+
+        def selective(names=tuple(e.tensor for e in denied)):
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(names))
+            return tflite_artifact(debugger.get_nondebug_quantized_model())
+
+        if try_variant(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
+            return
+
+
+def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
+    """Keep layers in fp32 one at a time, re-measuring after each: fp16 errors (an overflow above
+    all) spread to every later layer, so the earliest of the worst is the one to keep."""
+    from edgepack.builder.convert.tflite import convert_tflite, tflite_artifact
+    from edgepack.builder.convert.tflite_mixed import fp16_except
+
+    fp32 = convert_tflite(model, Precision.fp32, IoDtype.float32, None)
+    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    kept: list[LayerError] = []
+    current = fp16_except(fp32, set())
+    for _ in range(MAX_FLOAT_LAYERS):
+        errors = _named(_tensor_errors(fp32, current, sample), model, current)
+        candidates = [e for e in worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
+        if not candidates or candidates[0].error == 0:
+            return
+        kept.append(candidates[0])
+        current = fp16_except(fp32, {k.tensor for k in kept})
+        if try_variant(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: tflite_artifact(c), [k.layer for k in kept]):
+            return

@@ -1,0 +1,132 @@
+"""Reaching an SSH device: where to connect (after ~/.ssh/config), and failures as one DeviceError.
+
+Shared by `edgepack.device.ssh` (the transport) and `edgepack.device.hostkeys` (fetching a
+host's key to trust it), so both say the same thing about a host that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shlex
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgepack.device.spec import Device
+from edgepack.errors import DeviceError, debug_enabled
+
+
+def quiet_paramiko() -> None:
+    """Keep paramiko's own log lines (and the tracebacks it logs from its thread) off the terminal.
+
+    Each failure it logs also reaches us as an exception, which becomes one DeviceError line.
+    With EDGEPACK_DEBUG=1 its log goes to stderr as usual.
+    """
+    log = logging.getLogger("paramiko")
+    if debug_enabled():
+        log.propagate = True
+        return
+    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+        log.addHandler(logging.NullHandler())
+    log.propagate = False
+
+
+@dataclass
+class Endpoint:
+    """Where and as whom to connect, after ~/.ssh/config is applied."""
+
+    hostname: str
+    port: int
+    user: str
+    key_files: list[str]
+    explicit_key: bool
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The host's name as written in known_hosts (``[host]:port`` unless the port is 22)."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+
+def resolve(device: Device) -> Endpoint:
+    """Apply ~/.ssh/config to DEVICE: the host may be an alias with HostName, Port, User, IdentityFile.
+
+    Values written in the inventory win over the config file.
+    """
+    import paramiko
+
+    options: dict = {}
+    config_path = Path(os.path.expanduser("~/.ssh/config"))
+    if config_path.is_file():
+        try:
+            options = paramiko.SSHConfig.from_path(str(config_path)).lookup(device.host)
+        except Exception as exc:  # paramiko raises several kinds for a malformed file
+            raise DeviceError(f"{config_path}: cannot read it: {exc}", hint="fix the SSH config file") from None
+    hostname = options.get("hostname", device.host)
+    try:
+        port = device.port or int(options.get("port", 22))
+    except ValueError:
+        raise DeviceError(f"{config_path}: bad Port for host '{device.host}'") from None
+    user = device.user or options.get("user") or getpass.getuser()
+    if device.key:
+        keys, explicit = [os.path.expanduser(device.key)], True
+    else:
+        keys = [os.path.expanduser(k) for k in options.get("identityfile", [])]
+        keys, explicit = [k for k in keys if os.path.isfile(k)], False
+    return Endpoint(hostname=hostname, port=port, user=user, key_files=keys, explicit_key=explicit)
+
+
+def connect_error(exc: BaseException, device: Device, ep: Endpoint) -> BaseException:
+    """Return the DeviceError that explains why connecting to DEVICE at EP failed with EXC.
+
+    A changed host key is `edgepack.device.hostkeys.changed_key_error`'s to explain; an
+    exception this does not know is returned as it is.
+    """
+    import paramiko
+
+    name, timeout = device.name, device.connect_timeout_s
+    reach = f"check that {device.host} is on and reachable and that sshd listens on port {ep.port}"
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return DeviceError(
+            f"the key file for {ep.where} is encrypted with a passphrase",
+            hint=f"load it into ssh-agent with `ssh-add {shlex.quote(ep.key_files[0]) if ep.key_files else 'KEYFILE'}`",
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        used = ", ".join(ep.key_files) if ep.key_files else "ssh-agent and the default keys in ~/.ssh"
+        return DeviceError(
+            f"authentication refused for {ep.user}@{ep.hostname}:{ep.port} (device {name}); key tried: {used}",
+            hint=f"add the public key to ~{ep.user}/.ssh/authorized_keys on the device "
+            f"(ssh-copy-id), or re-add the device with --user/--key",
+        )
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return DeviceError(f"cannot reach {name} at {ep.hostname}:{ep.port}: connection refused", hint=reach)
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return DeviceError(
+            f"cannot reach {name} at {ep.hostname}:{ep.port}: timed out after {timeout:g} s", hint=reach
+        )
+    if isinstance(exc, socket.gaierror):
+        return DeviceError(
+            f"cannot reach {name}: unknown host name '{ep.hostname}'",
+            hint="check the host name, or add it as an alias to ~/.ssh/config",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return DeviceError(f"cannot reach {name} at {ep.hostname}:{ep.port}: connection refused", hint=reach)
+    if isinstance(exc, OSError):
+        return DeviceError(f"cannot reach {name} at {ep.hostname}:{ep.port}: {exc.strerror or exc}", hint=reach)
+    # paramiko says "banner" when the banner timeout fires first, "No existing session" when its
+    # negotiation timeout (the same number of seconds) does: both mean no SSH answer in time.
+    if isinstance(exc, paramiko.SSHException) and any(
+        s in str(exc).lower() for s in ("banner", "no existing session")
+    ):
+        return DeviceError(
+            f"no SSH answer from {name} at {ep.hostname}:{ep.port} within {timeout:g} s",
+            hint=f"check that port {ep.port} is the device's SSH port and that sshd is not overloaded",
+        )
+    if isinstance(exc, paramiko.SSHException):
+        return DeviceError(f"SSH to {name} at {ep.hostname}:{ep.port} failed: {exc}", hint=reach)
+    return exc

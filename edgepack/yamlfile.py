@@ -1,0 +1,45 @@
+"""Read the YAML files users edit (target profiles, the device inventory): round-trip, bounded, one error style.
+
+YAML aliases are refused before anything is built from the text: a few lines of nested aliases
+(a "billion laughs" document) expand to gigabytes in whatever walks the result. Profiles share
+settings through `extends:`, so no edgepack file needs an alias.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.reader import ReaderError
+
+from edgepack.errors import EdgepackError
+
+
+def load_roundtrip(text: str, path: Path, error: type[EdgepackError], what: str, alias_hint: str) -> Any:
+    """Parse TEXT, read from PATH (WHAT it is, for messages), with comments and line numbers kept.
+
+    Raises:
+        ERROR: a syntax error or a character YAML forbids (with the line and column), or an alias
+            (with ALIAS_HINT).
+    """
+    try:
+        for event in YAML(typ="rt").parse(text):
+            if isinstance(event, AliasEvent):
+                mark = event.start_mark
+                raise error(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*{event.anchor}) are not allowed in {what}", hint=alias_hint)
+        return YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise error(f"{where}: YAML syntax error: {problem}", hint="fix the YAML syntax at that line") from None
+    except ReaderError as exc:  # a control character YAML does not allow
+        before = text[: exc.position]
+        where = f"{path}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}"
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise error(f"{where}: character {char} is not allowed in YAML ({exc.reason})", hint="remove that character from the file") from None
+    except YAMLError as exc:
+        raise error(f"{path}: cannot read {what}: {exc}", hint="fix the YAML") from None
