@@ -10,6 +10,14 @@ from pathlib import Path
 from edgepack.errors import EdgepackError
 
 
+def cannot_write(path: Path, exc: OSError, what: str) -> EdgepackError:
+    """Return the one-line error for an OSError (permission, no space, read-only) while writing WHAT at PATH."""
+    return EdgepackError(
+        f"cannot write {what} {path}: {exc.strerror or exc}",
+        hint="check that the directory exists and is writable and that the disk has room, or write elsewhere",
+    )
+
+
 def temp_dir_beside(path: Path) -> Path:
     """Make an empty directory next to PATH (same file system, so a rename can replace PATH)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))

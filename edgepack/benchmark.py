@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from edgepack.agent.protocol import AgentReport, parse_report
-from edgepack.atomic import write_atomic
+from edgepack.atomic import cannot_write, write_atomic
 from edgepack.bundle import MANIFEST, Manifest, bundle_id, check_files, read_manifest
 from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
@@ -54,6 +54,7 @@ class BenchResult:
     budget_failures: list[str] = field(default_factory=list)
     report_path: Optional[Path] = None
     run_id: Optional[int] = None  # its id in the results history, once stored
+    write_error: Optional[EdgepackError] = None  # the JSON report beside the bundle could not be written
 
     @property
     def passed(self) -> bool:
@@ -218,7 +219,11 @@ def bench(
             with open_store(db) as history:
                 out.run_id = history.add_result(out)
     finally:
-        write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
+        try:
+            write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
+        except OSError as exc:  # the run is measured and stored: keep it, and say what could not be written
+            out.write_error = cannot_write(out.report_path, exc, "the bench report")
+            out.report_path = None
     return out
 
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgepack._version import __version__
-from edgepack.atomic import replace_dir, temp_dir_beside
+from edgepack.atomic import cannot_write, replace_dir, temp_dir_beside
 from edgepack.errors import EdgepackError
 from edgepack.profile.schema import Format, Precision, Profile
 
@@ -228,8 +228,11 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     import numpy as np
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(out_dir)
+    except OSError as exc:
+        raise cannot_write(out_dir, exc, "the bundle") from None
     try:
         for name, content in files.items():
             if isinstance(content, bytes):
@@ -243,6 +246,9 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
         manifest = manifest.model_copy(update={"files": entries})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
         replace_dir(tmp, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise cannot_write(out_dir, exc, "the bundle") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -63,6 +63,7 @@ class Deployment:
         """Everything that failed, one line each: builds that missed their gate, devices, budgets, regressions."""
         lines = [f"build for {p.target} missed its budget: " + "; ".join(p.build.failures) for p in self.parts if p.build and not p.build.passed]
         lines += [f"{run.device}: {run.error.message}" for run in self.failed_devices]
+        lines += [r.write_error.message for r in self.results if r.write_error is not None]
         lines += [f"{r.manifest.target} on {r.device}: {f}" for r in self.results for f in r.budget_failures]
         lines += self.gate.failures if self.gate else []
         return lines
@@ -83,6 +84,9 @@ class Deployment:
                 f"{len(failed)} of {total} devices could not be measured: " + "; ".join(f"{run.device}: {run.error.message}" for run in failed),
                 hint="the other devices' results are in the summary above and in the history (`edgepack report`)",
             )
+        unwritten = [r.write_error for r in self.results if r.write_error is not None]
+        if unwritten:
+            raise unwritten[0]
         unbuilt = [p for p in self.parts if p.build and not p.build.passed]
         if unbuilt:
             p = unbuilt[0]

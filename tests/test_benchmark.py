@@ -213,3 +213,33 @@ def test_a_killed_bench_leaves_no_agent_running(digits_bundles, tmp_path):
     while agents_running(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert agents_running(marker) == []
+
+
+def test_an_unwritable_bench_report_keeps_the_stored_run_and_the_table(digits_bundles, tmp_path, monkeypatch):
+    import edgepack.benchmark as benchmark
+    from edgepack.results.store import open_store
+
+    def refused(path, text, exclusive=False):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(benchmark, "write_atomic", refused)
+    db = tmp_path / "h.sqlite3"
+    result = runner.invoke(app, ["bench", str(digits_bundles["int8"]), *QUICK, "--db", str(db)])
+    assert result.exit_code == 2, result.output
+    assert "latency p90" in result.output  # the measurement is shown
+    assert "cannot write the bench report" in result.output and "Permission denied" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    with open_store(db) as history:
+        assert history.count() == 1  # and stored before the write failed
+
+
+def test_an_unwritable_html_report_is_one_line(tmp_path):
+    from edgepack.results.store import open_store
+    from tests.results.conftest import add_run
+
+    with open_store(tmp_path / "h.sqlite3") as history:
+        add_run(history)
+    result = runner.invoke(app, ["report", "--db", str(tmp_path / "h.sqlite3"), "--html", "/sys/edgepack-report/r.html"])
+    assert result.exit_code == 2, result.output
+    assert "cannot write the report /sys/edgepack-report/r.html" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and "internal error" not in result.output

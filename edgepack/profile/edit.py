@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
-from edgepack.atomic import write_atomic
+from edgepack.atomic import cannot_write, write_atomic
 from edgepack.errors import ProfileError
 from edgepack.profile.store import Catalog, LoadedProfile, read_yaml
 
@@ -67,7 +67,10 @@ def set_values(catalog: Catalog, name: str, assignments: list[str]) -> LoadedPro
     yaml = YAML(typ="rt")
     yaml.width = 4096  # never re-wrap the user's lines
     yaml.dump(doc, buf)
-    write_atomic(source.path, buf.getvalue())
+    try:
+        write_atomic(source.path, buf.getvalue())
+    except OSError as exc:
+        raise cannot_write(source.path, exc, "the profile") from None
     return loaded
 
 
@@ -95,8 +98,11 @@ def new_profile(catalog: Catalog, name: str, base: str, directory: Path) -> Path
         f"# The values {base} gives; uncomment a key and change it to override:\n"
         f"{commented}"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, text, exclusive=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text, exclusive=True)
+    except OSError as exc:
+        raise cannot_write(path, exc, "the profile") from None
     return path
 
 

@@ -351,9 +351,13 @@ def render_html(runs: Sequence[RunRecord], title: str = "edgepack results") -> s
 
 def write_html(path: Path, runs: Sequence[RunRecord], title: str = "edgepack results") -> Path:
     """Write the report for RUNS to PATH (atomically) and return PATH."""
-    from edgepack.atomic import write_atomic
+    from edgepack.atomic import cannot_write, write_atomic
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render_html(runs, title))
+    html = render_html(runs, title)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, html)
+    except OSError as exc:
+        raise cannot_write(path, exc, "the report") from None
     return path

@@ -407,3 +407,11 @@ def test_nan_in_the_data_stops_the_build_with_one_line(isolated_user_dirs, digit
     np.savez(isolated_user_dirs / "nan.npz", x=x, y=y[:300])
     result = build_fails_cleanly([str(model), "--target", "raspberry-pi-4", "--data", "nan.npz"], "1 of 300 samples hold NaN or infinite values (the first is sample 5)")
     assert "internal error" not in result.output
+
+
+def test_an_unwritable_out_is_one_line(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    result = runner.invoke(app, ["build", str(model), "--target", "pixel-8", "--data", str(data), "--out", "/sys/edgepack-bundle", "--no-cache"])
+    assert result.exit_code == 2, result.output
+    assert "cannot write the bundle /sys/edgepack-bundle" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and "internal error" not in result.output

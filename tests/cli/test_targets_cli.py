@@ -165,3 +165,10 @@ def test_an_error_about_a_key_set_from_the_cli_points_into_the_edited_file(isola
     result = run("targets", "set", "lab", "build.io_dtype=int8", "build.precision=fp16")
     assert result.exit_code == 2
     assert str(isolated_user_dirs / "targets" / "lab.yaml") in result.output
+
+
+def test_an_unwritable_profile_directory_is_one_line():
+    result = runner.invoke(app, ["targets", "new", "lab", "--from", "raspberry-pi-4", "--dir", "/sys/edgepack-targets"])
+    assert result.exit_code == 2, result.output
+    assert "cannot write the profile /sys/edgepack-targets/lab.yaml" in " ".join(result.output.split())
+    assert "Traceback" not in result.output and "internal error" not in result.output
