@@ -21,7 +21,7 @@ from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
 from edgepack.limits import agent_timeout_s
-from edgepack.profile.schema import Format
+from edgepack.profile.schema import Engine, Format
 
 if TYPE_CHECKING:
     from edgepack.device.fleet import DeviceRun
@@ -99,12 +99,18 @@ def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options
     return argv
 
 
-def _work(manifest: Manifest, options: BenchOptions) -> tuple[float, int]:
-    """The (min_seconds, cold_loads) this bench asks of the agent."""
+def agent_timeout(manifest: Manifest, options: BenchOptions) -> float:
+    """Seconds the agent may run: `options.timeout_s`, else derived from the work this bench asks for."""
+    if options.timeout_s is not None:
+        return options.timeout_s
     bench = manifest.profile.bench
-    min_seconds = options.min_seconds if options.min_seconds is not None else bench.min_seconds
-    cold_loads = options.cold_loads if options.cold_loads is not None else bench.cold_loads
-    return min_seconds, cold_loads
+
+    def pick(name: str):
+        value = getattr(options, name)
+        return value if value is not None else getattr(bench, name)
+
+    tensorrt = manifest.profile.runtime.engine is Engine.tensorrt
+    return agent_timeout_s(pick("runs"), pick("warmup"), pick("min_seconds"), pick("cold_loads"), tensorrt)
 
 
 def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
@@ -190,7 +196,7 @@ def bench(
         )
         step(f"measuring on {transport.name}")
         t = time.perf_counter()
-        timeout = options.timeout_s or agent_timeout_s(*_work(manifest, options))
+        timeout = agent_timeout(manifest, options)
         try:
             result = transport.run(argv, timeout=timeout, hold_stdin=True)
         except TimedOut as exc:

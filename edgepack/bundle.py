@@ -62,7 +62,9 @@ class Status(str, Enum):
 
 
 class Typed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Non-finite figures (a broken artifact's errors) are written as JSON's Infinity / NaN, which
+    # json.loads reads back: null would not read as a float.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
 
 class Fidelity(Typed):
@@ -112,7 +114,7 @@ class Fit(Typed):
 class MicroFacts(Typed):
     """A microcontroller build's static figures: ops, tensor arena, flash/RAM fit, latency estimate."""
 
-    ops: dict[str, int]
+    ops: list[dict[str, Any]]  # {op, version, count}
     arena: dict[str, Any]  # edgepack.micro.arena.Arena
     fit: Fit
     latency: dict[str, Any]  # edgepack.micro.fit.latency
@@ -234,6 +236,7 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     except OSError as exc:
         raise cannot_write(out_dir, exc, "the bundle") from None
     try:
+        check_replaceable(out_dir)  # again, now: the build took a while
         for name, content in files.items():
             if isinstance(content, bytes):
                 (tmp / name).write_bytes(content)
@@ -283,21 +286,46 @@ def read_manifest(bundle: Path) -> Manifest:
 def not_a_bundle(path: Path) -> Optional[str]:
     """Say why the existing directory PATH is not a bundle edgepack wrote (None: it is one, and only that).
 
-    A directory is a bundle when its manifest reads as an edgepack manifest and it holds nothing
-    but the files that manifest lists: `--out` replaces such a directory, and nothing else.
+    A directory is a bundle when its manifest reads as an edgepack manifest, and it holds nothing
+    but the files that manifest lists, each as it was built (size and sha256): `--out` replaces
+    such a directory, and nothing else.
     """
     path = Path(path)
-    if not (path / MANIFEST).is_file():
-        return f"it has no {MANIFEST}"
     try:
-        manifest = read_manifest(path)
-    except EdgepackError:
-        return f"its {MANIFEST} is not an edgepack manifest"
-    others = sorted({entry.name for entry in path.iterdir()} - {f.path for f in manifest.files} - {MANIFEST})
-    if others:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        return f"it also holds files edgepack did not write: {shown}"
+        if not (path / MANIFEST).is_file():
+            return f"it has no {MANIFEST}"
+        try:
+            manifest = read_manifest(path)
+        except EdgepackError:
+            return f"its {MANIFEST} is not an edgepack manifest"
+        others = sorted({entry.name for entry in path.iterdir()} - {f.path for f in manifest.files} - {MANIFEST})
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            return f"it also holds files edgepack did not write: {shown}"
+        try:
+            check_files(path, manifest)
+        except EdgepackError as exc:
+            return "its files are not as built: " + exc.message.split(": ", 1)[-1]
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
     return None
+
+
+def check_replaceable(out: Path) -> None:
+    """Check, right before it is replaced, that OUT is new or a bundle edgepack wrote and nothing else.
+
+    Raises:
+        EdgepackError: OUT exists and is not such a bundle (it is never replaced).
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    reason = "it is not a directory" if not out.is_dir() or out.is_symlink() else not_a_bundle(out)
+    if reason:
+        raise EdgepackError(
+            f"{out} already exists and is not a bundle: edgepack will not replace it ({reason})",
+            hint="pick another --out (a new directory, or an earlier bundle to replace)",
+        )
 
 
 def check_files(bundle: Path, manifest: Manifest) -> None:
@@ -315,7 +343,11 @@ def check_files(bundle: Path, manifest: Manifest) -> None:
         raise EdgepackError(f"{bundle}: incomplete bundle, missing {', '.join(missing)}", hint="rebuild it with edgepack build")
     for f in manifest.files:
         path = bundle / f.path
-        if path.stat().st_size != f.bytes or sha256_file(path) != f.sha256:
+        try:
+            changed = path.stat().st_size != f.bytes or sha256_file(path) != f.sha256
+        except OSError as exc:
+            raise EdgepackError(f"{bundle}: cannot read {f.path}: {exc.strerror or exc}", hint="check the bundle's file permissions") from None
+        if changed:
             raise EdgepackError(
                 f"{bundle}: {f.path} does not match the manifest: it changed after the build",
                 hint="rebuild the bundle with edgepack build (its manifest describes what was built and checked)",

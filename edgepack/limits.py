@@ -9,10 +9,14 @@ MAX_THREADS = 1024
 MAX_TIMEOUT_S = 24 * 3600.0
 
 
-def agent_timeout_s(min_seconds: float, cold_loads: int) -> float:
-    """Seconds to allow the agent: a fixed allowance for loading and the runtimes' start, plus the requested work.
+TRTEXEC_S = 3600.0  # the agent's own limit for a TensorRT engine build (trtexec)
 
-    Each cold load is a fresh process that imports the runtime and loads the model (seconds on a
-    small board); timing runs until MIN_SECONDS have passed, then finishes the requested runs.
+
+def agent_timeout_s(runs: int, warmup: int, min_seconds: float, cold_loads: int, tensorrt: bool) -> float:
+    """Seconds to allow the agent: 900 s for loading and the runtimes' start, plus the requested work.
+
+    Each cold load and each warm load is a fresh process that imports the runtime and loads the
+    model (tens of seconds on a small board); timing runs until MIN_SECONDS have passed and the
+    runs are done (allowed 0.1 s each); a first TensorRT bench builds its engine.
     """
-    return 300.0 + 2 * min_seconds + 30.0 * (cold_loads + 1)
+    return 900.0 + 2 * min_seconds + 60.0 * cold_loads + 0.1 * (runs + warmup) + (TRTEXEC_S if tensorrt else 0.0)

@@ -43,3 +43,5 @@ def load_roundtrip(text: str, path: Path, error: type[EdgepackError], what: str,
         raise error(f"{where}: character {char} is not allowed in YAML ({exc.reason})", hint="remove that character from the file") from None
     except YAMLError as exc:
         raise error(f"{path}: cannot read {what}: {exc}", hint="fix the YAML") from None
+    except RecursionError:
+        raise error(f"{path}: cannot read {what}: its YAML nests too deep", hint="flatten the file; profiles are a few levels deep") from None

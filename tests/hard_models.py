@@ -58,3 +58,39 @@ def fp16_overflow_model(directory: Path, digits) -> tuple[Path, Path]:
     model.save(directory / "fp16break.keras")
     np.savez(directory / "fp16break.npz", x=flat[1200:], y=y[1200:])
     return directory / "fp16break.keras", directory / "fp16break.npz"
+
+
+def sigmoid_map_model(directory: Path, digits, break_fp16: bool) -> tuple[Path, Path]:
+    """A small encoder-decoder that answers a dense sigmoid map (where the digit's ink is), with a
+    BatchNormalization and a Conv2DTranspose, as segmentation and detection heads have.
+
+    With BREAK_FP16, the batch norm's scale and shift are multiplied by 1e7 (beyond fp16's 65504)
+    and the transposed convolution's kernel divided by as much (below fp16's precision): the same
+    function in float32, as ReLU is scale-equivariant, but an fp16 artifact answers a flat map."""
+    import keras
+
+    x, _ = digits
+    ink = (x > 0.5).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="enc"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        keras.layers.Conv2DTranspose(16, 3, strides=2, padding="same", name="up"),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(1, 1, activation="sigmoid", name="map"),
+    ])
+    model.compile("adam", "binary_crossentropy")
+    model.fit(x[:1200], ink[:1200], epochs=15, verbose=0)
+    if break_fp16:
+        bn = model.get_layer("bn")
+        gamma, beta, mean, var = bn.get_weights()
+        bn.set_weights([gamma * 1e7, beta * 1e7, mean, var])
+        kernel, bias = model.get_layer("up").get_weights()
+        model.get_layer("up").set_weights([kernel * 1e-7, bias])
+    name = "mapbreak" if break_fp16 else "map"
+    model.save(directory / f"{name}.keras")
+    np.savez(directory / f"{name}.npz", x=x[1200:])
+    return directory / f"{name}.keras", directory / f"{name}.npz"

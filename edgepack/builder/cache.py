@@ -13,7 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from edgepack.atomic import replace_dir, temp_dir_beside
+from edgepack.atomic import cannot_write, replace_dir, temp_dir_beside
+from edgepack.bundle import check_replaceable
 from edgepack.bundle import MANIFEST
 
 
@@ -38,10 +39,13 @@ def lookup(key: str) -> Path | None:
 def store(bundle: Path, key: str) -> None:
     """Copy BUNDLE into the cache under KEY (an existing entry is kept: it is the same build)."""
     root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    if lookup(key):
+    try:  # the cache is a speed-up: a cache that cannot be written never fails a build
+        root.mkdir(parents=True, exist_ok=True)
+        if lookup(key):
+            return
+        tmp = temp_dir_beside(root / key)
+    except OSError:
         return
-    tmp = temp_dir_beside(root / key)
     try:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
         os.rename(tmp, root / key)
@@ -50,12 +54,23 @@ def store(bundle: Path, key: str) -> None:
 
 
 def restore(key: str, out: Path) -> Path:
-    """Copy the cached bundle KEY to OUT atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir_beside(out)
+    """Copy the cached bundle KEY to OUT atomically.
+
+    Raises:
+        EdgepackError: OUT cannot be written (permissions, space), or is no longer a bundle to replace.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(out)
+    except OSError as exc:
+        raise cannot_write(out, exc, "the bundle") from None
     try:
         shutil.copytree(cache_root() / key, tmp, dirs_exist_ok=True)
+        check_replaceable(out)
         replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise cannot_write(out, exc, "the bundle") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

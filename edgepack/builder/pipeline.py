@@ -115,9 +115,10 @@ def build(
     manifest, files, reference = _run(plan, profile, tools, stage)
     with stage("package", f"{plan.out}/"):
         write_bundle(plan.out, manifest, files, reference)
-        if key and manifest.passed:
+        written = read_manifest(plan.out)  # before caching: only what reads back is ever cached
+        if key and written.passed:
             cache.store(plan.out, key)
-    return BuildResult(plan.out, read_manifest(plan.out), cached=False, stage_seconds=timings)
+    return BuildResult(plan.out, written, cached=False, stage_seconds=timings)
 
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:

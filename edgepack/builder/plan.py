@@ -41,7 +41,7 @@ def bundle_out(out: Path) -> Path:
         BuildError: OUT is a file, the working directory or one above it, or a directory that is
             not a bundle or holds anything else (it is never overwritten).
     """
-    from edgepack.bundle import not_a_bundle
+    from edgepack.bundle import check_replaceable
 
     out = Path(out).resolve()
     here = Path.cwd().resolve()
@@ -50,13 +50,7 @@ def bundle_out(out: Path) -> Path:
             f"{out} is the working directory{'' if out == here else ' or holds it'}: edgepack will not replace it",
             hint="pick a new directory for --out, e.g. --out build/my-model",
         )
-    if out.exists():
-        reason = "it is not a directory" if not out.is_dir() else not_a_bundle(out)
-        if reason:
-            raise BuildError(
-                f"{out} already exists and is not a bundle: edgepack will not replace it ({reason})",
-                hint="pick another --out (a new directory, or an earlier bundle to replace)",
-            )
+    check_replaceable(out)
     if out.parent.exists() and not out.parent.is_dir():
         raise BuildError(f"{out.parent} is a file, so {out} cannot be created", hint="pick another --out")
     return out

@@ -6,6 +6,7 @@ import numpy as np
 
 from edgepack.builder.convert import Artifact
 from edgepack.bundle import Fidelity
+from edgepack.errors import DataError
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import Budgets
@@ -14,7 +15,11 @@ from edgepack.profile.schema import Budgets
 def compare(
     reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None, max_accuracy_drop: float
 ) -> Fidelity:
-    """Compare the artifact's outputs with the original's; the first output decides top-1 and accuracy."""
+    """Compare the artifact's outputs with the original's; the first output decides top-1 and accuracy.
+
+    Raises:
+        DataError: the labels name classes the model's first output does not have.
+    """
     errors = [np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate)]
     f = Fidelity(
         n_samples=len(reference[0]),
@@ -22,6 +27,14 @@ def compare(
         mean_abs_error=float(np.mean(np.concatenate([e.ravel() for e in errors]))),
     )
     ref, cand = reference[0], candidate[0]
+    if labels is not None and ref.ndim == 2 and len(labels) and labels.max() >= ref.shape[1]:
+        raise DataError(
+            f"labels y include class {int(labels.max())}, but the model answers {ref.shape[1]} classes (0..{ref.shape[1] - 1})",
+            hint="check that the labels belong to this model (and are numbered from 0)",
+        )
+    broken = [i for i, c in enumerate(candidate) if not np.isfinite(c).all()]
+    if broken:  # an overflow (fp16) or a broken kernel: no figure below means anything
+        f.failures.append(f"the artifact answers NaN or infinite values (output {', '.join(map(str, broken))}): it does not work")
     if ref.ndim == 2 and ref.shape[1] > 1:
         f.top1_agreement = float(np.mean(ref.argmax(1) == cand.argmax(1)))
         if labels is not None and labels.ndim == 1:

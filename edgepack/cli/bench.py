@@ -159,7 +159,7 @@ def render_runs(part, title: str) -> None:
     """Show one bundle's devices: the full table for one device, the fleet summary for several."""
     from edgepack.cli.fleet import render_fleet_summary
 
-    if len(part.runs) == 1:
+    if len(part.runs) == 1 and part.runs[0].result is not None:
         render_bench(part.runs[0].result)
     else:
         render_fleet_summary(part.runs, title)
@@ -213,7 +213,7 @@ def deployment_json(deployment):
     out = []
     for part in deployment.parts:
         summary = build_summary(part.build)
-        if len(part.devices) == 1 or not part.runs:
+        if not part.runs or (len(part.runs) == 1 and part.runs[0].result is not None):
             r = part.results[0] if part.results else None
             out.append({"build": summary, "bench": with_gate(r.to_dict(), r.run_id) if r else None})
             continue

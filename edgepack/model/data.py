@@ -90,6 +90,8 @@ def _load_npz(path: Path, inputs: list[TensorInfo]) -> Dataset:
             hint="save it with np.savez(path, x=inputs, y=labels)",
         )
     y = arrays.get("y")
+    if y is not None and y.ndim == 0:
+        raise DataError(f"{path}: y is a single value, not one label per sample", hint="save y with shape (N,)")
     if y is not None and len(y) != len(xs[0]):
         raise DataError(f"{path}: y has {len(y)} labels for {len(xs[0])} samples")
     return Dataset(xs, y)
@@ -153,6 +155,7 @@ def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
             )
         if x.dtype.kind not in "fiub":
             raise DataError(f"{path}: data x{'' if len(inputs) == 1 else f'_{i}'} holds {x.dtype} values, not numbers", hint="save numeric arrays")
+        x = x.astype(spec.dtype, copy=False)  # first: a float64 1e300 becomes inf in float32
         if x.dtype.kind == "f":
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
@@ -160,16 +163,23 @@ def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
                     f"{path}: {int(bad.sum())} of {len(x)} samples hold NaN or infinite values (the first is sample {int(np.argmax(bad))})",
                     hint="drop or repair those samples before saving the data",
                 )
-        data.x[i] = x.astype(spec.dtype, copy=False)
+        data.x[i] = x
 
 
-def _labels(y: np.ndarray, outputs: list[TensorInfo], path: Path, notes: dict) -> np.ndarray:
+def _labels(y: np.ndarray, outputs: list[TensorInfo], path: Path, notes: dict) -> np.ndarray | None:
     """Check labels against the model's first output: integer classes within its range (one-hot is converted, with a note).
 
     A label outside the classes would make the accuracy 0% before and after, and the accuracy gate
-    would pass anything: so it is refused.
+    would pass anything: so it is refused. Labels are only used for a classes output (2-D, more
+    than one class); for any other (a sigmoid, a regression, a map) they are set aside with a note.
     """
-    classes = outputs[0].shape[-1] if outputs and len(outputs[0].shape) == 2 and outputs[0].shape[-1] else None
+    shape = outputs[0].shape if outputs else ()
+    if len(shape) != 2 or shape[-1] == 1:
+        notes["labels"] = "labels set aside: the model's first output is not class scores, so there is no accuracy to measure"
+        return None
+    classes = shape[-1]  # None: a dynamic class dimension, checked against the model's answers in verify
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.dtype.kind not in "iuf" and y.dtype.kind != "b":
         raise DataError(f"{path}: labels y are {y.dtype} values", hint="save y as integer class indices 0..N-1 (np.int64)")
     if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():

@@ -102,7 +102,7 @@ def test_onnx_fp16_overflow_recovers_with_the_broken_node_in_fp32(isolated_user_
     assert q["attempts"][0]["top1_agreement"] < 0.5
     assert result.passed and q["strategy"].startswith("fp16 with")
     assert any("huge" in node for node in q["attempts"][-1]["float_layers"])
-    assert q["layer_errors"][0]["error"] is None  # an overflow: infinite error, kept as null in JSON
+    assert q["layer_errors"][0]["error"] == float("inf")  # an overflow: kept as Infinity in the manifest
 
 
 def test_an_onnx_quantizer_that_raises_on_the_per_channel_path_is_a_failed_attempt(isolated_user_dirs, digits_files, monkeypatch):

@@ -57,8 +57,11 @@ def test_huge_run_ids_name_no_run(isolated_user_dirs, tmp_path):
     assert result.exit_code == 0 and "internal error" not in result.output, result.output
     one_line_refusal(runner.invoke(app, ["compare", HUGE, "last", "--db", db]), f"no run #{HUGE}")
     one_line_refusal(runner.invoke(app, ["compare", f"last~{HUGE}", "last", "--db", db]), "names no run")
-    (isolated_user_dirs / "b").mkdir()
-    one_line_refusal(runner.invoke(app, ["bench", "b", "--baseline", HUGE, "--db", db]), "not a bundle")
+    from edgepack.results.gate import resolve_baseline
+    from edgepack.results.store import ResultsError
+
+    with pytest.raises(ResultsError, match=f"no run #{HUGE}"):
+        resolve_baseline(HUGE, "10%", tmp_path / "h.sqlite3")
 
 
 def test_the_agent_refuses_work_past_the_same_caps(tmp_path):

@@ -188,9 +188,10 @@ def test_an_interrupted_upload_leaves_no_part_file(transport, tmp_path, monkeypa
 def test_a_held_stdin_reaches_eof_when_the_caller_is_killed(tmp_path):
     # The caller (a host process running a bench) is killed with SIGKILL while the command runs:
     # the command's stdin reaches EOF, which is how the agent knows to stop.
-    marker = tmp_path / "eof"
+    marker, started = tmp_path / "eof", tmp_path / "started"
     child = (
         "import os, sys\n"
+        f"open({str(started)!r}, 'w').write('started')\n"
         "while os.read(0, 1024):\n    pass\n"
         f"open({str(marker)!r}, 'w').write('eof')\n"
     )
@@ -202,8 +203,11 @@ def test_a_held_stdin_reaches_eof_when_the_caller_is_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", host])
     import time
 
-    time.sleep(3)
-    assert not marker.exists()  # the command still waits: its stdin is open
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert started.exists() and not marker.exists()  # the command waits: its stdin is open
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 10

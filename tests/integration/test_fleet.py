@@ -119,3 +119,24 @@ def test_an_unknown_device_in_a_fleet_is_refused_before_anything_runs(fleet, dig
     )
     assert result.exit_code == 2 and "unknown device 'pi-bb'" in result.output and "pi-b" in result.output
     assert "✓" not in result.output
+
+
+def test_deploy_to_devices_with_their_own_targets_goes_on_past_one_that_is_down(fleet, digits_files, tmp_path):
+    # No --target: each device brings its own, so each target is a part with one device; the one
+    # that is down must not stop the other part from being built and measured.
+    import edgepack
+    from edgepack.benchmark import BenchOptions
+
+    for name, target in (("pi-a", "raspberry-pi-4"), ("pi-down", "pixel-8")):
+        device = inv.get_device(name, fleet).model_copy(update={"target": target})
+        inv.remove_device(name, fleet)
+        inv.add_device(device, fleet)
+    path = fleet
+    model, data = digits_files
+    deployment = edgepack.deploy(model, devices=["pi-down", "pi-a"], data=data, inventory=path, db=tmp_path / "h.sqlite3",
+                                 options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=0))
+    parts = {part.target: part for part in deployment.parts}
+    assert set(parts) == {"pixel-8", "raspberry-pi-4"}
+    assert parts["pixel-8"].runs[0].error is not None and "pi-down" in parts["pixel-8"].runs[0].error.message
+    assert parts["raspberry-pi-4"].results[0].report.ok
+    assert any(f.startswith("pi-down: ") for f in deployment.failures)

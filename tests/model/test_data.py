@@ -87,3 +87,29 @@ def test_non_numeric_inputs_are_refused(tmp_path):
     ints = [TensorInfo("tokens", (None, 4), "int32")]
     with pytest.raises(DataError, match="holds <U1 values, not numbers"):
         load_data(npz(tmp_path, np.full((20, 4), "a")), ints)
+
+
+def test_labels_for_an_output_that_is_not_class_scores_are_set_aside_with_a_note(tmp_path):
+    sigmoid = [TensorInfo("p", (None, 1), "float32")]
+    data = load_data(npz(tmp_path, images(), np.arange(20) % 2), INPUTS, sigmoid)
+    assert data.y is None and "labels set aside" in data.notes["labels"]
+    regression = [TensorInfo("value", (None,), "float32")]
+    data = load_data(npz(tmp_path, images(), np.linspace(0, 1, 20)), INPUTS, regression)
+    assert data.y is None
+
+
+def test_column_labels_are_taken_as_one_label_per_sample(tmp_path):
+    data = load_data(npz(tmp_path, images(), (np.arange(20) % 10)[:, None]), INPUTS, OUTPUTS)
+    assert data.y.shape == (20,) and data.y[3] == 3
+
+
+def test_a_single_label_value_is_refused(tmp_path):
+    with pytest.raises(DataError, match="y is a single value"):
+        load_data(npz(tmp_path, images(), np.int64(3)), INPUTS, OUTPUTS)
+
+
+def test_values_that_overflow_the_models_float_type_are_refused(tmp_path):
+    x = images().astype(np.float64)
+    x[4, 0, 0, 0] = 1e300  # finite in float64, inf in the model's float32
+    with pytest.raises(DataError, match="1 of 20 samples hold NaN or infinite values"):
+        load_data(npz(tmp_path, x), INPUTS, OUTPUTS)
