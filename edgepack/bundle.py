@@ -80,6 +80,21 @@ class Fidelity(Typed):
     passed: bool = True
     failures: list[str] = Field(default_factory=list)
     accuracy_failed: bool = False  # the answers missed the gate (as opposed to size or fit)
+    outputs: list[OutputFidelity] = Field(default_factory=list)  # every output (0.1.0 bundles have none)
+    metric: Optional[float] = None  # verify.metric's value, where the profile names one
+
+
+class OutputFidelity(Typed):
+    """One output of the artifact against the original's: the worst output decides the gate."""
+
+    name: str
+    kind: str  # classes | dense (edgepack.profile.schema.OutputKind)
+    sqnr_db: float  # on the output's variation around its mean; 150 for identical answers
+    cosine: float  # mean over samples
+    max_rel_error: float  # max |error| over the original output's range
+    mean_rel_error: float
+    top1_agreement: Optional[float] = None  # classes outputs
+    passed: bool = True
 
 
 class LayerPrecision(Typed):

@@ -152,14 +152,14 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         model, prune_report = _prune(original, calibration, profile, stage)
 
     def check(artifact):
-        fidelity = verify(original, artifact, evaluation, profile.budgets.max_accuracy_drop)
+        fidelity = verify(original, artifact, evaluation, profile)
         fidelity.failures += check_size(artifact.size_bytes, profile.budgets) + artifact.failures
         fidelity.passed = not fidelity.failures
         return fidelity
 
     outcome = build_artifact(model, profile, calibration, evaluation, check, plan.explain, stage)
     artifact, fidelity = outcome.artifact, outcome.fidelity
-    notes += recovery_notes(outcome)
+    notes += recovery_notes(outcome, b.precision)
 
     n_ref = min(REFERENCE_SAMPLES, len(evaluation))
     ref_inputs = [x[:n_ref] for x in evaluation.x]
@@ -185,7 +185,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         target=profile.name,
         artifact=artifact.artifact,
         format=b.format,
-        precision=b.precision,
+        precision=outcome.precision or b.precision,  # the rung recovery chose, where it climbed the ladder
         source=SourceInfo(path=str(plan.model), kind=original.kind, sha256=original.sha256, params=original.params),
         profile=profile,
         build=settings,

@@ -78,6 +78,10 @@ def make_plan(
     for path in (data, eval_data):
         if path is not None and not Path(path).exists():
             raise DataError(f"{path}: no such file or directory", hint="check the --data / --eval-data path")
+    if profile.verify.metric:  # a metric that cannot be loaded is refused before any work
+        from edgepack.builder.verify import user_metric
+
+        user_metric(profile.verify.metric)
     onnx_source = Path(model).suffix.lower() == ".onnx"
     # The profile schema already checked format and precision against the runtime
     # (schema.ENGINE_SUPPORT); EXPORTERS says which formats this edgepack can produce.

@@ -1,25 +1,83 @@
-"""Check that an artifact still answers like the original model, and that it meets the budgets."""
+"""Check that an artifact still answers like the original model, and that it meets the budgets.
+
+Every output is compared with the original's on the evaluation data, and the worst decides:
+- a `classes` output (class scores, inferred for a 2-D output with more than one column) by top-1
+  agreement and, for the first one where labels are given, accuracy;
+- a `dense` output (maps, boxes, embeddings, regressions: anything else) by its signal-to-noise
+  ratio (SQNR, on the output's variation around its mean, so an offset cannot hide a broken map)
+  and its cosine similarity with the original, per sample.
+Every output also reports its error relative to its range. A profile declares kinds per output
+(`verify.outputs`), changes the dense budget (`verify.min_sqnr_db`, `verify.min_cosine`), and
+plugs in a task metric (`verify.metric`).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Callable
 
 import numpy as np
 
 from edgepack.builder.convert import Artifact
-from edgepack.bundle import Fidelity
-from edgepack.errors import DataError
+from edgepack.bundle import Fidelity, OutputFidelity
+from edgepack.errors import BuildError, DataError, ProfileError
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
-from edgepack.profile.schema import Budgets
+from edgepack.profile.schema import Budgets, OutputKind, Profile, Verify
+
+SQNR_CAP_DB = 150.0  # about float32's own noise floor: identical outputs measure infinite
+
+
+def output_kind(reference: np.ndarray) -> OutputKind:
+    """Infer an output's kind from its shape: class scores are (N, C) with C > 1."""
+    return OutputKind.classes if reference.ndim == 2 and reference.shape[1] > 1 else OutputKind.dense
+
+
+def output_fidelity(name: str, kind: OutputKind, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
+    """Measure how far CANDIDATE is from REFERENCE (one output, all samples)."""
+    ref = reference.astype(np.float64).reshape(len(reference), -1)
+    cand = candidate.astype(np.float64).reshape(len(candidate), -1)
+    err = np.abs(ref - cand)
+    noise = float(np.mean(err**2))
+    signal = float(np.var(ref))
+    if noise == 0:
+        sqnr = SQNR_CAP_DB
+    elif signal == 0 or not np.isfinite(noise):
+        sqnr = 0.0 if signal == 0 else -SQNR_CAP_DB
+    else:
+        sqnr = float(min(SQNR_CAP_DB, 10 * np.log10(signal / noise)))
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.where(norms > 0, norms, 1), np.where(np.all(ref == cand, axis=1), 1.0, 0.0))
+    span = float(ref.max() - ref.min()) or 1.0
+    out = OutputFidelity(
+        name=name,
+        kind=kind.value,
+        sqnr_db=sqnr,
+        cosine=float(np.mean(cos)) if np.isfinite(cos).all() else 0.0,
+        max_rel_error=float(err.max()) / span,
+        mean_rel_error=float(err.mean()) / span,
+    )
+    if kind is OutputKind.classes:
+        out.top1_agreement = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    return out
 
 
 def compare(
-    reference: list[np.ndarray], candidate: list[np.ndarray], labels: np.ndarray | None, max_accuracy_drop: float
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    labels: np.ndarray | None,
+    max_accuracy_drop: float,
+    names: list[str] | None = None,
+    settings: Verify | None = None,
 ) -> Fidelity:
-    """Compare the artifact's outputs with the original's; the first output decides top-1 and accuracy.
+    """Compare the artifact's outputs with the original's, output by output; the worst decides.
 
     Raises:
         DataError: the labels name classes the model's first output does not have.
     """
+    settings = settings or Verify()
+    names = names or [f"output_{i}" for i in range(len(reference))]
     errors = [np.abs(r.astype(np.float64) - c.astype(np.float64)) for r, c in zip(reference, candidate)]
     f = Fidelity(
         n_samples=len(reference[0]),
@@ -32,12 +90,15 @@ def compare(
             f"labels y include class {int(labels.max())}, but the model answers {ref.shape[1]} classes (0..{ref.shape[1] - 1})",
             hint="check that the labels belong to this model (and are numbered from 0)",
         )
-    broken = [i for i, c in enumerate(candidate) if not np.isfinite(c).all()]
+    broken = [names[i] for i, c in enumerate(candidate) if not np.isfinite(c).all()]
     if broken:  # an overflow (fp16) or a broken kernel: no figure below means anything
-        f.failures.append(f"the artifact answers NaN or infinite values (output {', '.join(map(str, broken))}): it does not work")
-    if ref.ndim == 2 and ref.shape[1] > 1:
-        f.top1_agreement = float(np.mean(ref.argmax(1) == cand.argmax(1)))
-        if labels is not None and labels.ndim == 1:
+        f.failures.append(f"the artifact answers NaN or infinite values ({', '.join(broken)}): it does not work")
+    kinds = [OutputKind(settings.outputs[n]) if n in settings.outputs else output_kind(r) for n, r in zip(names, reference)]
+    f.outputs = [output_fidelity(n, k, r, c) for n, k, r, c in zip(names, kinds, reference, candidate)]
+    first_classes = next((o for o in f.outputs if o.kind == OutputKind.classes.value), None)
+    if first_classes is not None:
+        f.top1_agreement = first_classes.top1_agreement
+        if labels is not None and labels.ndim == 1 and kinds[0] is OutputKind.classes:
             f.accuracy_original = float(np.mean(ref.argmax(1) == labels))
             f.accuracy_artifact = float(np.mean(cand.argmax(1) == labels))
             f.accuracy_drop = f.accuracy_original - f.accuracy_artifact
@@ -47,14 +108,58 @@ def compare(
             f"{100 * f.accuracy_artifact:.2f}%), budget {100 * max_accuracy_drop:.2f}: missed by "
             f"{100 * (f.accuracy_drop - max_accuracy_drop):.2f} points"
         )
-    elif f.accuracy_drop is None and f.top1_agreement is not None and f.top1_agreement < 1 - max_accuracy_drop - 1e-9:
-        f.failures.append(
-            f"top-1 agreement with the original is {100 * f.top1_agreement:.2f}%, budget "
-            f"{100 * (1 - max_accuracy_drop):.2f}%: missed by {100 * (1 - max_accuracy_drop - f.top1_agreement):.2f} points"
-        )
+    for i, o in enumerate(f.outputs):
+        if o.kind == OutputKind.classes.value and not (i == 0 and f.accuracy_drop is not None):
+            if o.top1_agreement < 1 - max_accuracy_drop - 1e-9:
+                o.passed = False
+                f.failures.append(
+                    f"top-1 agreement with the original is {100 * o.top1_agreement:.2f}%"
+                    + ("" if len(f.outputs) == 1 else f" on {o.name}")
+                    + f", budget {100 * (1 - max_accuracy_drop):.2f}%: missed by {100 * (1 - max_accuracy_drop - o.top1_agreement):.2f} points"
+                )
+        elif o.kind == OutputKind.dense.value and (o.sqnr_db < settings.min_sqnr_db or o.cosine < settings.min_cosine):
+            o.passed = False
+            f.failures.append(
+                f"{o.name} differs from the original's: SQNR {o.sqnr_db:.1f} dB (budget {settings.min_sqnr_db:g}), "
+                f"cosine {o.cosine:.4f} (budget {settings.min_cosine:g}), max error {100 * o.max_rel_error:.1f}% of its range"
+            )
+    if settings.metric:
+        value = user_metric(settings.metric)(reference, candidate, labels)
+        f.metric = value
+        low, high = settings.metric_min, settings.metric_max
+        if (low is not None and value < low) or (high is not None and value > high):
+            bound = f"at least {low:g}" if low is not None else f"at most {high:g}"
+            f.failures.append(f"verify.metric {settings.metric} is {value:.4g}, budget {bound}")
     f.accuracy_failed = bool(f.failures)
     f.passed = not f.failures
     return f
+
+
+def user_metric(spec: str) -> Callable[..., float]:
+    """Return the function SPEC ("package.module:function") names, wrapped to return a float.
+
+    Raises:
+        ProfileError: the module cannot be imported or has no such function.
+    """
+    module_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ProfileError(
+            f"verify.metric {spec}: cannot load it: {type(exc).__name__}: {exc}",
+            hint="give an importable 'package.module:function' (on PYTHONPATH) taking (reference, candidate, labels)",
+        ) from None
+
+    def metric(reference, candidate, labels) -> float:
+        try:
+            value = float(fn(reference, candidate, labels))
+        except Exception as exc:
+            raise BuildError(f"verify.metric {spec} raised {type(exc).__name__}: {exc}", hint="fix the metric function") from None
+        if not np.isfinite(value):
+            raise BuildError(f"verify.metric {spec} returned {value}", hint="the metric must return a finite number")
+        return value
+
+    return metric
 
 
 def check_size(size_bytes: int, budgets: Budgets) -> list[str]:
@@ -65,8 +170,9 @@ def check_size(size_bytes: int, budgets: Budgets) -> list[str]:
     return []
 
 
-def verify(original: SourceModel, artifact: Artifact, evaluation: Dataset, max_accuracy_drop: float) -> Fidelity:
-    """Run ORIGINAL and ARTIFACT on EVALUATION and compare them."""
+def verify(original: SourceModel, artifact: Artifact, evaluation: Dataset, profile: Profile) -> Fidelity:
+    """Run ORIGINAL and ARTIFACT on EVALUATION and compare them, output by output."""
     reference = original.predict(evaluation.x)
-    candidate = artifact.predict(evaluation.x, [s.name for s in original.inputs], [s.name for s in original.outputs])
-    return compare(reference, candidate, evaluation.y, max_accuracy_drop)
+    names = [s.name for s in original.outputs]
+    candidate = artifact.predict(evaluation.x, [s.name for s in original.inputs], names)
+    return compare(reference, candidate, evaluation.y, profile.budgets.max_accuracy_drop, names, profile.verify)

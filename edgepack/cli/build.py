@@ -108,6 +108,17 @@ def render_build(result, explain: bool = False) -> None:
         parts.append(f"accuracy {100 * f.accuracy_original:.2f}% -> {100 * f.accuracy_artifact:.2f}%")
     parts.append(f"max |err| {f.max_abs_error:.4g}")
     console.print("   verify: " + ", ".join(parts), highlight=False)
+    for o in f.outputs:
+        if o.kind == "dense" or len(f.outputs) > 1:  # a single class-scores output is the line above
+            top1 = f", top-1 {100 * o.top1_agreement:.2f}%" if o.top1_agreement is not None else ""
+            mark = "" if o.passed else " [red]✗[/]"
+            console.print(
+                f"   output {plain(o.name)} ({o.kind}): SQNR {o.sqnr_db:.1f} dB, cosine {o.cosine:.4f}, "
+                f"max err {100 * o.max_rel_error:.1f}% of its range{top1}{mark}",
+                highlight=False,
+            )
+    if f.metric is not None:
+        console.print(f"   verify.metric {plain(m.profile.verify.metric)}: {f.metric:.4g}", highlight=False)
     micro = m.facts.micro.model_dump(mode="json") if m.facts.micro else None
     if micro:  # a microcontroller build: does it fit, how big is the arena, how fast (estimates)
         from edgepack.micro.report import facts_lines, fit_table

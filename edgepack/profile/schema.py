@@ -7,7 +7,7 @@ field live in named validators whose messages say how to fix the profile.
 from __future__ import annotations
 
 from enum import Enum
-from typing import Optional
+from typing import Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -73,8 +73,13 @@ class Engine(str, Enum):
 
 
 class Fallback(str, Enum):
-    auto = "auto"
+    auto = "auto"  # layer fallback, then up the precision ladder
     off = "off"
+
+
+class OutputKind(str, Enum):
+    classes = "classes"  # class scores: top-1 agreement, and accuracy where labels are given
+    dense = "dense"  # maps, boxes, embeddings, regressions: SQNR and cosine similarity
 
 
 # The one table of what each runtime accepts: the format it loads and the precisions it runs.
@@ -130,7 +135,8 @@ class Build(Strict):
     io_dtype: IoDtype = IoDtype.float32
     prune: Prune = Prune()
     calibration_samples: int = Field(default=200, ge=1)
-    fallback: Fallback = Fallback.auto
+    # auto, off, or the precisions recovery may climb to (the precision ladder): [fp16, fp32]
+    fallback: Union[Fallback, list[Precision]] = Fallback.auto
     onnx: OnnxBuild = OnnxBuild()
 
     @model_validator(mode="after")
@@ -185,6 +191,44 @@ class Runtime(Strict):
     providers: list[str] = Field(default_factory=list, description="ONNX Runtime execution providers, in order")
 
 
+# Default budget for a dense output, measured on the encoder-decoder in tests/hard_models.py (a
+# sigmoid map with a BatchNormalization and a Conv2DTranspose; figures from one run):
+#   healthy: TFLite int8 38.7 dB / cosine 1.0000, fp16 66 dB; ONNX int8 with per-tensor weights
+#            27.7 dB / 0.9995
+#   broken:  fp16 with weights beyond fp16's range -0.0 dB / 0.568 (a flat map); ONNX int8 with
+#            per-channel weights 14.3 dB / 0.989, max error 74% of the range (onnxruntime 1.32
+#            quantizes ConvTranspose weights per channel on the wrong axis)
+# 20 dB (noise a tenth of the output's spread) and 0.99 pass every healthy build and fail every
+# broken one, with room on both sides.
+DEFAULT_MIN_SQNR_DB = 20.0
+DEFAULT_MIN_COSINE = 0.99
+
+
+class Verify(Strict):
+    """How the artifact's answers are judged against the original's, beyond the accuracy budget."""
+
+    outputs: dict[str, OutputKind] = Field(
+        default_factory=dict, description="output name -> classes | dense, where the kind inferred from its shape is wrong"
+    )
+    min_sqnr_db: float = Field(default=DEFAULT_MIN_SQNR_DB, description="dense outputs: least signal-to-noise ratio, dB")
+    min_cosine: float = Field(default=DEFAULT_MIN_COSINE, ge=-1, le=1, description="dense outputs: least mean cosine similarity")
+    metric: Optional[str] = Field(
+        default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="a task metric, 'package.module:function' taking (reference outputs, artifact outputs, labels) -> float",
+    )
+    metric_min: Optional[float] = Field(default=None, description="the metric's least allowed value (higher is better)")
+    metric_max: Optional[float] = Field(default=None, description="the metric's largest allowed value (lower is better)")
+
+    @model_validator(mode="after")
+    def metric_has_one_bound(self) -> "Verify":
+        bounds = (self.metric_min is not None) + (self.metric_max is not None)
+        if self.metric and bounds != 1:
+            raise Conflict("verify.metric needs one bound: verify.metric_min (higher is better) or verify.metric_max (lower is better)", at="metric")
+        if not self.metric and bounds:
+            raise Conflict("verify.metric_min / metric_max need verify.metric: 'package.module:function'", at="metric")
+        return self
+
+
 class Budgets(Strict):
     max_model_kb: Optional[float] = Field(default=None, gt=0)
     max_peak_memory_mb: Optional[float] = Field(default=None, gt=0)
@@ -217,6 +261,7 @@ class Profile(Strict):
     runtime: Runtime
     budgets: Budgets = Budgets()
     bench: Bench = Bench()
+    verify: Verify = Verify()
     micro: Optional[Micro] = None
 
     @model_validator(mode="after")

@@ -121,3 +121,70 @@ def test_an_onnx_quantizer_that_raises_on_the_per_channel_path_is_a_failed_attem
     q = quantization(result)
     assert "Per-channel quantization of this graph failed" in q["attempts"][0]["error"]
     assert result.passed and q["strategy"] == "per-tensor weights"
+
+
+# --- dense outputs: a gate that sees every output, and the precision ladder -------------------
+
+
+@pytest.fixture(scope="module")
+def map_models(tmp_path_factory, digits):
+    from tests.hard_models import sigmoid_map_model
+
+    d = tmp_path_factory.mktemp("maps")
+    return {"healthy": sigmoid_map_model(d, digits, break_fp16=False), "broken": sigmoid_map_model(d, digits, break_fp16=True)}
+
+
+def test_a_broken_dense_map_is_never_packaged_as_ok(isolated_user_dirs, map_models):
+    model, data = map_models["broken"]
+    name = write_target(isolated_user_dirs, "phone-strict", "extends: pixel-8\nbuild: {fallback: off}\n")
+    result = build(model, name, data=data)
+    assert not result.passed and result.manifest.status.value == "failed"
+    (out,) = result.manifest.fidelity.outputs
+    assert out.kind == "dense" and not out.passed and out.sqnr_db < 5 and out.cosine < 0.9
+    assert any(f.startswith("output_0 differs from the original's: SQNR") for f in result.failures)
+    assert result.manifest.fidelity.top1_agreement is None  # no class scores: the old gate saw nothing
+
+
+def test_a_healthy_int8_map_passes_the_default_dense_budget(isolated_user_dirs, map_models):
+    model, data = map_models["healthy"]
+    result = build(model, "raspberry-pi-4", data=data)
+    (out,) = result.manifest.fidelity.outputs
+    assert result.passed and result.manifest.precision.value == "int8"
+    assert out.passed and out.sqnr_db > 30 and out.cosine > 0.999
+
+
+def test_a_broken_fp16_map_recovers_with_its_overflowing_layers_in_fp32(isolated_user_dirs, map_models):
+    model, data = map_models["broken"]
+    result = build(model, "pixel-8", data=data)
+    q = quantization(result)
+    assert result.passed and q["strategy"].startswith("fp16 with") and result.manifest.precision.value == "fp16"
+    assert q["attempts"][0]["failure"].startswith("output_0 differs")
+    assert result.manifest.fidelity.outputs[0].sqnr_db >= 20
+    assert any(n.startswith("plain fp16 missed the gate (output_0 differs") for n in result.manifest.notes)
+
+
+def test_recovery_that_raises_is_an_attempt_and_the_ladder_goes_on(isolated_user_dirs, map_models, monkeypatch):
+    import edgepack.builder.recover.tflite as tflite_recovery
+
+    def exploding(*args, **kwargs):
+        raise RuntimeError("The truth value of an array with more than one element is ambiguous")
+
+    monkeypatch.setattr(tflite_recovery, "recover", exploding)
+    model, data = map_models["broken"]
+    result = build(model, "pixel-8", data=data)
+    q = quantization(result)
+    strategies = [a["strategy"] for a in q["attempts"]]
+    assert strategies == ["plain", "layer fallback", "fp32 (precision ladder)"], strategies
+    assert q["attempts"][1]["error"].startswith("RuntimeError: The truth value")
+    assert result.passed and result.manifest.precision.value == "fp32"
+    assert any("recovered with fp32 (precision ladder)" in n for n in result.manifest.notes)
+
+
+def test_the_ladder_climbs_only_where_the_profile_allows(isolated_user_dirs, map_models, monkeypatch):
+    import edgepack.builder.recover.tflite as tflite_recovery
+
+    monkeypatch.setattr(tflite_recovery, "recover", lambda *a, **k: None)  # layer fallback finds nothing
+    model, data = map_models["broken"]
+    name = write_target(isolated_user_dirs, "phone-fp16-only", "extends: pixel-8\nbuild: {fallback: [fp16]}\n")
+    result = build(model, name, data=data)
+    assert not result.passed and [a["strategy"] for a in quantization(result)["attempts"]] == ["plain"]

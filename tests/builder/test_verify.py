@@ -31,3 +31,73 @@ def test_labels_past_the_classes_the_model_answers_are_refused():
     ref = scores()
     with pytest.raises(DataError, match="labels y include class 57, but the model answers 10 classes"):
         compare([ref], [ref], np.full(50, 57), 0.01)
+
+
+def test_every_output_is_judged_and_the_worst_decides():
+    from edgepack.profile.schema import Verify
+
+    rng = np.random.default_rng(1)
+    classes = scores()
+    boxes = rng.random((50, 4)).astype(np.float32)
+    heat = rng.random((50, 8, 8, 1)).astype(np.float32)
+    flat = np.full_like(heat, heat.mean())  # a broken map: one value everywhere
+    names = ["label", "boxes", "heatmap"]
+    f = compare([classes, boxes, heat], [classes, boxes + 1e-4, flat], None, 0.01, names, Verify(outputs={"boxes": "dense"}))
+    kinds = {o.name: o.kind for o in f.outputs}
+    assert kinds == {"label": "classes", "boxes": "dense", "heatmap": "dense"}
+    passed = {o.name: o.passed for o in f.outputs}
+    assert passed == {"label": True, "boxes": True, "heatmap": False} and not f.passed
+    (failure,) = f.failures
+    assert failure.startswith("heatmap differs from the original's: SQNR") and f.top1_agreement == 1.0
+
+
+def test_the_dense_budget_comes_from_the_profile():
+    from edgepack.profile.schema import Verify
+
+    ref = np.random.default_rng(2).random((40, 16)).astype(np.float32)[:, :1]  # (N, 1): a regression
+    noisy = ref + np.random.default_rng(3).normal(0, 0.05, ref.shape).astype(np.float32)
+    assert not compare([ref], [noisy], None, 0.01).passed  # about 15 dB: under the default 20
+    assert compare([ref], [noisy], None, 0.01, None, Verify(min_sqnr_db=10, min_cosine=0.9)).passed
+
+
+def test_a_task_metric_from_the_profile_gates_the_build(tmp_path, monkeypatch):
+    from edgepack.errors import BuildError, ProfileError
+    from edgepack.profile.schema import Verify
+
+    (tmp_path / "team_metrics.py").write_text(
+        "import numpy as np\n"
+        "def iou(reference, candidate, labels):\n"
+        "    a, b = reference[0] > 0.5, candidate[0] > 0.5\n"
+        "    return float((a & b).sum() / max((a | b).sum(), 1))\n"
+        "def broken(reference, candidate, labels):\n"
+        "    raise ValueError('no boxes')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ref = np.random.default_rng(4).random((30, 8, 8, 1)).astype(np.float32)
+    f = compare([ref], [ref], None, 0.01, None, Verify(metric="team_metrics:iou", metric_min=0.9))
+    assert f.passed and f.metric == 1.0
+    f = compare([ref], [1 - ref], None, 0.01, None, Verify(metric="team_metrics:iou", metric_min=0.9, min_sqnr_db=-200, min_cosine=-1))
+    assert not f.passed and f.failures == [f"verify.metric team_metrics:iou is {f.metric:.4g}, budget at least 0.9"]
+    with pytest.raises(BuildError, match="verify.metric team_metrics:broken raised ValueError: no boxes"):
+        compare([ref], [ref], None, 0.01, None, Verify(metric="team_metrics:broken", metric_max=1))
+    with pytest.raises(ProfileError, match="verify.metric team_metrics:nope: cannot load it"):
+        compare([ref], [ref], None, 0.01, None, Verify(metric="team_metrics:nope", metric_min=0))
+
+
+def test_a_metric_needs_exactly_one_bound(isolated_user_dirs):
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+    from tests.conftest import write_target
+
+    write_target(isolated_user_dirs, "m", "extends: raspberry-pi-4\nverify: {metric: 'team:iou'}\n")
+    result = CliRunner().invoke(app, ["targets", "validate", "targets/m.yaml"])
+    assert result.exit_code == 2 and "verify.metric needs one bound" in result.output, result.output
+
+
+def test_a_metric_that_cannot_be_loaded_stops_the_build_before_any_work(isolated_user_dirs, digits_files):
+    from tests.conftest import build_fails_cleanly, write_target
+
+    model, data = digits_files
+    write_target(isolated_user_dirs, "m", "extends: raspberry-pi-4\nverify: {metric: 'no_such_module:iou', metric_min: 0.5}\n")
+    build_fails_cleanly([str(model), "--target", "m", "--data", str(data)], "verify.metric no_such_module:iou: cannot load it")

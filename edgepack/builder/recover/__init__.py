@@ -20,11 +20,13 @@ from types import ModuleType
 
 import numpy as np
 
-from edgepack.builder.recover.common import EXPLAIN_SAMPLES, TOP_LAYERS, Check, LayerError, Outcome, quantized, record_attempt, recoverable, worst_first
+from edgepack.builder.recover.common import (
+    EXPLAIN_SAMPLES, TOP_LAYERS, Check, LayerError, Outcome, ladder, quantized, record_attempt, recoverable, try_variant, worst_first,
+)
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
-from edgepack.profile.schema import Format, Profile
+from edgepack.profile.schema import Format, Precision, Profile
 
 RECOVERIES: dict[Format, str] = {
     Format.tflite: "edgepack.builder.recover.tflite",
@@ -76,11 +78,35 @@ def build_artifact(
                 outcome.explain_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     if can_recover and fidelity_failed:
         with stage("recover", "trying other ways to quantize"):
-            recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
+            try:
+                recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
+            except Exception as exc:  # a quantizer, calibrator or debugger that raises is a failed attempt, never a crash
+                outcome.attempts.append(record_attempt("layer fallback", None, None, error=one_line(exc)))
+    rungs = ladder(profile)
+    if rungs and (outcome.fidelity is None or outcome.fidelity.accuracy_failed):
+        with stage("ladder", " -> ".join(p.value for p in rungs)):
+            climb(model, profile, calibration, check, outcome, rungs)
     if outcome.artifact is None and failure is not None:
         failure.details += [f"also tried {a.strategy}: {a.error or 'missed the gate'}" for a in outcome.attempts[1:]]
         raise failure
     return outcome
+
+
+def climb(model: SourceModel, profile: Profile, calibration: Dataset | None, check: Check, outcome: Outcome, rungs) -> None:
+    """Build the artifact at each rung of the precision ladder in turn; keep the first that meets every budget."""
+    from edgepack.builder.convert import exporter
+
+    for precision in rungs:
+        rung = profile.model_copy(update={"build": profile.build.model_copy(update={"precision": precision})})
+        if try_variant(outcome, check, f"{precision.value} (precision ladder)", lambda r=rung: exporter(profile.build.format)(model, r, calibration)):
+            outcome.precision = precision
+            return
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for an attempt row: its type and the first line of its message."""
+    message = getattr(exc, "message", None) or (str(exc).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {message[:200]}"
 
 
 def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, artifact) -> list[LayerError]:
@@ -92,12 +118,15 @@ def explain_layers(model: SourceModel, profile: Profile, calibration: Dataset | 
     return worst_first(module.explain(model, profile, calibration, sample, artifact))[:TOP_LAYERS]
 
 
-def recovery_notes(outcome: Outcome) -> list[str]:
-    """Say what recovery did and what it cost, for the manifest and the build summary."""
+def recovery_notes(outcome: Outcome, precision: Precision) -> list[str]:
+    """Say what recovery did, why and what it cost, for the manifest and the build summary."""
     if outcome.strategy == "plain" or not outcome.attempts:
         return []
     plain = outcome.attempts[0]
     chosen = next(a for a in outcome.attempts if a.strategy == outcome.strategy and a.passed)
-    cost = f", {(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB" if plain.size_bytes and chosen.size_bytes else ""
+    why = f" ({plain.error or plain.failure})" if plain.error or plain.failure else ""
+    cost = ""
+    if plain.size_bytes and chosen.size_bytes:
+        cost = f" at {chosen.size_bytes / plain.size_bytes:.2f}x the {precision.value} size ({(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB)"
     kept = f" (kept in float: {', '.join(chosen.float_layers)})" if chosen.float_layers else ""
-    return [f"plain quantization missed the gate; recovered with {outcome.strategy}{kept}{cost}"]
+    return [f"plain {precision.value} missed the gate{why}; recovered with {outcome.strategy}{kept}{cost}"]

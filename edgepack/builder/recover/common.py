@@ -35,6 +35,7 @@ class Attempt:
     accuracy_drop: Optional[float] = None
     passed: bool = False
     error: Optional[str] = None  # what the quantizer raised, when it raised
+    failure: Optional[str] = None  # the first budget it missed, when it missed one
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Outcome:
     attempts: list[Attempt] = field(default_factory=list)
     layers: list[LayerError] = field(default_factory=list)
     explain_error: Optional[str] = None  # why there is no per-layer table, where it could not be made
+    precision: Optional[Precision] = None  # the rung of the precision ladder chosen, where recovery climbed it
 
     def facts(self) -> dict:
         return {
@@ -69,9 +71,35 @@ def quantized(profile: Profile) -> bool:
 RECOVERABLE = {(f, p) for f in (Format.tflite, Format.onnx) for p in (Precision.int8, Precision.fp16)}
 
 
+# The precision ladder: where a precision cannot meet the budgets, even with layers kept in float,
+# the rungs above it, cheapest first. fp16 keeps 11 significant bits and a range of 65504 at half
+# fp32's size (CPUs without fp16 arithmetic compute it in fp32: about fp32's speed); fp32 is the
+# original's own arithmetic, the last resort. int16 activations x int8 weights (TFLite's 16x8) is
+# left out: it runs on reference kernels, measured 40x slower than int8 on the CPU.
+LADDER: dict[Precision, tuple[Precision, ...]] = {
+    Precision.int8: (Precision.fp16, Precision.fp32),
+    Precision.dynamic_int8: (Precision.fp16, Precision.fp32),
+    Precision.fp16: (Precision.fp32,),
+}
+
+
 def recoverable(profile: Profile) -> bool:
+    """Whether layer fallback may run: recovery allowed, and a strategy for the format and precision."""
     b = profile.build
-    return b.fallback is Fallback.auto and (b.format, b.precision) in RECOVERABLE
+    return b.fallback is not Fallback.off and (b.format, b.precision) in RECOVERABLE
+
+
+def ladder(profile: Profile) -> list[Precision]:
+    """The rungs above the profile's precision that recovery may climb to: the runtime runs them,
+    the profile allows them (`build.fallback`), and they keep the profile's float input and output."""
+    from edgepack.profile.schema import ENGINE_SUPPORT, IoDtype
+
+    b = profile.build
+    if b.fallback is Fallback.off or b.io_dtype is not IoDtype.float32:
+        return []
+    _, runs = ENGINE_SUPPORT[profile.runtime.engine]
+    allowed = set(b.fallback) if isinstance(b.fallback, list) else set(Precision)
+    return [p for p in LADDER.get(b.precision, ()) if p in runs and p in allowed]
 
 
 def record_attempt(strategy: str, artifact: Artifact | None, fidelity: Fidelity | None, error: str | None = None, float_layers=None) -> Attempt:
@@ -83,6 +111,7 @@ def record_attempt(strategy: str, artifact: Artifact | None, fidelity: Fidelity 
         accuracy_drop=fidelity.accuracy_drop if fidelity else None,
         passed=bool(fidelity and fidelity.passed),
         error=error,
+        failure=fidelity.failures[0] if fidelity and fidelity.failures else None,
     )
 
 
