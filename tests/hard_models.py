@@ -94,3 +94,31 @@ def sigmoid_map_model(directory: Path, digits, break_fp16: bool) -> tuple[Path, 
     model.save(directory / f"{name}.keras")
     np.savez(directory / f"{name}.npz", x=x[1200:])
     return directory / f"{name}.keras", directory / f"{name}.npz"
+
+
+def integer_input_onnx_model(directory: Path, vocab: int = 256, length: int = 12, classes: int = 10) -> tuple[Path, Path]:
+    """An ONNX classifier fed integer ids (bytes, tokens): Gather from an embedding, mean, dense, softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(0, 1, (vocab, 16)).astype(np.float32)
+    w = rng.normal(0, 0.5, (16, classes)).astype(np.float32)
+    b = rng.normal(0, 0.1, (classes,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["vectors"], axis=0, name="embed"),
+        helper.make_node("ReduceMean", ["vectors"], ["pooled"], axes=[1], keepdims=0, name="pool"),
+        helper.make_node("MatMul", ["pooled", "w"], ["logits0"], name="dense"),
+        helper.make_node("Add", ["logits0", "b"], ["logits"], name="bias"),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax"),
+    ]
+    graph = helper.make_graph(
+        nodes, "ids_classifier", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, length])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [None, classes])],
+        [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, directory / "ids.onnx")
+    np.savez(directory / "ids.npz", x=rng.integers(0, vocab, (600, length)).astype(np.int64))
+    return directory / "ids.onnx", directory / "ids.npz"

@@ -188,3 +188,32 @@ def test_the_ladder_climbs_only_where_the_profile_allows(isolated_user_dirs, map
     name = write_target(isolated_user_dirs, "phone-fp16-only", "extends: pixel-8\nbuild: {fallback: [fp16]}\n")
     result = build(model, name, data=data)
     assert not result.passed and [a["strategy"] for a in quantization(result)["attempts"]] == ["plain"]
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_an_integer_input_onnx_classifier_builds_int8_with_every_calibration_method(isolated_user_dirs, tmp_path, method):
+    from tests.hard_models import integer_input_onnx_model
+
+    model, data = integer_input_onnx_model(tmp_path)
+    name = write_target(isolated_user_dirs, "ids", f"extends: raspberry-pi-5-onnx\nbuild: {{onnx: {{calibration_method: {method}}}}}\n")
+    result = build(model, name, data=data)
+    assert result.passed and result.manifest.fidelity.top1_agreement >= 0.99
+    assert result.manifest.inputs[0].dtype == "int64"
+
+
+def test_a_calibrator_that_raises_is_an_attempt_and_recovery_goes_on(isolated_user_dirs, tmp_path, monkeypatch):
+    from onnxruntime.quantization import calibrate
+
+    from tests.hard_models import integer_input_onnx_model
+
+    def ambiguous(self, *args, **kwargs):
+        raise ValueError("The truth value of an array with more than one element is ambiguous. Use a.any() or a.all()")
+
+    monkeypatch.setattr(calibrate.EntropyCalibrater, "collect_data", ambiguous)
+    model, data = integer_input_onnx_model(tmp_path)
+    name = write_target(isolated_user_dirs, "ids", "extends: raspberry-pi-5-onnx\nbuild: {onnx: {calibration_method: entropy}}\n")
+    result = build(model, name, data=data)
+    attempts = quantization(result)["attempts"]
+    assert attempts[0]["strategy"] == "plain" and "truth value of an array" in attempts[0]["error"]
+    assert result.passed, attempts  # another calibration, per-tensor weights or the ladder holds
+    assert next(a for a in attempts if a["passed"])["strategy"] != "plain"

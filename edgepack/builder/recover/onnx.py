@@ -146,9 +146,10 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
         label = "per-tensor weights" if b.onnx.per_channel else "per-channel weights"
         if attempt(label, lambda: quantize_int8(fp32, per_tensor, calibration)[0]):
             return
+        if outcome.artifact is None:  # the plain quantizer raised: no int8 graph to measure layers in
+            return
         pre, _ = preprocess(fp32)
-        plain = onnx_artifact(quantize_int8(fp32, profile, calibration)[0], facts)
-        errors, segments = _qdq_errors(pre, _proto(plain), sample)
+        errors, segments = _qdq_errors(pre, _proto(outcome.artifact), sample)
         kept: list[str] = []
         for i, error in enumerate(worst_first(errors)[:MAX_FLOAT_LAYERS], 1):
             kept += [name for name in segments[error.tensor] if name not in kept]
