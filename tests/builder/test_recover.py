@@ -217,3 +217,24 @@ def test_a_calibrator_that_raises_is_an_attempt_and_recovery_goes_on(isolated_us
     assert attempts[0]["strategy"] == "plain" and "truth value of an array" in attempts[0]["error"]
     assert result.passed, attempts  # another calibration, per-tensor weights or the ladder holds
     assert next(a for a in attempts if a["passed"])["strategy"] != "plain"
+
+
+def test_int8_that_cannot_hold_out_of_domain_inputs_climbs_to_fp16(isolated_user_dirs, digits_files, digits):
+    # Calibrated on digits, judged on brighter, noisy ones (up to 3x the calibrated range): int8
+    # agrees on ~89% and keeping layers in float reaches ~99% at 3x the size; fp16 holds at 100%.
+    import numpy as np
+
+    model, _ = digits_files
+    x, y = digits
+    np.savez(isolated_user_dirs / "calib.npz", x=x[1200:1500], y=y[1200:1500])
+    rng = np.random.default_rng(0)
+    np.savez(isolated_user_dirs / "ood.npz", x=np.clip(x[1500:] * 2.5 + rng.normal(0, 0.3, x[1500:].shape), 0, 3).astype(np.float32))
+    off = write_target(isolated_user_dirs, "pi-off", "extends: raspberry-pi-4\nbuild: {fallback: off}\n")
+    plain = build(model, off, data=isolated_user_dirs / "calib.npz", eval_data=isolated_user_dirs / "ood.npz")
+    assert not plain.passed and plain.manifest.fidelity.top1_agreement < 0.95
+    result = build(model, "raspberry-pi-4", data=isolated_user_dirs / "calib.npz", eval_data=isolated_user_dirs / "ood.npz")
+    q = quantization(result)
+    assert result.passed and result.manifest.precision.value == "fp16" and q["strategy"] == "fp16 (precision ladder)"
+    assert result.manifest.fidelity.top1_agreement >= 0.99
+    assert any(a["strategy"].startswith("int8 with") for a in q["attempts"])  # layer fallback was tried first
+    assert any(n.startswith("plain int8 missed the gate (top-1 agreement") and "recovered with fp16 (precision ladder) at" in n for n in result.manifest.notes)
