@@ -155,7 +155,8 @@ def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
             )
         if x.dtype.kind not in "fiub":
             raise DataError(f"{path}: data x{'' if len(inputs) == 1 else f'_{i}'} holds {x.dtype} values, not numbers", hint="save numeric arrays")
-        x = x.astype(spec.dtype, copy=False)  # first: a float64 1e300 becomes inf in float32
+        with np.errstate(over="ignore"):  # first: a float64 1e300 becomes inf in float32, refused below
+            x = x.astype(spec.dtype, copy=False)
         if x.dtype.kind == "f":
             bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
             if bad.any():
