@@ -82,6 +82,7 @@ class Fidelity(Typed):
     accuracy_failed: bool = False  # the answers missed the gate (as opposed to size or fit)
     outputs: list[OutputFidelity] = Field(default_factory=list)  # every output (0.1.0 bundles have none)
     metric: Optional[float] = None  # verify.metric's value, where the profile names one
+    pruning: Optional[Fidelity] = None  # the pruned float model against the original: pruning's own loss
 
 
 class OutputFidelity(Typed):

@@ -238,3 +238,26 @@ def test_int8_that_cannot_hold_out_of_domain_inputs_climbs_to_fp16(isolated_user
     assert result.manifest.fidelity.top1_agreement >= 0.99
     assert any(a["strategy"].startswith("int8 with") for a in q["attempts"])  # layer fallback was tried first
     assert any(n.startswith("plain int8 missed the gate (top-1 agreement") and "recovered with fp16 (precision ladder) at" in n for n in result.manifest.notes)
+
+
+def test_a_loss_made_by_pruning_is_blamed_on_pruning_not_quantization(isolated_user_dirs, digits_files):
+    # 95% of every kernel zeroed with no fine-tuning: the pruned float model itself is far off, so
+    # keeping layers in float or climbing to fp16 cannot help, and recovery does not try.
+    model, data = digits_files
+    name = write_target(isolated_user_dirs, "pruned", "extends: raspberry-pi-4\nbuild: {prune: {sparsity: 0.95, fine_tune_epochs: 0}}\n")
+    result = build(model, name, data=data)
+    f = result.manifest.fidelity
+    assert not result.passed and f.pruning is not None and not f.pruning.passed
+    assert f.failures[0].startswith("pruning alone misses the gate (accuracy dropped")
+    assert [a["strategy"] for a in quantization(result)["attempts"]] == ["plain"]
+    assert any(n.startswith("accuracy: pruning -") and ", quantization " in n for n in result.manifest.notes)
+
+
+def test_a_healthy_pruned_build_says_what_each_stage_cost(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    name = write_target(isolated_user_dirs, "pruned", "extends: raspberry-pi-4\nbuild: {prune: {sparsity: 0.5}}\n")
+    result = build(model, name, data=data)
+    f = result.manifest.fidelity
+    assert result.passed and f.pruning.passed and f.pruning.accuracy_drop is not None
+    note = next(n for n in result.manifest.notes if n.startswith("accuracy: pruning"))
+    assert f"pruning {-100 * f.pruning.accuracy_drop:+.2f} points" in note

@@ -40,9 +40,10 @@ def recovery(fmt: Format) -> ModuleType | None:
 
 
 def build_artifact(
-    model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, explain: bool, stage
+    model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, explain: bool, stage,
+    recover: bool = True,
 ) -> Outcome:
-    """Export, verify, explain and, where the profile allows it, recover.
+    """Export, verify, explain and, where the profile allows it (and RECOVER: the loss is quantization's), recover.
 
     Raises:
         BuildError: the export failed, and no other way of quantizing worked (the export's own
@@ -51,7 +52,7 @@ def build_artifact(
     from edgepack.builder.convert import exporter
 
     b = profile.build
-    can_recover = recoverable(profile)
+    can_recover = recover and recoverable(profile)
     outcome = Outcome(None, None, "plain")
     failure: BuildError | None = None
     with stage("convert", f"{b.format.value} {b.precision.value}"):
@@ -82,7 +83,7 @@ def build_artifact(
                 recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
             except Exception as exc:  # a quantizer, calibrator or debugger that raises is a failed attempt, never a crash
                 outcome.attempts.append(record_attempt("layer fallback", None, None, error=one_line(exc)))
-    rungs = ladder(profile)
+    rungs = ladder(profile) if recover else []
     if rungs and (outcome.fidelity is None or outcome.fidelity.accuracy_failed):
         with stage("ladder", " -> ".join(p.value for p in rungs)):
             climb(model, profile, calibration, check, outcome, rungs)
