@@ -70,6 +70,7 @@ def build(
     catalog: Catalog | None = None,
     explain: bool = False,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    train_data: Path | None = None,
 ) -> BuildResult:
     """Build MODEL for TARGET into a bundle directory.
 
@@ -83,7 +84,7 @@ def build(
     from edgepack.model.source import sha256_path
 
     profile = (catalog or Catalog()).load(target).profile
-    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration, input_shapes)
+    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration, input_shapes, train_data)
     plan.explain = explain
     report = on_stage or (lambda *_: None)
     timings: dict[str, float] = {}
@@ -100,7 +101,7 @@ def build(
     tools = tool_versions()
     key = None
     if use_cache:
-        data_sha = ":".join(sha256_path(Path(p)) if p else "-" for p in (data, eval_data))
+        data_sha = ":".join(sha256_path(Path(p)) if p else "-" for p in (data, eval_data, train_data))
         # The whole resolved profile, not just `build`: the manifest carries it, and `bench` reads
         # its bench settings and budgets from there, so a changed budget must not hit an old entry.
         settings = {"profile": profile.model_dump(mode="json"), "synthetic": synthetic_calibration}
@@ -167,7 +168,12 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
 
     model, prune_report, pruned = original, None, None
     if b.prune.sparsity > 0 or b.prune.channels > 0:
-        model, prune_report = _prune(original, calibration, profile, stage)
+        training = calibration
+        if plan.train_data:
+            training = load_data(plan.train_data, original.inputs, original.outputs)
+        elif b.prune.fine_tune_epochs > 0:
+            notes.append(f"fine-tuned on the {len(calibration)} calibration samples only: --train-data gives it more to learn from")
+        model, prune_report = _prune(original, training, profile, stage)
         with stage("verify-pruned", "the pruned float model against the original"):
             pruned = compare_models(original, model, evaluation, profile)
 
@@ -201,6 +207,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     settings.update(
         data=str(plan.data) if plan.data else None,
         eval_data=str(plan.eval_data) if plan.eval_data else None,
+        train_data=str(plan.train_data) if plan.train_data else None,
         calibration_samples_used=len(calibration),
         evaluation_samples=len(evaluation),
         synthetic_calibration=plan.synthetic_calibration,
@@ -245,7 +252,8 @@ def _fix_shapes(original, plan: Plan):
     return original, [f"dynamic input dimensions {described}: calibrated and verified at the data's size; the artifact keeps them dynamic"]
 
 
-def _prune(original, calibration, profile: Profile, stage):
+def _prune(original, training, profile: Profile, stage):
+    """Prune ORIGINAL as the profile says and fine-tune it on TRAINING (the --train-data, else the calibration data)."""
     from edgepack.builder import prune
     from edgepack.errors import BuildError
 
@@ -261,22 +269,25 @@ def _prune(original, calibration, profile: Profile, stage):
 
     from edgepack.model.source import SourceModel
 
+    tuned = None
     with stage("prune", f"sparsity {p.sparsity:.0%}, channels {p.channels:.0%}"):
         working = keras.models.clone_model(original.keras_model)
         working.set_weights(original.keras_model.get_weights())
         removed: dict[str, int] = {}
         if p.channels > 0:
             working, removed = prune.channel_prune(working, p.channels)
-        masks = prune.magnitude_masks(working, p.sparsity) if p.sparsity > 0 else []
+        # Without fine-tuning, all of the sparsity at once; with it, on the way (the schedule).
+        masks = prune.magnitude_masks(working, p.sparsity) if p.sparsity > 0 and p.fine_tune_epochs == 0 else []
     if p.fine_tune_epochs > 0:
-        targets, loss, how = prune.recovery_objective(original.predict(calibration.x), calibration.y)
-        with stage("fine-tune", f"{p.fine_tune_epochs} epochs, {how}"):
-            prune.fine_tune(working, calibration.x, targets, loss, p.fine_tune_epochs, masks)
+        targets, loss, how = prune.recovery_objective(original.predict(training.x), training.y)
+        with stage("fine-tune", f"at most {p.fine_tune_epochs} epochs on {len(training)} samples, {how}, {p.schedule.value}"):
+            masks, tuned = prune.fine_tune(working, training.x, targets, loss, p, p.sparsity)
     report = PruneReport(
         params_before=original.params,
         params_after=int(working.count_params()),
         sparsity=prune.measured_sparsity(masks) if masks else 0.0,
         channels_removed=removed,
+        fine_tune=tuned.__dict__ if tuned else None,
     )
     pruned = SourceModel(original.path, "keras", original.sha256, original.inputs, original.outputs, keras_model=working)
     return pruned, report

@@ -28,6 +28,7 @@ class Plan:
     stages: list[Stage] = field(default_factory=list)
     explain: bool = False  # per-layer quantization error even when the build passes
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input name
+    train_data: Optional[Path] = None  # fine-tuning data after pruning (--train-data), apart from calibration and evaluation
 
 
 def default_out(model: Path, target: str) -> Path:
@@ -64,6 +65,7 @@ def make_plan(
     out: Path | None = None,
     synthetic_calibration: bool = False,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
+    train_data: Path | None = None,
 ) -> Plan:
     """Check that PROFILE can be built from what was given and list the stages.
 
@@ -75,9 +77,9 @@ def make_plan(
     b = profile.build
     if not Path(model).exists():
         raise ModelError(f"{model}: no such file or directory", hint="check the model path")
-    for path in (data, eval_data):
+    for path in (data, eval_data, train_data):
         if path is not None and not Path(path).exists():
-            raise DataError(f"{path}: no such file or directory", hint="check the --data / --eval-data path")
+            raise DataError(f"{path}: no such file or directory", hint="check the --data / --eval-data / --train-data path")
     if profile.verify.metric:  # a metric that cannot be loaded is refused before any work
         from edgepack.builder.verify import user_metric
 
@@ -123,13 +125,15 @@ def make_plan(
         )
     plan = Plan(Path(model), profile, bundle_out(Path(out) if out else default_out(model, profile.name)), data, eval_data, synthetic_calibration)
     plan.input_shapes = dict(input_shapes or {})
+    plan.train_data = Path(train_data) if train_data else None
     shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
     plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else "")))
     if pruning:
         no_tune = " (ONNX weights: no fine-tuning)" if onnx_source and b.prune.fine_tune_epochs > 0 else ""
         plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}"))
         if fine_tune:
-            plan.stages.append(Stage("fine-tune", f"{b.prune.fine_tune_epochs} epochs on the calibration data"))
+            on = f"{train_data}" if train_data else "the calibration data"
+            plan.stages.append(Stage("fine-tune", f"at most {b.prune.fine_tune_epochs} epochs on {on}, {b.prune.schedule.value} sparsity, early stopping"))
     calibration = ""
     if b.precision is Precision.int8:
         source = "SYNTHETIC random inputs" if data is None else f"{data}"

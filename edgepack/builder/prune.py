@@ -32,6 +32,7 @@ class PruneReport:
     params_after: int
     sparsity: float = 0.0  # fraction of zeros in the pruned kernels
     channels_removed: dict[str, int] = field(default_factory=dict)  # layer -> filters/units removed
+    fine_tune: dict[str, Any] | None = None  # FineTuneReport's fields, where the model was fine-tuned
 
 
 def prunable_kernels(model) -> list[Any]:
@@ -77,17 +78,71 @@ def measured_sparsity(masks: list[tuple[Any, np.ndarray]]) -> float:
     return zeros / total if total else 0.0
 
 
-def fine_tune(model, x: list[np.ndarray], targets: np.ndarray, loss: str, epochs: int, masks=None) -> None:
-    """Train MODEL for EPOCHS on (X, TARGETS), re-applying MASKS after every step."""
+@dataclass
+class FineTuneReport:
+    epochs: int  # run, of at most `fine_tune_epochs`
+    best_epoch: int  # whose weights were kept (1-based)
+    samples: int  # trained on
+    held_out: int  # for early stopping
+    best_loss: float  # on the held-out part (or the training data when there is none)
+
+
+def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: float = 0.0) -> tuple[list[tuple[Any, np.ndarray]], FineTuneReport]:
+    """Train MODEL on (X, TARGETS), pruning it to SPARSITY on the way; keep the best epoch's weights.
+
+    With `settings.schedule` gradual, sparsity ramps up as s * (1 - (1 - t)^3) over the first 60%
+    of the epochs (t: the fraction of the ramp done), so the network adapts while it loses weights;
+    masks are re-chosen by magnitude each epoch and re-applied after every step. A fifth of the
+    data (at least 50 samples in all) is held out: once the ramp is done, training stops when its
+    loss has not improved for `settings.patience` epochs, and the best weights are restored.
+
+    Returns:
+        The final (kernel, mask) pairs (empty without sparsity), and what fine-tuning did.
+    """
     import keras
+
+    masks: list[tuple[Any, np.ndarray]] = []
 
     class KeepMasks(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            for kernel, mask in masks or []:
+            for kernel, mask in masks:
                 kernel.assign(kernel * mask)
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=5e-4), loss=loss)
-    model.fit(x if len(x) > 1 else x[0], targets, epochs=epochs, batch_size=32, verbose=0, shuffle=True, callbacks=[KeepMasks()])
+    n = len(x[0])
+    order = np.random.default_rng(0).permutation(n)
+    n_val = n // 5 if n >= 50 else 0
+    val, train = order[:n_val], order[n_val:]
+
+    def part(idx):
+        xs = [a[idx] for a in x]
+        ts = [t[idx] for t in targets] if isinstance(targets, list) else targets[idx]
+        return (xs if len(xs) > 1 else xs[0]), ts
+
+    (x_train, t_train), (x_val, t_val) = part(train), part(val if n_val else train)
+    epochs = settings.fine_tune_epochs
+    ramp = max(1, int(round(0.6 * epochs))) if sparsity > 0 and settings.schedule.value == "gradual" else 0
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=loss)
+    best, best_weights, best_epoch, waited, run = np.inf, None, 0, 0, 0
+    for epoch in range(epochs):
+        if sparsity > 0:
+            done = min(1.0, (epoch + 1) / ramp) if ramp else 1.0
+            masks = magnitude_masks(model, sparsity * (1 - (1 - done) ** 3))
+        model.fit(x_train, t_train, epochs=1, batch_size=settings.batch_size, verbose=0, shuffle=True, callbacks=[KeepMasks()])
+        run = epoch + 1
+        if run < ramp:
+            continue  # the model is not yet as sparse as asked: nothing to keep
+        score = float(np.ravel(model.evaluate(x_val, t_val, verbose=0, batch_size=256))[0])
+        if score < best - 1e-7:
+            best, best_weights, best_epoch, waited = score, model.get_weights(), run, 0
+        else:
+            waited += 1
+            if waited >= settings.patience:
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    if sparsity > 0:
+        masks = magnitude_masks(model, sparsity)  # the kept weights are already this sparse: this only records the masks
+    return masks, FineTuneReport(run, best_epoch, len(train), n_val, float(best))
 
 
 def recovery_objective(original_outputs: list[np.ndarray], labels: np.ndarray | None) -> tuple[np.ndarray, str, str]:

@@ -18,6 +18,7 @@ def build_command(
     target: str = typer.Option(..., "--target", "-t", help="Target profile name (edgepack targets list)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Separate evaluation data (same formats)."),
+    train_data: Optional[Path] = typer.Option(None, "--train-data", help="Labelled data to fine-tune on after pruning [default: the calibration data]."),
     out: Optional[Path] = typer.Option(None, "--out", help="Bundle directory [default: build/<model>-<target>]."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Build even if an identical build is cached."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and build nothing."),
@@ -38,7 +39,7 @@ def build_command(
         from edgepack.builder.plan import make_plan
         from edgepack.profile.store import Catalog
 
-        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration, shapes)
+        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration, shapes, train_data)
         if as_json:
             typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": [s.__dict__ for s in plan.stages]}, indent=2))
             return
@@ -52,7 +53,7 @@ def build_command(
     result = build(
         model, target, data, eval_data, out, use_cache=not no_cache,
         synthetic_calibration=synthetic_calibration, on_stage=None if as_json else show_stage, input_shapes=shapes,
-        explain=explain,
+        explain=explain, train_data=train_data,
     )
     if as_json:
         typer.echo(json.dumps(build_summary(result), indent=2))

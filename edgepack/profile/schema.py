@@ -77,6 +77,11 @@ class Fallback(str, Enum):
     off = "off"
 
 
+class PruneSchedule(str, Enum):
+    gradual = "gradual"  # sparsity ramps up (cubic, as in Zhu & Gupta 2017) while the model trains
+    one_shot = "one-shot"  # all of it at once, then fine-tuning
+
+
 class OutputKind(str, Enum):
     classes = "classes"  # class scores: top-1 agreement, and accuracy where labels are given
     dense = "dense"  # maps, boxes, embeddings, regressions: SQNR and cosine similarity
@@ -108,7 +113,11 @@ class Hardware(Strict):
 class Prune(Strict):
     sparsity: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of weights zeroed per layer")
     channels: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of filters/units removed")
-    fine_tune_epochs: int = Field(default=2, ge=0)
+    fine_tune_epochs: int = Field(default=30, ge=0, le=1000, description="most epochs of fine-tuning; early stopping ends it sooner")
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    batch_size: int = Field(default=32, ge=1, le=65536)
+    schedule: PruneSchedule = Field(default="gradual", description="gradual: sparsity ramps up over the first 60% of the epochs")
+    patience: int = Field(default=3, ge=1, le=100, description="early stopping: epochs without a better held-out loss")
 
 
 class OnnxBuild(Strict):

@@ -261,3 +261,35 @@ def test_a_healthy_pruned_build_says_what_each_stage_cost(isolated_user_dirs, di
     assert result.passed and f.pruning.passed and f.pruning.accuracy_drop is not None
     note = next(n for n in result.manifest.notes if n.startswith("accuracy: pruning"))
     assert f"pruning {-100 * f.pruning.accuracy_drop:+.2f} points" in note
+
+
+def test_75_percent_sparsity_holds_accuracy_with_the_default_fine_tuning(isolated_user_dirs, digits_files, digits):
+    # 300 labelled samples, the default schedule (gradual, early stopping, best weights kept).
+    # One-shot pruning with 2 epochs on the same data lost 27 points here.
+    import numpy as np
+
+    model, _ = digits_files
+    x, y = digits
+    np.savez(isolated_user_dirs / "labelled.npz", x=x[1200:1500], y=y[1200:1500])
+    np.savez(isolated_user_dirs / "eval.npz", x=x[1500:], y=y[1500:])
+    name = write_target(isolated_user_dirs, "sparse", "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.75}}\n")
+    result = build(model, name, data=isolated_user_dirs / "labelled.npz", eval_data=isolated_user_dirs / "eval.npz")
+    f = result.manifest.fidelity
+    assert result.manifest.build["prune_result"]["sparsity"] >= 0.74
+    assert f.pruning.accuracy_drop <= 0.03, f.pruning
+    tuned = result.manifest.build["prune_result"]["fine_tune"]
+    assert tuned["held_out"] > 0 and 1 <= tuned["best_epoch"] <= tuned["epochs"] <= 30
+
+
+def test_train_data_is_what_fine_tuning_learns_from(isolated_user_dirs, digits_files, digits):
+    import numpy as np
+
+    model, data = digits_files
+    x, y = digits
+    np.savez(isolated_user_dirs / "train.npz", x=x[:1000], y=y[:1000])
+    name = write_target(isolated_user_dirs, "sparse", "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.5, fine_tune_epochs: 3}}\n")
+    result = build(model, name, data=data, train_data=isolated_user_dirs / "train.npz")
+    tuned = result.manifest.build["prune_result"]["fine_tune"]
+    assert tuned["samples"] + tuned["held_out"] == 1000
+    assert result.manifest.build["train_data"].endswith("train.npz")
+    assert not any("calibration samples only" in n for n in result.manifest.notes)
