@@ -7,7 +7,12 @@ int8, a TFLite fp16, an ONNX int8 and an ONNX fp16 target twice: with `fallback:
 recipe) and with `fallback: auto`. Report agreement with the original model, size (and relative
 to the same format in fp32), batch-1 latency on this CPU, and what recovery chose.
 
-    .venv/bin/python scripts/bench_recover.py [--quick] [--runs N]
+`--classes` runs the four failure classes instead, each the plain recipe against edgepack:
+(a) an encoder-decoder's sigmoid map whose fp16 weights overflow, (b) an ONNX classifier fed
+integer ids, entropy-calibrated, (c) int8 judged on out-of-domain inputs, (d) 75% magnitude
+sparsity with 300 labelled samples (plain: one-shot pruning, 2 epochs).
+
+    .venv/bin/python scripts/bench_recover.py [--quick] [--runs N] [--classes]
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ def latency_ms(bundle: Path, runs: int) -> float:
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.astype(np.float32)}
+        first = session.get_inputs()[0]
+        feed = {first.name: x.astype(np.int64 if "int64" in first.type else np.float32)}
         call = lambda: session.run(None, feed)  # noqa: E731
     for _ in range(10):
         call()
@@ -82,7 +88,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="leave MobileNetV2 out")
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--classes", action="store_true", help="the four failure classes, plain recipe against edgepack")
     args = parser.parse_args()
+    if args.classes:
+        return failure_classes(args.runs)
 
     from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir, builtin_dir
@@ -111,6 +120,67 @@ def main() -> int:
                         f"{name} | {target} | {variant} | {r.passed} | {100 * agreement:.2f} | {r.size_bytes / 1024:.1f} | "
                         f"{r.size_bytes / fp32.size_bytes:.3f} | {latency_ms(r.bundle, args.runs):.3f} | {q.get('strategy', '-')}{layers}"
                     )
+    return 0
+
+
+def failure_classes(runs: int) -> int:
+    """Build each failure class with the plain recipe and with edgepack; print one row each."""
+    from edgepack.builder.pipeline import build
+    from edgepack.examples import digits_cnn, digits_data
+    from edgepack.profile.store import Catalog, SearchDir, builtin_dir
+    from tests.hard_models import integer_input_onnx_model, sigmoid_map_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["XDG_CACHE_HOME"] = str(work / "cache")
+        digits = digits_data()
+        x, y = digits
+        digits_cnn(x[:1200], y[:1200], epochs=12).save(work / "cnn.keras")
+        np.savez(work / "calib.npz", x=x[1200:1500], y=y[1200:1500])
+        rng = np.random.default_rng(0)
+        np.savez(work / "ood.npz", x=np.clip(x[1500:] * 2.5 + rng.normal(0, 0.3, x[1500:].shape), 0, 3).astype(np.float32))
+        np.savez(work / "eval.npz", x=x[1500:], y=y[1500:])
+        broken_map, map_data = sigmoid_map_model(work, digits, break_fp16=True)
+        ids, ids_data = integer_input_onnx_model(work)
+        targets = work / "targets"
+        targets.mkdir()
+        profiles = {
+            "map-fp16": "extends: pixel-8",
+            "map-onnx-fp16": "extends: jetson-orin-nano",
+            "ids-int8": "extends: raspberry-pi-5-onnx\nbuild: {onnx: {calibration_method: entropy}}",
+            "ood-int8": "extends: raspberry-pi-4",
+            "sparse": "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.75}}",
+        }
+        for name, text in profiles.items():
+            (targets / f"{name}.yaml").write_text(text + "\n")
+            plain = "\nbuild: {fallback: off}\n" if name != "sparse" else "\nbuild: {precision: fp32, prune: {sparsity: 0.75, schedule: one-shot, fine_tune_epochs: 2}}\n"
+            (targets / f"{name}-plain.yaml").write_text(f"extends: {name}{plain}")
+        catalog = Catalog([SearchDir("project", targets), SearchDir("builtin", builtin_dir())])
+        cases = [
+            ("(a) sigmoid map, fp16 overflow", "map-fp16", broken_map, map_data, None),
+            ("(a) sigmoid map, ONNX fp16", "map-onnx-fp16", broken_map, map_data, None),
+            ("(b) integer ids, ONNX int8", "ids-int8", ids, ids_data, None),
+            ("(c) out-of-domain int8", "ood-int8", work / "cnn.keras", work / "calib.npz", work / "ood.npz"),
+            ("(d) 75% sparsity, 300 samples", "sparse", work / "cnn.keras", work / "calib.npz", work / "eval.npz"),
+        ]
+        print("class | variant | passed | metric | size KB | latency ms | precision | strategy")
+        for label, profile, model, data, eval_data in cases:
+            for variant, name in (("plain", f"{profile}-plain"), ("edgepack", profile)):
+                start = time.perf_counter()
+                r = build(model, name, data=data, eval_data=eval_data, out=work / "b" / name, catalog=catalog, use_cache=False)
+                f = r.manifest.fidelity
+                if f.pruning is not None and f.pruning.accuracy_drop is not None:
+                    metric = f"pruning {-100 * f.pruning.accuracy_drop:+.2f} points"
+                elif f.top1_agreement is not None:
+                    metric = f"top-1 {100 * f.top1_agreement:.2f}%"
+                else:
+                    worst = min(f.outputs, key=lambda o: o.sqnr_db)
+                    metric = f"SQNR {worst.sqnr_db:.1f} dB, cosine {worst.cosine:.4f}"
+                print(
+                    f"{label} | {variant} | {r.passed} | {metric} | {r.size_bytes / 1024:.1f} | {latency_ms(r.bundle, runs):.3f} | "
+                    f"{r.manifest.precision.value} | {r.manifest.facts.quantization.strategy} ({time.perf_counter() - start:.0f} s)",
+                    flush=True,
+                )
     return 0
 
 
