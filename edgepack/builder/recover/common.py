@@ -36,6 +36,14 @@ class Attempt:
     passed: bool = False
     error: Optional[str] = None  # what the quantizer raised, when it raised
     failure: Optional[str] = None  # the first budget it missed, when it missed one
+    worst_sqnr_db: Optional[float] = None  # of its dense outputs, where it has any
+
+    @property
+    def score(self) -> float:
+        """How close it came: top-1 agreement where there are class scores, else its worst dense output's SQNR."""
+        if self.top1_agreement is not None:
+            return self.top1_agreement
+        return self.worst_sqnr_db if self.worst_sqnr_db is not None else float("-inf")
 
 
 @dataclass
@@ -83,6 +91,35 @@ LADDER: dict[Precision, tuple[Precision, ...]] = {
 }
 
 
+# Layer fallback helps where a few layers make most of the error; it stops once keeping more
+# layers in float has not improved the answers for PATIENCE layers in a row.
+DOMINANCE = 2.0  # a layer stands out when its error is at least twice the median layer's
+PATIENCE = 2
+
+
+def why_not_layers(errors: list[LayerError]) -> Optional[str]:
+    """None when a few layers dominate the error, so that keeping them in float can help; else why not."""
+    values = sorted(e.error for e in errors if e.error > 0)
+    if not values:
+        return "no layer has a measurable error"
+    median, worst = values[len(values) // 2], values[-1]
+    if worst < DOMINANCE * median:
+        return f"no layer stands out (worst {worst:.3g}, median {median:.3g} {errors[0].measure})"
+    return None
+
+
+def stalled(attempts: list[Attempt]) -> bool:
+    """Whether the last PATIENCE layer-fallback ATTEMPTS did no better than the ones before them."""
+    if len(attempts) <= PATIENCE:
+        return False
+    return max(a.score for a in attempts[-PATIENCE:]) <= max(a.score for a in attempts[:-PATIENCE])
+
+
+def skip_layers(outcome: Outcome, reason: str) -> None:
+    """Record that layer fallback was not tried, and why (the precision ladder goes on)."""
+    outcome.attempts.append(Attempt("layer fallback", error=f"not tried: {reason}"))
+
+
 def recoverable(profile: Profile) -> bool:
     """Whether layer fallback may run: recovery allowed, and a strategy for the format and precision."""
     b = profile.build
@@ -112,6 +149,7 @@ def record_attempt(strategy: str, artifact: Artifact | None, fidelity: Fidelity 
         passed=bool(fidelity and fidelity.passed),
         error=error,
         failure=fidelity.failures[0] if fidelity and fidelity.failures else None,
+        worst_sqnr_db=min((o.sqnr_db for o in fidelity.outputs if o.kind == "dense"), default=None) if fidelity else None,
     )
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.builder.recover.common import EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, try_variant, worst_first
+from edgepack.builder.recover.common import (
+    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, skip_layers, stalled, try_variant, why_not_layers, worst_first,
+)
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import CalibrationMethod, Precision, Profile
@@ -150,14 +152,22 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             return
         pre, _ = preprocess(fp32)
         errors, segments = _qdq_errors(pre, _proto(outcome.artifact), sample)
+        reason = why_not_layers(errors)
+        if reason:
+            skip_layers(outcome, reason)
+            return
         kept: list[str] = []
+        first = len(outcome.attempts)
         for i, error in enumerate(worst_first(errors)[:MAX_FLOAT_LAYERS], 1):
             kept += [name for name in segments[error.tensor] if name not in kept]
             if attempt(f"int8 with {i} layer(s) in float", lambda k=tuple(kept): quantize_int8(fp32, profile, calibration, k)[0], kept):
                 return
+            if stalled(outcome.attempts[first:]):
+                return
     elif b.precision is Precision.fp16:
         kept = []
         current = to_fp16(fp32, b.io_dtype)
+        first = len(outcome.attempts)
         for _ in range(MAX_FLOAT_LAYERS):
             candidates = [e for e in worst_first(_tensor_errors(fp32, current, sample)) if e.layer not in kept]
             if not candidates or candidates[0].error == 0:
@@ -165,6 +175,8 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             kept.append(candidates[0].layer)
             current = to_fp16(fp32, b.io_dtype, kept)
             if attempt(f"fp16 with {len(kept)} node(s) in fp32", lambda c=current: c, list(kept)):
+                return
+            if stalled(outcome.attempts[first:]):
                 return
 
 

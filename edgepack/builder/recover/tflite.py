@@ -16,7 +16,9 @@ import re
 import numpy as np
 
 from edgepack.builder.convert import Artifact
-from edgepack.builder.recover.common import EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, short_layer, try_variant, worst_first
+from edgepack.builder.recover.common import (
+    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, short_layer, skip_layers, stalled, try_variant, why_not_layers, worst_first,
+)
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import IoDtype, Precision, Profile
@@ -190,7 +192,12 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
     # Until an attempt passes, outcome.artifact is still the plain build (None if it raised).
     plain = outcome.artifact.files[outcome.artifact.artifact] if outcome.artifact else run_converter(int8_converter(model, calibration), Precision.int8)
     ranked = worst_first(_named(debugger_errors(debugger), model, plain))  # each layer's own error: rank once
+    reason = why_not_layers(ranked)
+    if reason:
+        skip_layers(outcome, reason)
+        return
     denied: list[LayerError] = []
+    first = len(outcome.attempts)
     for layer in ranked[:MAX_FLOAT_LAYERS]:
         denied.append(layer)
 
@@ -199,6 +206,8 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
             return tflite_artifact(debugger.get_nondebug_quantized_model())
 
         if try_variant(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
+            return
+        if stalled(outcome.attempts[first:]):
             return
 
 
@@ -212,6 +221,7 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     kept: list[LayerError] = []
     current = fp16_except(fp32, set())
+    first = len(outcome.attempts)
     for _ in range(MAX_FLOAT_LAYERS):
         errors = _named(_tensor_errors(fp32, current, sample), model, current)
         candidates = [e for e in worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
@@ -220,4 +230,6 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
         kept.append(candidates[0])
         current = fp16_except(fp32, {k.tensor for k in kept})
         if try_variant(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: tflite_artifact(c), [k.layer for k in kept]):
+            return
+        if stalled(outcome.attempts[first:]):
             return
