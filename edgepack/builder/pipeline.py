@@ -122,6 +122,14 @@ def build(
     return BuildResult(plan.out, written, cached=False, stage_seconds=timings)
 
 
+def lower_sparsities(prune) -> list[float]:
+    """The sparsities to fall back to when pruning loses too much: 10 points at a time, down to `min_sparsity`."""
+    if prune.min_sparsity is None or prune.sparsity <= prune.min_sparsity:
+        return []
+    steps = int(np.ceil(round((prune.sparsity - prune.min_sparsity) / 0.1, 6)))
+    return [round(max(prune.min_sparsity, prune.sparsity - 0.1 * i), 4) for i in range(1, steps + 1)]
+
+
 def compare_models(original, pruned, evaluation, profile: Profile):
     """The pruned float model's answers against the original's, judged by the same gate as an artifact."""
     from edgepack.builder.verify import compare
@@ -176,6 +184,16 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         model, prune_report = _prune(original, training, profile, stage)
         with stage("verify-pruned", "the pruned float model against the original"):
             pruned = compare_models(original, model, evaluation, profile)
+        # A pruning loss is won back by pruning less, as far down as the profile allows.
+        for sparsity in lower_sparsities(b.prune) if not pruned.passed else []:
+            lost = pruned.failures[0]
+            less = profile.model_copy(update={"build": b.model_copy(update={"prune": b.prune.model_copy(update={"sparsity": sparsity})})})
+            model, prune_report = _prune(original, training, less, stage)
+            with stage("verify-pruned", f"at sparsity {sparsity:.0%}"):
+                pruned = compare_models(original, model, evaluation, less)
+            notes.append(f"pruning at {b.prune.sparsity:.0%} missed the gate ({lost}); tried {sparsity:.0%}: {'holds' if pruned.passed else 'misses it too'}")
+            if pruned.passed:
+                break
 
     def check(artifact):
         fidelity = verify(original, artifact, evaluation, profile)

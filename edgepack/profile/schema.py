@@ -118,6 +118,9 @@ class Prune(Strict):
     batch_size: int = Field(default=32, ge=1, le=65536)
     schedule: PruneSchedule = Field(default="gradual", description="gradual: sparsity ramps up over the first 60% of the epochs")
     patience: int = Field(default=3, ge=1, le=100, description="early stopping: epochs without a better held-out loss")
+    min_sparsity: Optional[float] = Field(
+        default=None, ge=0.0, lt=1.0, description="when pruning loses too much, try less sparsity, 10 points at a time, down to this"
+    )
 
 
 class OnnxBuild(Strict):

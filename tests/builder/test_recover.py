@@ -293,3 +293,17 @@ def test_train_data_is_what_fine_tuning_learns_from(isolated_user_dirs, digits_f
     assert tuned["samples"] + tuned["held_out"] == 1000
     assert result.manifest.build["train_data"].endswith("train.npz")
     assert not any("calibration samples only" in n for n in result.manifest.notes)
+
+
+def test_a_pruning_loss_is_won_back_by_pruning_less_within_the_profiles_limit(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    name = write_target(
+        isolated_user_dirs, "pruned",
+        "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.95, min_sparsity: 0.5, fine_tune_epochs: 5}}\n"
+        "budgets: {max_accuracy_drop: 0.03}\n",
+    )
+    result = build(model, name, data=data)
+    reached = result.manifest.build["prune_result"]["sparsity"]
+    assert result.passed and 0.49 <= reached < 0.9, (reached, result.manifest.notes)
+    tries = [n for n in result.manifest.notes if n.startswith("pruning at 95% missed the gate")]
+    assert tries and tries[-1].endswith("holds") and all(n.endswith("misses it too") for n in tries[:-1])
