@@ -307,3 +307,34 @@ def test_a_pruning_loss_is_won_back_by_pruning_less_within_the_profiles_limit(is
     assert result.passed and 0.49 <= reached < 0.9, (reached, result.manifest.notes)
     tries = [n for n in result.manifest.notes if n.startswith("pruning at 95% missed the gate")]
     assert tries and tries[-1].endswith("holds") and all(n.endswith("misses it too") for n in tries[:-1])
+
+
+def test_a_recovered_variant_slower_than_fp32_on_the_host_gives_way_to_fp32(isolated_user_dirs, map_models, monkeypatch):
+    import edgepack.builder.host_latency as host_latency
+
+    monkeypatch.setattr(host_latency, "compare_latency", lambda a, b, inputs: (2.0, 0.5))  # the variant, fp32: 4x slower
+    model, data = map_models["broken"]
+    result = build(model, "pixel-8", data=data)
+    assert result.passed and result.manifest.precision.value == "fp32"
+    assert quantization(result)["strategy"] == "fp32 (faster than the recovered variant)"
+    assert any("ran 2.000 ms per sample on this host, fp32 0.500 ms: fp32 is handed over" in n for n in result.manifest.notes)
+    # Where the profile does not let recovery reach fp32, the slower variant stays.
+    name = write_target(isolated_user_dirs, "no-fp32", "extends: pixel-8\nbuild: {fallback: [fp16]}\n")
+    kept = build(model, name, data=data)
+    assert kept.passed and kept.manifest.precision.value == "fp16" and quantization(kept)["strategy"].startswith("fp16 with")
+
+
+def test_host_latency_times_both_artifacts(map_models, isolated_user_dirs):
+    import numpy as np
+
+    from edgepack.builder.convert.tflite import convert_tflite, tflite_artifact
+    from edgepack.builder.host_latency import compare_latency
+    from edgepack.model.source import load_model
+    from edgepack.profile.schema import IoDtype, Precision
+
+    model, data = map_models["healthy"]
+    source = load_model(model)
+    x = [np.load(data)["x"][:4]]
+    fp32 = tflite_artifact(convert_tflite(source, Precision.fp32, IoDtype.float32, None))
+    a, b = compare_latency(fp32, fp32, x)
+    assert 0 < a < 100 and 0 < b < 100

@@ -125,3 +125,9 @@ def test_layer_fallback_stops_when_more_layers_stop_helping():
     assert stalled(attempts(0.94, 0.895, 0.93))  # 89.5-94% each time: no trend, stop
     dense = [Attempt("fp16 with 1 layer(s) in fp32", worst_sqnr_db=3.0), Attempt("x", worst_sqnr_db=2.0), Attempt("y", worst_sqnr_db=2.5)]
     assert stalled(dense)
+
+
+def test_one_or_two_measured_layers_are_the_few_to_try():
+    from edgepack.builder.recover.common import LayerError, why_not_layers
+
+    assert why_not_layers([LayerError("t", "dense", "MatMul", 2.96, "SQNR drop dB")]) is None

@@ -87,6 +87,10 @@ def build_artifact(
     if rungs and (outcome.fidelity is None or outcome.fidelity.accuracy_failed):
         with stage("ladder", " -> ".join(p.value for p in rungs)):
             climb(model, profile, calibration, check, outcome, rungs)
+    recovered = outcome.strategy != "plain" and outcome.precision is not Precision.fp32
+    if recovered and outcome.fidelity is not None and outcome.fidelity.passed and Precision.fp32 in rungs:
+        with stage("speed", "the variant chosen against fp32 on this host"):
+            no_slower_than_fp32(model, profile, calibration, evaluation, check, outcome)
     if outcome.artifact is None and failure is not None:
         failure.details += [f"also tried {a.strategy}: {a.error or 'missed the gate'}" for a in outcome.attempts[1:]]
         raise failure
@@ -102,6 +106,35 @@ def climb(model: SourceModel, profile: Profile, calibration: Dataset | None, che
         if try_variant(outcome, check, f"{precision.value} (precision ladder)", lambda r=rung: exporter(profile.build.format)(model, r, calibration)):
             outcome.precision = precision
             return
+
+
+# A recovered variant this much slower than fp32 on the host is not worth its precision: well
+# past timing noise (a mixed int8/float graph full of (de)quantize ops, a reference kernel).
+SLOWER = 1.5
+
+
+def no_slower_than_fp32(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
+    """Hand over fp32 instead of a recovered variant that is slower than fp32 on this host.
+
+    Only where the profile lets recovery climb to fp32 (`build.fallback`): otherwise the user has
+    said fp32 is not an option, and the slower variant stays.
+    """
+    from edgepack.builder.convert import exporter
+    from edgepack.builder.host_latency import compare_latency
+
+    fp32 = profile.model_copy(update={"build": profile.build.model_copy(update={"precision": Precision.fp32})})
+    try:
+        reference = exporter(profile.build.format)(model, fp32, calibration)
+        chosen_ms, fp32_ms = compare_latency(outcome.artifact, reference, evaluation.x)
+    except Exception as exc:  # timing is advice: it never fails the build
+        outcome.speed_note = f"could not compare its speed with fp32 on this host: {one_line(exc)}"
+        return
+    if chosen_ms <= SLOWER * fp32_ms:
+        return
+    chosen = outcome.strategy
+    if try_variant(outcome, check, "fp32 (faster than the recovered variant)", lambda: reference):
+        outcome.precision = Precision.fp32
+        outcome.speed_note = f"{chosen} ran {chosen_ms:.3f} ms per sample on this host, fp32 {fp32_ms:.3f} ms: fp32 is handed over"
 
 
 def one_line(exc: BaseException) -> str:
@@ -130,4 +163,5 @@ def recovery_notes(outcome: Outcome, precision: Precision) -> list[str]:
     if plain.size_bytes and chosen.size_bytes:
         cost = f" at {chosen.size_bytes / plain.size_bytes:.2f}x the {precision.value} size ({(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB)"
     kept = f" (kept in float: {', '.join(chosen.float_layers)})" if chosen.float_layers else ""
-    return [f"plain {precision.value} missed the gate{why}; recovered with {outcome.strategy}{kept}{cost}"]
+    notes = [f"plain {precision.value} missed the gate{why}; recovered with {outcome.strategy}{kept}{cost}"]
+    return notes + ([outcome.speed_note] if outcome.speed_note else [])

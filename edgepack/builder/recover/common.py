@@ -55,6 +55,7 @@ class Outcome:
     layers: list[LayerError] = field(default_factory=list)
     explain_error: Optional[str] = None  # why there is no per-layer table, where it could not be made
     precision: Optional[Precision] = None  # the rung of the precision ladder chosen, where recovery climbed it
+    speed_note: Optional[str] = None  # what the comparison with fp32 on the host found, where it changed or failed
 
     def facts(self) -> dict:
         return {
@@ -102,6 +103,8 @@ def why_not_layers(errors: list[LayerError]) -> Optional[str]:
     values = sorted(e.error for e in errors if e.error > 0)
     if not values:
         return "no layer has a measurable error"
+    if len(values) < 3:  # one or two layers: they are the few
+        return None
     median, worst = values[len(values) // 2], values[-1]
     if worst < DOMINANCE * median:
         return f"no layer stands out (worst {worst:.3g}, median {median:.3g} {errors[0].measure})"
