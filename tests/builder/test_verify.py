@@ -131,3 +131,19 @@ def test_one_or_two_measured_layers_are_the_few_to_try():
     from edgepack.builder.recover.common import LayerError, why_not_layers
 
     assert why_not_layers([LayerError("t", "dense", "MatMul", 2.96, "SQNR drop dB")]) is None
+
+
+@pytest.mark.slow
+def test_host_latency_times_both_artifacts(tmp_path, digits):
+    from edgepack.builder.convert.tflite import convert_tflite, tflite_artifact
+    from edgepack.builder.host_latency import compare_latency
+    from edgepack.model.source import load_model
+    from edgepack.profile.schema import IoDtype, Precision
+    from tests.hard_models import sigmoid_map_model
+
+    model, data = sigmoid_map_model(tmp_path, digits, break_fp16=False)
+    source = load_model(model)
+    x = [np.load(data)["x"][:4]]
+    fp32 = tflite_artifact(convert_tflite(source, Precision.fp32, IoDtype.float32, None))
+    a, b = compare_latency(fp32, fp32, x)
+    assert 0 < a < 100 and 0 < b < 100
