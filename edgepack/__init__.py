@@ -17,6 +17,7 @@ _API = {
     "bench": "edgepack.benchmark",
     "deploy": "edgepack.deployment",
     "gate": "edgepack.results.gate",
+    "tune": "edgepack.tuning.study",
 }
 
 __all__ = ["__version__", *_API]

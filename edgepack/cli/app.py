@@ -90,6 +90,9 @@ def _register() -> None:
     from edgepack.cli import results
 
     app.command("report")(results.report_command)
+    from edgepack.cli import tune
+
+    app.command("tune")(tune.tune_command)
     app.command("compare")(results.compare_command)
 
 

@@ -263,6 +263,30 @@ class Micro(Strict):
     cycles_per_mac: float = Field(gt=0, description="assumed cycles per int8 multiply-accumulate")
 
 
+class TuneSpace(Strict):
+    """What `edgepack tune` may try, where the default search space (edgepack.tuning.space) is too wide: each key lists the values."""
+
+    precision: Optional[list[Precision]] = None
+    sparsity: Optional[list[float]] = Field(default=None, description="build.prune.sparsity values, each in [0, 1)")
+    channels: Optional[list[float]] = Field(default=None, description="build.prune.channels values, each in [0, 1)")
+    calibration_samples: Optional[list[int]] = None
+    calibration_method: Optional[list[CalibrationMethod]] = None
+    learning_rate: Optional[list[float]] = None
+    batch_size: Optional[list[int]] = None
+
+    @model_validator(mode="after")
+    def fractions_and_sizes_in_range(self) -> "TuneSpace":
+        for key in ("sparsity", "channels"):
+            if any(not 0 <= v < 1 for v in getattr(self, key) or []):
+                raise Conflict(f"tune.{key} values are fractions in [0, 1)", at=key)
+        for key in ("calibration_samples", "batch_size"):
+            if any(v < 1 for v in getattr(self, key) or []):
+                raise Conflict(f"tune.{key} values are at least 1", at=key)
+        if any(not 0 < v <= 1 for v in self.learning_rate or []):
+            raise Conflict("tune.learning_rate values are in (0, 1]", at="learning_rate")
+        return self
+
+
 class Profile(Strict):
     name: str
     extends: Optional[str] = None
@@ -274,6 +298,7 @@ class Profile(Strict):
     budgets: Budgets = Budgets()
     bench: Bench = Bench()
     verify: Verify = Verify()
+    tune: TuneSpace = TuneSpace()
     micro: Optional[Micro] = None
 
     @model_validator(mode="after")

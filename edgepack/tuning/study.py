@@ -1,0 +1,308 @@
+"""Search build settings with the device in the loop: an Optuna study asks, a real build and bench answer.
+
+Each trial builds MODEL with the trial's settings written over the target (through the build
+cache: a repeated configuration costs nothing) and measures the bundle on the device, stored in
+the results history like any bench. Objectives are minimised (p90 latency, model size, and peak
+memory if asked); budgets are constraints: a trial that misses one is marked and never chosen.
+The study lives in durable storage (SQLite in the user data directory), keyed by the model's
+hash, the target and the device (or a name given), so running again with more trials goes on
+from every finished one; a trial that fails (a build or agent error) is recorded as failed and
+the study goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgepack.errors import EdgepackError
+
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+OBJECTIVES = {"p90": "p90_ms", "size": "size_kb", "memory": "peak_mb"}
+DEFAULT_OBJECTIVES = ("p90", "size")
+MAX_TRIALS = 10_000
+
+
+@dataclass
+class TrialResult:
+    number: int
+    params: dict[str, Any]
+    state: str  # complete | failed
+    values: dict[str, Optional[float]] = field(default_factory=dict)  # p90_ms, size_kb, peak_mb, accuracy, top1_agreement
+    meets_budgets: bool = False
+    failures: list[str] = field(default_factory=list)  # budgets missed, or the error that failed the trial
+    bundle: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "params": self.params, "values": self.values, "state": self.state,
+                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle}
+
+
+@dataclass
+class TuneResult:
+    study: str
+    target: str
+    device: str
+    objectives: list[str]
+    trials: list[TrialResult]
+    pareto: list[int]  # trial numbers on the Pareto front, among those meeting every budget
+    chosen: Optional[TrialResult] = None
+    profile: Optional[Path] = None  # the tuned profile written for the chosen trial
+
+    def to_dict(self) -> dict[str, Any]:
+        chosen = None
+        if self.chosen is not None:
+            chosen = {"number": self.chosen.number, "profile": str(self.profile) if self.profile else None, "bundle": self.chosen.bundle}
+        return {"study": self.study, "trials": [t.to_dict() for t in self.trials], "pareto": self.pareto, "chosen": chosen}
+
+
+def storage_url() -> str:
+    """The durable Optuna storage: ``<user data dir>/tune.sqlite3``."""
+    import platformdirs
+
+    path = Path(platformdirs.user_data_dir("edgepack")) / "tune.sqlite3"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def tune(
+    model: Path,
+    target: str,
+    data: Path | None = None,
+    device: str = "local",
+    trials: int = 20,
+    timeout_s: float | None = None,
+    sampler: str = "tpe",
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES,
+    study_name: str | None = None,
+    save_as: str | None = None,
+    eval_data: Path | None = None,
+    train_data: Path | None = None,
+    inventory: Path | None = None,
+    db: Path | None = None,
+    options=None,
+    on_trial: Callable[[TrialResult], None] | None = None,
+    workdir: Path | None = None,
+) -> TuneResult:
+    """Search the build settings of MODEL for TARGET on DEVICE; write the best as a profile.
+
+    Args:
+        trials: the study's total number of trials: a study that already has some runs the rest.
+        objectives: what to minimise, of ``p90``, ``size``, ``memory``.
+        save_as: the tuned profile's name [default: ``<target>-tuned``], written to ./targets/.
+        workdir: where trial profiles and bundles go [default: ./build/tune-<study>].
+
+    Returns:
+        Every trial of the study, the Pareto front, and the chosen trial (fastest p90 among those
+        meeting every budget, ties by size), whose profile was written.
+
+    Raises:
+        EdgepackError: bad input (trials, sampler, objectives, model, data, target, device), before any trial runs.
+    """
+    import optuna
+
+    from edgepack.profile.store import Catalog
+    from edgepack.tuning.space import search_space
+
+    if not 1 <= trials <= MAX_TRIALS:
+        raise EdgepackError(f"--trials {trials}: give between 1 and {MAX_TRIALS}", hint="for example --trials 20")
+    if sampler not in SAMPLERS:
+        raise EdgepackError(f"unknown sampler '{sampler}'", hint=f"use one of {', '.join(SAMPLERS)}")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        raise EdgepackError(f"unknown objective '{(unknown or [''])[0]}'", hint=f"use some of {', '.join(OBJECTIVES)}")
+    model = Path(model)
+    if not model.exists():
+        raise EdgepackError(f"{model}: no such file or directory", hint="check the model path")
+    catalog = Catalog()
+    profile = catalog.load(target).profile
+    space = search_space(profile)
+    if data is None and "int8" in space["precision"]:
+        raise EdgepackError(
+            f"the search space of target '{target}' has int8, which needs calibration data",
+            hint="pass --data FILE, or narrow it in the profile: tune: {precision: [fp16]}",
+        )
+    _check_device(device, inventory)
+
+    from edgepack.model.source import sha256_path
+
+    name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}"
+    work = Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}"
+    (work / "targets").mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage_url(),
+        directions=["minimize"] * len(objectives),
+        sampler=_sampler(sampler, space),
+        load_if_exists=True,
+    )
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
+    grid = _grid_left(space, finished) if sampler == "grid" else None
+    import time
+
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    for _ in range(max(0, trials - len(finished))):
+        if deadline and time.monotonic() > deadline:
+            break
+        if grid is not None:
+            if not grid:
+                break  # every point of the grid is measured
+            study.enqueue_trial(grid.pop(0))
+        trial = study.ask()
+        params = {key: trial.suggest_categorical(key, values) for key, values in space.items()}
+        result = _run_trial(trial.number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work, catalog)
+        trial.set_user_attr("result", result.to_dict())
+        trial.set_constraint("budgets", 0.0 if result.meets_budgets else 1.0)  # > 0: infeasible, never preferred
+        if result.state == "complete":
+            study.tell(trial, [result.values[OBJECTIVES[o]] for o in objectives])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if on_trial:
+            on_trial(result)
+    return _summarise(study, name, target, device, list(objectives), save_as, work)
+
+
+def _run_trial(number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work: Path, catalog) -> TrialResult:
+    """Build and bench one trial: its profile extends the target with the trial's settings."""
+    from ruamel.yaml import YAML
+
+    from edgepack.benchmark import bench
+    from edgepack.builder.pipeline import build
+    from edgepack.profile.store import Catalog, SearchDir
+    from edgepack.tuning.space import overrides
+
+    result = TrialResult(number, params, "failed")
+    trial_name = f"{target}-trial-{number}"
+    doc = {"name": trial_name, "extends": target, "build": overrides(params)}
+    import io
+
+    buf = io.StringIO()
+    YAML(typ="safe").dump(doc, buf)
+    (work / "targets" / f"{trial_name}.yaml").write_text(buf.getvalue())
+    trial_catalog = Catalog([SearchDir("tune", work / "targets"), *catalog.dirs])
+    try:
+        built = build(model, trial_name, data, eval_data, out=work / f"trial-{number}", catalog=trial_catalog, train_data=train_data)
+        result.bundle = str(built.bundle)
+        f = built.manifest.fidelity
+        result.values.update(size_kb=built.size_bytes / 1024, accuracy=f.accuracy_artifact, top1_agreement=f.top1_agreement)
+        if not built.passed:
+            result.state, result.failures = "complete", list(built.failures)
+            result.values.update(p90_ms=None, peak_mb=None)
+            return _unmeasured(result)
+        measured = bench(built.bundle, device, options, inventory, db=db)
+    except EdgepackError as exc:
+        result.failures = [exc.message]
+        return result
+    r = measured.report
+    result.state = "complete"
+    result.values.update(p90_ms=r.latency_ms.p90 if r.latency_ms else None, peak_mb=r.memory.peak_rss_mb if r.memory else None)
+    result.failures = list(measured.budget_failures)
+    result.meets_budgets = not result.failures
+    return result
+
+
+def _unmeasured(result: TrialResult) -> TrialResult:
+    """A build that missed its gate is not measured: its objectives are the worst there are, so it is never preferred."""
+    result.values.update(p90_ms=float("inf"), peak_mb=float("inf"))
+    result.state = "complete"
+    return result
+
+
+def _summarise(study, name: str, target: str, device: str, objectives: list[str], save_as: str | None, work: Path) -> TuneResult:
+    results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
+    feasible = [r for r in results if r.state == "complete" and r.meets_budgets]
+    pareto = _pareto(feasible, [OBJECTIVES[o] for o in objectives])
+    chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
+    out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
+    if chosen is not None:
+        out.profile = write_tuned_profile(chosen, target, save_as or f"{target}-tuned", name, len(results))
+    return out
+
+
+def _pareto(results: list[TrialResult], keys: list[str]) -> list[TrialResult]:
+    def dominated(a: TrialResult) -> bool:
+        return any(
+            all(b.values[k] <= a.values[k] for k in keys) and any(b.values[k] < a.values[k] for k in keys)
+            for b in results if b is not a
+        )
+
+    return sorted((r for r in results if not dominated(r)), key=lambda r: r.number)
+
+
+def write_tuned_profile(chosen: TrialResult, target: str, name: str, study: str, n_trials: int) -> Path:
+    """Write ./targets/NAME.yaml: the target extended by the chosen trial's settings, each commented with what it measured."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from edgepack.atomic import cannot_write, write_atomic
+    from edgepack.tuning.space import overrides
+
+    v = chosen.values
+    measured = f"p90 {v['p90_ms']:.3f} ms, {v['size_kb']:.1f} KB" + (f", peak {v['peak_mb']:.1f} MB" if v.get("peak_mb") else "")
+    if v.get("accuracy") is not None:
+        measured += f", accuracy {100 * v['accuracy']:.2f}%"
+    elif v.get("top1_agreement") is not None:
+        measured += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
+    doc = CommentedMap(name=name, extends=target)
+    doc.yaml_set_start_comment(f"Tuned by `edgepack tune` (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
+    build = CommentedMap()
+    for key, value in overrides(chosen.params).items():
+        if isinstance(value, dict):
+            section = CommentedMap(value)
+            for sub in value:
+                section.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", sub)
+            build[key] = section
+        else:
+            build[key] = value
+            build.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", key)
+    doc["build"] = build
+    import io
+
+    buf = io.StringIO()
+    YAML(typ="rt").dump(doc, buf)
+    path = Path("targets") / f"{name}.yaml"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, buf.getvalue())
+    except OSError as exc:
+        raise cannot_write(path, exc, "the tuned profile") from None
+    return path
+
+
+def _sampler(kind: str, space: dict[str, list[Any]]):
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=0, n_startup_trials=4)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=0, population_size=8)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=0)
+    # The grid: every point is enqueued in turn (optuna's GridSampler stops the study from inside
+    # `tell`, which only works under `optimize`); the sampler only fills what is not enqueued.
+    return optuna.samplers.RandomSampler(seed=0)
+
+
+def _grid_left(space: dict[str, list[Any]], finished) -> list[dict[str, Any]]:
+    """The points of the full grid over SPACE that no FINISHED trial has measured, in order."""
+    import itertools
+
+    done = [t.params for t in finished]
+    points = [dict(zip(space, values)) for values in itertools.product(*space.values())]
+    return [p for p in points if p not in done]
+
+
+def _check_device(device: str, inventory: Path | None) -> None:
+    """Refuse an unknown or unreachable device before any trial runs."""
+    from edgepack.device.connect import open_transport
+
+    with open_transport(device, inventory=inventory):
+        pass
+
+
+def _safe(name: str) -> str:
+    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    return clean if clean == name else f"{clean[:40]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"

@@ -1,0 +1,130 @@
+"""`edgepack tune`: real builds and benches on the local device, searched by an Optuna study that resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edgepack.cli.app import app
+from tests.conftest import write_target
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+QUICK = ["--runs", "10", "--warmup", "1", "--min-seconds", "0", "--cold-loads", "0"]
+SPACE = "extends: raspberry-pi-4\ntune: {precision: [int8, fp16], sparsity: [0.0], channels: [0.0, 0.5], calibration_samples: [200]}\n"
+
+
+def tune(model, data, *extra):
+    return runner.invoke(app, ["tune", str(model), "-t", "pi", "--data", str(data), *QUICK, *extra])
+
+
+def test_tune_measures_each_trial_and_writes_the_fastest_that_meets_the_budgets(isolated_user_dirs, digits_files, tmp_path):
+    from edgepack.profile.store import load_target
+    from edgepack.results.store import open_store
+
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    db = tmp_path / "h.sqlite3"
+    result = tune(model, data, "--trials", "3", "--db", str(db), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert len(out["trials"]) == 3 and out["study"].endswith("-pi-local")
+    for t in out["trials"]:
+        assert set(t) >= {"number", "params", "values", "state", "meets_budgets", "bundle"}
+        assert t["state"] == "complete" and t["params"]["precision"] in ("int8", "fp16")
+        assert t["values"]["p90_ms"] > 0 and t["values"]["size_kb"] > 0
+    feasible = {t["number"]: t for t in out["trials"] if t["meets_budgets"]}
+    chosen = out["chosen"]
+    assert chosen["number"] in feasible and set(out["pareto"]) <= set(feasible) and chosen["number"] in out["pareto"]
+    assert feasible[chosen["number"]]["values"]["p90_ms"] == min(t["values"]["p90_ms"] for t in feasible.values())
+    profile = load_target("pi-tuned")
+    assert profile.extends == "pi" and profile.build.precision.value == feasible[chosen["number"]]["params"]["precision"]
+    text = (isolated_user_dirs / "targets" / "pi-tuned.yaml").read_text()
+    assert f"# trial {chosen['number']}: p90 " in text
+    with open_store(db) as history:
+        assert history.count() == 3  # every trial's bench is in the history
+
+
+def test_running_again_with_more_trials_continues_the_study(isolated_user_dirs, digits_files, tmp_path):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    first = json.loads(tune(model, data, "--trials", "2", "--json").stdout)
+    again = tune(model, data, "--trials", "3", "--json")
+    assert again.exit_code == 0, again.output
+    second = json.loads(again.stdout)
+    assert [t["number"] for t in second["trials"]] == [0, 1, 2]
+    assert [t["params"] for t in second["trials"][:2]] == [t["params"] for t in first["trials"]]
+
+
+def test_a_failed_trial_is_recorded_and_the_study_goes_on(isolated_user_dirs, digits_files, monkeypatch):
+    import edgepack.benchmark as benchmark
+    from edgepack.errors import DeviceError
+    from edgepack.tuning.study import tune as run_tune
+
+    real, calls = benchmark.bench, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise DeviceError("the agent on local could not measure it: out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "bench", flaky)
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    from edgepack.benchmark import BenchOptions
+
+    result = run_tune(model, "pi", data, trials=3, options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=0))
+    states = [t.state for t in result.trials]
+    assert states == ["failed", "complete", "complete"]
+    assert result.trials[0].failures == ["the agent on local could not measure it: out of memory"]
+    assert result.chosen is not None and result.chosen.number != 0
+
+
+def test_no_trial_within_the_budgets_exits_1_and_writes_no_profile(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE + "budgets: {max_model_kb: 1}\n")
+    result = tune(model, data, "--trials", "2")
+    assert result.exit_code == 1, result.output
+    assert "no trial of" in result.output and "met every budget of pi" in result.output
+    assert not (isolated_user_dirs / "targets" / "pi-tuned.yaml").exists()
+
+
+def test_the_grid_sampler_stops_when_the_grid_is_done(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0, 0.5]}\n")
+    out = json.loads(tune(model, data, "--trials", "10", "--sampler", "grid", "--json").stdout)
+    assert sorted(t["params"]["channels"] for t in out["trials"]) == [0.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--trials", "0"], "--trials 0: give between 1 and 10000"),
+        (["--sampler", "annealing"], "unknown sampler 'annealing'"),
+        (["--objective", "beauty"], "unknown objective 'beauty'"),
+        (["--device", "nowhere"], "nowhere"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_trial(isolated_user_dirs, digits_files, args, expected):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    result = tune(model, data, *args)
+    assert result.exit_code == 2 and expected in result.output, result.output
+    assert "Traceback" not in result.output and not (isolated_user_dirs / "build").exists()
+
+
+def test_int8_in_the_space_without_data_is_refused(isolated_user_dirs, digits_files):
+    model, _ = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    result = runner.invoke(app, ["tune", str(model), "-t", "pi", *QUICK])
+    assert result.exit_code == 2 and "has int8, which needs calibration data" in result.output
+
+
+def test_a_precision_the_runtime_cannot_run_is_refused(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "m", "extends: cortex-m7\ntune: {precision: [fp16]}\n")
+    result = runner.invoke(app, ["tune", str(model), "-t", "m", "--data", str(data)])
+    assert result.exit_code == 2, result.output
