@@ -28,28 +28,55 @@ from edgepack.profile.schema import Budgets, OutputKind, Profile, Verify
 SQNR_CAP_DB = 150.0  # about float32's own noise floor: identical outputs measure infinite
 
 
-def output_kind(reference: np.ndarray) -> OutputKind:
-    """Infer an output's kind from its shape: class scores are (N, C) with C > 1."""
-    return OutputKind.classes if reference.ndim == 2 and reference.shape[1] > 1 else OutputKind.dense
+def output_kind(reference: np.ndarray, labels_fit: bool = False) -> OutputKind:
+    """Infer an output's kind: class scores are (N, C), C > 1, and either probabilities (each row
+    non-negative, summing to 1) or what the labels name; anything else (boxes, embeddings, logits
+    without labels) is judged as dense, so that no number an app reads escapes the gate."""
+    if reference.ndim != 2 or reference.shape[1] < 2:
+        return OutputKind.dense
+    probabilities = bool(np.all(reference >= 0) and np.allclose(reference.sum(axis=1), 1, atol=1e-3))
+    return OutputKind.classes if probabilities or labels_fit else OutputKind.dense
+
+
+def _sqnr(signal: float, noise: float, scale: float) -> float:
+    """10 log10(signal / noise), capped; where the reference does not vary, the noise against its scale instead."""
+    if noise == 0:
+        return SQNR_CAP_DB
+    if not np.isfinite(noise):
+        return -SQNR_CAP_DB
+    if signal <= (1e-6 * scale) ** 2:  # a constant output: its variation says nothing, its size does
+        signal = scale**2
+    return float(np.clip(10 * np.log10(signal / noise), -SQNR_CAP_DB, SQNR_CAP_DB)) if signal > 0 else 0.0
 
 
 def output_fidelity(name: str, kind: OutputKind, reference: np.ndarray, candidate: np.ndarray) -> OutputFidelity:
-    """Measure how far CANDIDATE is from REFERENCE (one output, all samples)."""
+    """Measure how far CANDIDATE is from REFERENCE (one output, all samples).
+
+    SQNR is the worse of two: against the output's variation over all samples, and against each
+    sample's variation around its own mean (so a per-sample offset, as in depth maps, cannot hide
+    a flat answer). Cosine is per sample, on values centred per sample where a sample has more
+    than one; a sample whose reference does not vary agrees when its error is within 0.1% of the
+    output's scale.
+    """
     ref = reference.astype(np.float64).reshape(len(reference), -1)
     cand = candidate.astype(np.float64).reshape(len(candidate), -1)
     err = np.abs(ref - cand)
-    noise = float(np.mean(err**2))
-    signal = float(np.var(ref))
-    if noise == 0:
-        sqnr = SQNR_CAP_DB
-    elif signal == 0 or not np.isfinite(noise):
-        sqnr = 0.0 if signal == 0 else -SQNR_CAP_DB
+    scale = float(np.max(np.abs(ref))) or 1.0
+    sqnr = _sqnr(float(np.var(ref)), float(np.mean(err**2)), scale)
+    if ref.shape[1] > 1:
+        ref_c = ref - ref.mean(axis=1, keepdims=True)
+        cand_c = cand - cand.mean(axis=1, keepdims=True)
+        within = float(np.mean(ref_c**2))
+        if within > (1e-6 * scale) ** 2:
+            sqnr = min(sqnr, _sqnr(within, float(np.mean((ref_c - cand_c) ** 2)), scale))
     else:
-        sqnr = float(min(SQNR_CAP_DB, 10 * np.log10(signal / noise)))
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+        ref_c, cand_c = ref, cand
+    norms = np.linalg.norm(ref_c, axis=1) * np.linalg.norm(cand_c, axis=1)
+    flat = np.linalg.norm(ref_c, axis=1) <= 1e-6 * scale * np.sqrt(ref.shape[1])
+    close = err.max(axis=1) <= 1e-3 * scale
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norms > 0, np.sum(ref * cand, axis=1) / np.where(norms > 0, norms, 1), np.where(np.all(ref == cand, axis=1), 1.0, 0.0))
-    span = float(ref.max() - ref.min()) or 1.0
+        cos = np.where(flat, close.astype(np.float64), np.sum(ref_c * cand_c, axis=1) / np.where(norms > 0, norms, 1))
+    span = float(ref.max() - ref.min()) or scale
     out = OutputFidelity(
         name=name,
         kind=kind.value,
@@ -58,8 +85,8 @@ def output_fidelity(name: str, kind: OutputKind, reference: np.ndarray, candidat
         max_rel_error=float(err.max()) / span,
         mean_rel_error=float(err.mean()) / span,
     )
-    if kind is OutputKind.classes:
-        out.top1_agreement = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    if kind is OutputKind.classes:  # at every position: the class axis is the last
+        out.top1_agreement = float(np.mean(reference.argmax(-1) == candidate.argmax(-1)))
     return out
 
 
@@ -84,24 +111,38 @@ def compare(
         max_abs_error=float(max(e.max() for e in errors)),
         mean_abs_error=float(np.mean(np.concatenate([e.ravel() for e in errors]))),
     )
-    ref, cand = reference[0], candidate[0]
-    if labels is not None and ref.ndim == 2 and len(labels) and labels.max() >= ref.shape[1]:
+    unknown = sorted(set(settings.outputs) - set(names))
+    if unknown:
+        raise ProfileError(f"verify.outputs names {', '.join(unknown)}, which the model does not have", hint=f"its outputs: {', '.join(names)}")
+    for name, r in zip(names, reference):
+        if settings.outputs.get(name) == OutputKind.classes and (r.ndim < 2 or r.shape[-1] < 2):
+            raise ProfileError(f"verify.outputs: {name} has shape {r.shape[1:]}, not class scores", hint=f"declare it dense: verify: {{outputs: {{{name}: dense}}}}")
+    # Labels belong to the first output that can hold them (2-D class scores).
+    labelled = next((i for i, r in enumerate(reference) if r.ndim == 2 and r.shape[1] > 1 and settings.outputs.get(names[i]) != OutputKind.dense), None)
+    if labels is not None and labelled is not None and len(labels) and labels.max() >= reference[labelled].shape[1]:
+        width = reference[labelled].shape[1]
         raise DataError(
-            f"labels y include class {int(labels.max())}, but the model answers {ref.shape[1]} classes (0..{ref.shape[1] - 1})",
+            f"labels y include class {int(labels.max())}, but the model answers {width} classes (0..{width - 1})",
             hint="check that the labels belong to this model (and are numbered from 0)",
         )
-    broken = [names[i] for i, c in enumerate(candidate) if not np.isfinite(c).all()]
+    broken = [i for i, c in enumerate(candidate) if not np.isfinite(c).all()]
     if broken:  # an overflow (fp16) or a broken kernel: no figure below means anything
-        f.failures.append(f"the artifact answers NaN or infinite values ({', '.join(broken)}): it does not work")
-    kinds = [OutputKind(settings.outputs[n]) if n in settings.outputs else output_kind(r) for n, r in zip(names, reference)]
+        f.failures.append(f"the artifact answers NaN or infinite values ({', '.join(names[i] for i in broken)}): it does not work")
+    kinds = [
+        OutputKind(settings.outputs[n]) if n in settings.outputs else output_kind(r, labels_fit=labels is not None and i == labelled)
+        for i, (n, r) in enumerate(zip(names, reference))
+    ]
     f.outputs = [output_fidelity(n, k, r, c) for n, k, r, c in zip(names, kinds, reference, candidate)]
+    for i in broken:
+        f.outputs[i].passed = False
     first_classes = next((o for o in f.outputs if o.kind == OutputKind.classes.value), None)
     if first_classes is not None:
         f.top1_agreement = first_classes.top1_agreement
-        if labels is not None and labels.ndim == 1 and kinds[0] is OutputKind.classes:
-            f.accuracy_original = float(np.mean(ref.argmax(1) == labels))
-            f.accuracy_artifact = float(np.mean(cand.argmax(1) == labels))
-            f.accuracy_drop = f.accuracy_original - f.accuracy_artifact
+    if labels is not None and labels.ndim == 1 and labelled is not None and kinds[labelled] is OutputKind.classes:
+        ref, cand = reference[labelled], candidate[labelled]
+        f.accuracy_original = float(np.mean(ref.argmax(1) == labels))
+        f.accuracy_artifact = float(np.mean(cand.argmax(1) == labels))
+        f.accuracy_drop = f.accuracy_original - f.accuracy_artifact
     if f.accuracy_drop is not None and f.accuracy_drop > max_accuracy_drop + 1e-9:
         f.failures.append(
             f"accuracy dropped {100 * f.accuracy_drop:.2f} points ({100 * f.accuracy_original:.2f}% -> "
@@ -109,7 +150,7 @@ def compare(
             f"{100 * (f.accuracy_drop - max_accuracy_drop):.2f} points"
         )
     for i, o in enumerate(f.outputs):
-        if o.kind == OutputKind.classes.value and not (i == 0 and f.accuracy_drop is not None):
+        if o.kind == OutputKind.classes.value and not (i == labelled and f.accuracy_drop is not None):
             if o.top1_agreement < 1 - max_accuracy_drop - 1e-9:
                 o.passed = False
                 f.failures.append(

@@ -147,3 +147,43 @@ def test_host_latency_times_both_artifacts(tmp_path, digits):
     fp32 = tflite_artifact(convert_tflite(source, Precision.fp32, IoDtype.float32, None))
     a, b = compare_latency(fp32, fp32, x)
     assert 0 < a < 100 and 0 < b < 100
+
+
+def test_an_undeclared_embedding_or_box_output_is_judged_as_dense():
+    rng = np.random.default_rng(5)
+    emb = rng.normal(0, 1, (60, 128)).astype(np.float32)
+    noisy = emb + rng.normal(0, 0.4, emb.shape).astype(np.float32)  # about 8 dB: a broken embedding
+    f = compare([emb], [noisy], None, 0.01)
+    assert f.outputs[0].kind == "dense" and not f.passed
+
+
+def test_a_flat_answer_cannot_hide_behind_a_per_sample_offset():
+    rng = np.random.default_rng(6)
+    depth = (rng.uniform(1, 30, (40, 1, 1, 1)) + rng.uniform(-0.3, 0.3, (40, 8, 8, 1))).astype(np.float32)
+    flat = np.broadcast_to(depth.mean(axis=(1, 2, 3), keepdims=True), depth.shape).astype(np.float32)
+    f = compare([depth], [flat], None, 0.01)
+    assert not f.passed and f.outputs[0].sqnr_db < 5
+
+
+def test_healthy_outputs_that_do_not_vary_pass():
+    constant = np.full((30, 4), 3.0, np.float32)
+    assert compare([constant], [constant + 1e-6], None, 0.01).passed
+    relu = np.zeros((30, 8, 8, 2), np.float32)
+    relu[:15] = np.random.default_rng(7).random((15, 8, 8, 2))  # half the maps are all zeros
+    assert compare([relu], [relu + 1e-7], None, 0.01).passed
+
+
+def test_declared_class_maps_are_judged_at_every_position():
+    from edgepack.errors import ProfileError
+    from edgepack.profile.schema import Verify
+
+    rng = np.random.default_rng(8)
+    seg = rng.random((20, 8, 8, 3)).astype(np.float32)
+    zero = np.zeros_like(seg)
+    zero[..., 0] = 1.0  # every pixel answered as class 0
+    f = compare([seg], [zero], None, 0.01, ["seg"], Verify(outputs={"seg": "classes"}))
+    assert f.outputs[0].top1_agreement < 0.5 and not f.passed
+    with pytest.raises(ProfileError, match="not class scores"):
+        compare([seg[:, 0, 0, :1]], [seg[:, 0, 0, :1]], None, 0.01, ["p"], Verify(outputs={"p": "classes"}))
+    with pytest.raises(ProfileError, match="verify.outputs names segmentation, which the model does not have"):
+        compare([seg], [seg], None, 0.01, ["seg"], Verify(outputs={"segmentation": "dense"}))
