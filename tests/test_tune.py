@@ -30,7 +30,7 @@ def test_tune_measures_each_trial_and_writes_the_fastest_that_meets_the_budgets(
     result = tune(model, data, "--trials", "3", "--db", str(db), "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert len(out["trials"]) == 3 and out["study"].endswith("-pi-local")
+    assert len(out["trials"]) == 3 and "-pi-local-" in out["study"]
     for t in out["trials"]:
         assert set(t) >= {"number", "params", "values", "state", "meets_budgets", "bundle"}
         assert t["state"] == "complete" and t["params"]["precision"] in ("int8", "fp16")
@@ -50,12 +50,38 @@ def test_tune_measures_each_trial_and_writes_the_fastest_that_meets_the_budgets(
 def test_running_again_with_more_trials_continues_the_study(isolated_user_dirs, digits_files, tmp_path):
     model, data = digits_files
     write_target(isolated_user_dirs, "pi", SPACE)
-    first = json.loads(tune(model, data, "--trials", "2", "--json").stdout)
-    again = tune(model, data, "--trials", "3", "--json")
+    from edgepack.results.store import open_store
+
+    db = tmp_path / "h.sqlite3"
+    first = json.loads(tune(model, data, "--trials", "2", "--json", "--db", str(db)).stdout)
+    again = tune(model, data, "--trials", "3", "--json", "--db", str(db))
     assert again.exit_code == 0, again.output
     second = json.loads(again.stdout)
     assert [t["number"] for t in second["trials"]] == [0, 1, 2]
     assert [t["params"] for t in second["trials"][:2]] == [t["params"] for t in first["trials"]]
+    with open_store(db) as history:
+        assert history.count() <= 3  # the two finished trials were not measured again
+
+
+def test_a_changed_search_space_starts_a_new_study_and_a_named_one_is_refused(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    first = json.loads(tune(model, data, "--trials", "1", "--json", "--study", "mine").stdout)
+    write_target(isolated_user_dirs, "pi", SPACE.replace("channels: [0.0, 0.5]", "channels: [0.25]"))
+    fresh = json.loads(tune(model, data, "--trials", "1", "--json").stdout)
+    assert fresh["study"] != first["study"] and fresh["trials"][0]["params"]["channels"] == 0.25
+    refused = tune(model, data, "--trials", "2", "--study", "mine")
+    assert refused.exit_code == 2 and "was run with another search space" in refused.output
+
+
+def test_save_as_never_replaces_a_profile_a_person_wrote(isolated_user_dirs, digits_files):
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    write_target(isolated_user_dirs, "mine", "extends: raspberry-pi-4\n")
+    for name, expected in (("pi", "cannot replace the target it extends"), ("mine", "was not written by edgepack tune"), ("../x", "not a profile name")):
+        result = tune(model, data, "--trials", "1", "--save-as", name)
+        assert result.exit_code == 2 and expected in result.output, result.output
+    assert (isolated_user_dirs / "targets" / "mine.yaml").read_text() == "extends: raspberry-pi-4\n"
 
 
 def test_a_failed_trial_is_recorded_and_the_study_goes_on(isolated_user_dirs, digits_files, monkeypatch):
@@ -90,6 +116,10 @@ def test_no_trial_within_the_budgets_exits_1_and_writes_no_profile(isolated_user
     assert result.exit_code == 1, result.output
     assert "no trial of" in result.output and "met every budget of pi" in result.output
     assert not (isolated_user_dirs / "targets" / "pi-tuned.yaml").exists()
+    as_json = tune(model, data, "--trials", "2", "--json")
+    assert as_json.exit_code == 1
+    out = json.loads(as_json.stdout[: as_json.stdout.rindex("}") + 1], parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert out["chosen"] is None and all(t["values"]["p90_ms"] is None for t in out["trials"])  # unmeasured: null
 
 
 def test_the_grid_sampler_stops_when_the_grid_is_done(isolated_user_dirs, digits_files):

@@ -44,8 +44,19 @@ def tune_command(
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
+        if result.chosen is None:
+            raise no_trial_within_budgets(result)
         return
     render_tune(result)
+
+
+def no_trial_within_budgets(result):
+    from edgepack.errors import GateFailed
+
+    return GateFailed(
+        f"no trial of {result.study} met every budget of {result.target}",
+        hint="run more trials (--trials), widen the search (the profile's tune: section), or relax a budget",
+    )
 
 
 def _show_trial(t) -> None:
@@ -82,10 +93,5 @@ def render_tune(result) -> None:
         )
     console.print(table)
     if result.chosen is None:
-        from edgepack.errors import GateFailed
-
-        raise GateFailed(
-            f"no trial of {result.study} met every budget of {result.target}",
-            hint="run more trials (--trials), widen the search (the profile's tune: section), or relax a budget",
-        )
+        raise no_trial_within_budgets(result)
     console.print(f"chosen: trial {result.chosen.number}, written as {plain(str(result.profile))} (bundle {plain(result.chosen.bundle)})", highlight=False)

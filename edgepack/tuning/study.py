@@ -13,6 +13,8 @@ the study goes on.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -34,10 +36,12 @@ class TrialResult:
     meets_budgets: bool = False
     failures: list[str] = field(default_factory=list)  # budgets missed, or the error that failed the trial
     bundle: Optional[str] = None
+    built: dict[str, Any] = field(default_factory=dict)  # what the build became (recovery may climb to another precision)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"number": self.number, "params": self.params, "values": self.values, "state": self.state,
-                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle}
+        values = {k: (v if v is None or math.isfinite(v) else None) for k, v in self.values.items()}  # unmeasured: null
+        return {"number": self.number, "params": self.params, "values": values, "state": self.state,
+                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle, "built": self.built}
 
 
 @dataclass
@@ -125,10 +129,15 @@ def tune(
             hint="pass --data FILE, or narrow it in the profile: tune: {precision: [fp16]}",
         )
     _check_device(device, inventory)
+    tuned_path = _tuned_path(save_as or f"{target}-tuned", target)
 
     from edgepack.model.source import sha256_path
 
-    name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}"
+    # What the stored trials depend on: a study is only continued with the same space, objectives,
+    # data and resolved profile (budgets included); anything else is a new study.
+    basis = json.dumps({"space": space, "objectives": list(objectives), "profile": profile.model_dump(mode="json"),
+                        "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
+    name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
     work = Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}"
     (work / "targets").mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,6 +148,12 @@ def tune(
         sampler=_sampler(sampler, space),
         load_if_exists=True,
     )
+    if study.user_attrs.get("basis", basis) != basis:
+        raise EdgepackError(
+            f"study '{name}' was run with another search space, objectives, data or profile",
+            hint="drop --study to start a study for these settings, or give a new name",
+        )
+    study.set_user_attr("basis", basis)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
     grid = _grid_left(space, finished) if sampler == "grid" else None
     import time
@@ -153,16 +168,27 @@ def tune(
             study.enqueue_trial(grid.pop(0))
         trial = study.ask()
         params = {key: trial.suggest_categorical(key, values) for key, values in space.items()}
-        result = _run_trial(trial.number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work, catalog)
+        same = _same_build(study, params)
+        if same is not None:  # settings that make the same build (e.g. calibration for fp16): measured already
+            result = TrialResult(**{**same, "number": trial.number, "params": params})
+        else:
+            result = _run_trial(trial.number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work, catalog)
+        values = [result.values.get(OBJECTIVES[o]) for o in objectives]
+        if result.state == "complete" and any(v is None for v in values):
+            if result.meets_budgets:  # measured, and yet a figure is missing: nothing to compare it by
+                result.state, result.meets_budgets = "failed", False
+                result.failures.append("the device report has no " + ", ".join(o for o, v in zip(objectives, values) if v is None))
+            else:  # not measured (its build missed the gate): the worst there is, never preferred
+                values = [math.inf if v is None else v for v in values]
         trial.set_user_attr("result", result.to_dict())
         trial.set_constraint("budgets", 0.0 if result.meets_budgets else 1.0)  # > 0: infeasible, never preferred
         if result.state == "complete":
-            study.tell(trial, [result.values[OBJECTIVES[o]] for o in objectives])
+            study.tell(trial, values)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if on_trial:
             on_trial(result)
-    return _summarise(study, name, target, device, list(objectives), save_as, work)
+    return _summarise(study, name, target, device, list(objectives), tuned_path, work)
 
 
 def _run_trial(number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work: Path, catalog) -> TrialResult:
@@ -188,6 +214,7 @@ def _run_trial(number, params, model, target, data, eval_data, train_data, devic
         result.bundle = str(built.bundle)
         f = built.manifest.fidelity
         result.values.update(size_kb=built.size_bytes / 1024, accuracy=f.accuracy_artifact, top1_agreement=f.top1_agreement)
+        result.built = {"precision": built.manifest.precision.value, "sparsity": (built.manifest.build.get("prune_result") or {}).get("sparsity")}
         if not built.passed:
             result.state, result.failures = "complete", list(built.failures)
             result.values.update(p90_ms=None, peak_mb=None)
@@ -195,6 +222,9 @@ def _run_trial(number, params, model, target, data, eval_data, train_data, devic
         measured = bench(built.bundle, device, options, inventory, db=db)
     except EdgepackError as exc:
         result.failures = [exc.message]
+        return result
+    except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
+        result.failures = [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
         return result
     r = measured.report
     result.state = "complete"
@@ -211,14 +241,14 @@ def _unmeasured(result: TrialResult) -> TrialResult:
     return result
 
 
-def _summarise(study, name: str, target: str, device: str, objectives: list[str], save_as: str | None, work: Path) -> TuneResult:
+def _summarise(study, name: str, target: str, device: str, objectives: list[str], tuned_path: Path, work: Path) -> TuneResult:
     results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
-    feasible = [r for r in results if r.state == "complete" and r.meets_budgets]
+    feasible = [r for r in results if r.state == "complete" and r.meets_budgets and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]
     pareto = _pareto(feasible, [OBJECTIVES[o] for o in objectives])
     chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
     out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
     if chosen is not None:
-        out.profile = write_tuned_profile(chosen, target, save_as or f"{target}-tuned", name, len(results))
+        out.profile = write_tuned_profile(chosen, target, tuned_path, name, len(results))
     return out
 
 
@@ -232,8 +262,30 @@ def _pareto(results: list[TrialResult], keys: list[str]) -> list[TrialResult]:
     return sorted((r for r in results if not dominated(r)), key=lambda r: r.number)
 
 
-def write_tuned_profile(chosen: TrialResult, target: str, name: str, study: str, n_trials: int) -> Path:
-    """Write ./targets/NAME.yaml: the target extended by the chosen trial's settings, each commented with what it measured."""
+TUNED_MARK = "# Tuned by `edgepack tune`"
+
+
+def _tuned_path(name: str, target: str) -> Path:
+    """Check the tuned profile's NAME and return its path, ./targets/NAME.yaml.
+
+    Raises:
+        EdgepackError: not a profile name, the target itself, or a file that a person wrote (never overwritten).
+    """
+    from edgepack.profile.edit import NAME_PATTERN
+
+    if not NAME_PATTERN.match(name) or name == target:
+        raise EdgepackError(
+            f"--save-as {name}: " + ("the tuned profile cannot replace the target it extends" if name == target else "not a profile name"),
+            hint=f"use lower-case letters, digits, '.', '_' and '-', e.g. --save-as {target}-tuned",
+        )
+    path = Path("targets") / f"{name}.yaml"
+    if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
+        raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
+    return path
+
+
+def write_tuned_profile(chosen: TrialResult, target: str, path: Path, study: str, n_trials: int) -> Path:
+    """Write PATH (./targets/NAME.yaml): the target extended by the chosen trial's settings as built, each commented with what it measured."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
@@ -246,10 +298,11 @@ def write_tuned_profile(chosen: TrialResult, target: str, name: str, study: str,
         measured += f", accuracy {100 * v['accuracy']:.2f}%"
     elif v.get("top1_agreement") is not None:
         measured += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
-    doc = CommentedMap(name=name, extends=target)
-    doc.yaml_set_start_comment(f"Tuned by `edgepack tune` (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
+    doc = CommentedMap(name=path.stem, extends=target)
+    doc.yaml_set_start_comment(f"{TUNED_MARK[2:]} (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
     build = CommentedMap()
-    for key, value in overrides(chosen.params).items():
+    params = dict(chosen.params, precision=chosen.built.get("precision") or chosen.params["precision"])  # what recovery made of it
+    for key, value in overrides(params).items():
         if isinstance(value, dict):
             section = CommentedMap(value)
             for sub in value:
@@ -263,13 +316,24 @@ def write_tuned_profile(chosen: TrialResult, target: str, name: str, study: str,
 
     buf = io.StringIO()
     YAML(typ="rt").dump(doc, buf)
-    path = Path("targets") / f"{name}.yaml"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, buf.getvalue())
     except OSError as exc:
         raise cannot_write(path, exc, "the tuned profile") from None
     return path
+
+
+def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The stored result of a finished trial whose settings make the same build as PARAMS, if any."""
+    from edgepack.tuning.space import overrides
+
+    wanted = overrides(params)
+    for t in study.trials:
+        result = t.user_attrs.get("result")
+        if result and result["state"] == "complete" and overrides(result["params"]) == wanted:
+            return result
+    return None
 
 
 def _sampler(kind: str, space: dict[str, list[Any]]):
