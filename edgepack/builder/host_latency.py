@@ -13,6 +13,7 @@ import numpy as np
 from edgepack.builder.convert import Artifact
 
 WARMUP, RUNS = 10, 100
+BUDGET_S = 2.0  # a large model gets fewer runs, not a longer build
 
 
 def runner(artifact: Artifact, inputs: list[np.ndarray]):
@@ -45,7 +46,10 @@ def compare_latency(a: Artifact, b: Artifact, inputs: list[np.ndarray]) -> tuple
         for call in calls:
             call()
     samples: tuple[list[float], list[float]] = ([], [])
+    deadline = time.perf_counter() + BUDGET_S
     for _ in range(RUNS):
+        if samples[0] and time.perf_counter() > deadline:
+            break
         for call, out in zip(calls, samples):
             start = time.perf_counter_ns()
             call()

@@ -179,14 +179,14 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         training = calibration
         if plan.train_data:
             training = load_data(plan.train_data, original.inputs, original.outputs)
-        elif b.prune.fine_tune_epochs > 0:
+        elif b.prune.fine_tune_epochs > 0 and original.keras_model is not None:
             notes.append(f"fine-tuned on the {len(calibration)} calibration samples only: --train-data gives it more to learn from")
         model, prune_report = _prune(original, training, profile, stage)
         with stage("verify-pruned", "the pruned float model against the original"):
             pruned = compare_models(original, model, evaluation, profile)
         # A pruning loss is won back by pruning less, as far down as the profile allows.
+        lost = pruned.failures[0] if not pruned.passed else None
         for sparsity in lower_sparsities(b.prune) if not pruned.passed else []:
-            lost = pruned.failures[0]
             less = profile.model_copy(update={"build": b.model_copy(update={"prune": b.prune.model_copy(update={"sparsity": sparsity})})})
             model, prune_report = _prune(original, training, less, stage)
             with stage("verify-pruned", f"at sparsity {sparsity:.0%}"):
@@ -223,6 +223,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
 
     settings = b.model_dump(mode="json")
     settings.update(
+        precision_used=(outcome.precision or b.precision).value,  # the rung recovery chose, where it climbed the ladder
         data=str(plan.data) if plan.data else None,
         eval_data=str(plan.eval_data) if plan.eval_data else None,
         train_data=str(plan.train_data) if plan.train_data else None,

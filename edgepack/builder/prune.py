@@ -91,7 +91,7 @@ def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: flo
     """Train MODEL on (X, TARGETS), pruning it to SPARSITY on the way; keep the best epoch's weights.
 
     With `settings.schedule` gradual, sparsity ramps up as s * (1 - (1 - t)^3) over the first 60%
-    of the epochs (t: the fraction of the ramp done), so the network adapts while it loses weights;
+    of the epochs (at most 10) (t: the fraction of the ramp done), so the network adapts while it loses weights;
     masks are re-chosen by magnitude each epoch and re-applied after every step. A fifth of the
     data (at least 50 samples in all) is held out: once the ramp is done, training stops when its
     loss has not improved for `settings.patience` epochs, and the best weights are restored.
@@ -120,7 +120,8 @@ def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: flo
 
     (x_train, t_train), (x_val, t_val) = part(train), part(val if n_val else train)
     epochs = settings.fine_tune_epochs
-    ramp = max(1, int(round(0.6 * epochs))) if sparsity > 0 and settings.schedule.value == "gradual" else 0
+    # The ramp: 60% of the epochs, at most 10, so that the cap on epochs stays a cap and not a floor.
+    ramp = max(1, min(10, int(round(0.6 * epochs)))) if sparsity > 0 and settings.schedule.value == "gradual" else 0
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=loss)
     best, best_weights, best_epoch, waited, run = np.inf, None, 0, 0, 0
     for epoch in range(epochs):

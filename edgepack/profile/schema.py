@@ -111,16 +111,23 @@ class Hardware(Strict):
 
 
 class Prune(Strict):
+
     sparsity: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of weights zeroed per layer")
     channels: float = Field(default=0.0, ge=0.0, lt=1.0, description="fraction of filters/units removed")
     fine_tune_epochs: int = Field(default=30, ge=0, le=1000, description="most epochs of fine-tuning; early stopping ends it sooner")
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
     batch_size: int = Field(default=32, ge=1, le=65536)
-    schedule: PruneSchedule = Field(default="gradual", description="gradual: sparsity ramps up over the first 60% of the epochs")
+    schedule: PruneSchedule = Field(default="gradual", description="gradual: sparsity ramps up over the first 60% of the epochs (at most 10)")
     patience: int = Field(default=3, ge=1, le=100, description="early stopping: epochs without a better held-out loss")
     min_sparsity: Optional[float] = Field(
         default=None, ge=0.0, lt=1.0, description="when pruning loses too much, try less sparsity, 10 points at a time, down to this"
     )
+
+    @model_validator(mode="after")
+    def min_sparsity_below_sparsity(self) -> "Prune":
+        if self.min_sparsity is not None and self.min_sparsity > self.sparsity:
+            raise Conflict(f"build.prune.min_sparsity {self.min_sparsity:g} is above sparsity {self.sparsity:g}: set it lower", at="min_sparsity")
+        return self
 
 
 class OnnxBuild(Strict):

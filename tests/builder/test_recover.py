@@ -324,11 +324,42 @@ def test_a_recovered_variant_slower_than_fp32_on_the_host_gives_way_to_fp32(isol
 
     monkeypatch.setattr(host_latency, "compare_latency", lambda a, b, inputs: (2.0, 0.5))  # the variant, fp32: 4x slower
     model, data = map_models["broken"]
-    result = build(model, "pixel-8", data=data)
-    assert result.passed and result.manifest.precision.value == "fp32"
+    cpu = write_target(isolated_user_dirs, "pi-fp16", "extends: raspberry-pi-4\nbuild: {precision: fp16}\n")
+    result = build(model, cpu, data=data)
+    assert result.passed and result.manifest.precision.value == "fp32" and result.manifest.build["precision_used"] == "fp32"
     assert quantization(result)["strategy"] == "fp32 (faster than the recovered variant)"
     assert any("ran 2.000 ms per sample on this host, fp32 0.500 ms: fp32 is handed over" in n for n in result.manifest.notes)
     # Where the profile does not let recovery reach fp32, the slower variant stays.
-    name = write_target(isolated_user_dirs, "no-fp32", "extends: pixel-8\nbuild: {fallback: [fp16]}\n")
+    name = write_target(isolated_user_dirs, "no-fp32", "extends: raspberry-pi-4\nbuild: {precision: fp16, fallback: [fp16]}\n")
     kept = build(model, name, data=data)
     assert kept.passed and kept.manifest.precision.value == "fp16" and quantization(kept)["strategy"].startswith("fp16 with")
+    # A phone's GPU delegate is not the host's CPU: its timing says nothing there, and nothing changes.
+    phone = build(model, "pixel-8", data=data)
+    assert phone.manifest.precision.value == "fp16" and quantization(phone)["strategy"].startswith("fp16 with")
+
+
+def test_a_conversion_that_raises_climbs_the_ladder_even_without_layer_fallback(isolated_user_dirs, digits_files, monkeypatch):
+    import edgepack.builder.convert.tflite as tflite_export
+
+    real = tflite_export.export_tflite
+
+    def dynamic_range_breaks(model, profile, calibration):
+        if profile.build.precision.value == "dynamic-int8":
+            raise RuntimeError("FULLY_CONNECTED v12 is not supported")
+        return real(model, profile, calibration)
+
+    monkeypatch.setattr(tflite_export, "export_tflite", dynamic_range_breaks)
+    model, data = digits_files
+    name = write_target(isolated_user_dirs, "dyn", "extends: raspberry-pi-4\nbuild: {precision: dynamic-int8}\n")
+    result = build(model, name, data=data)
+    attempts = quantization(result)["attempts"]
+    assert "FULLY_CONNECTED v12" in attempts[0]["error"] and result.passed and result.manifest.precision.value == "fp16"
+
+
+def test_min_sparsity_above_sparsity_is_refused(isolated_user_dirs):
+    from edgepack.errors import ProfileError
+    from edgepack.profile.store import load_target
+
+    write_target(isolated_user_dirs, "bad", "extends: raspberry-pi-4\nbuild: {prune: {sparsity: 0.5, min_sparsity: 0.7}}\n")
+    with pytest.raises(ProfileError, match="min_sparsity 0.7 is above sparsity 0.5"):
+        load_target("bad")

@@ -59,7 +59,7 @@ def build_artifact(
         try:
             outcome.artifact = exporter(b.format)(model, profile, calibration)
         except Exception as exc:  # with recovery, whatever the quantizer raises is a failed attempt
-            if not can_recover:
+            if not (can_recover or (recover and ladder(profile))):
                 raise
             failure = exc if isinstance(exc, BuildError) else BuildError(
                 f"{b.format.value} {b.precision.value} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -88,7 +88,7 @@ def build_artifact(
         with stage("ladder", " -> ".join(p.value for p in rungs)):
             climb(model, profile, calibration, check, outcome, rungs)
     recovered = outcome.strategy != "plain" and outcome.precision is not Precision.fp32
-    if recovered and outcome.fidelity is not None and outcome.fidelity.passed and Precision.fp32 in rungs:
+    if recovered and outcome.fidelity is not None and outcome.fidelity.passed and Precision.fp32 in rungs and runs_on_cpu(profile):
         with stage("speed", "the variant chosen against fp32 on this host"):
             no_slower_than_fp32(model, profile, calibration, evaluation, check, outcome)
     if outcome.artifact is None and failure is not None:
@@ -111,6 +111,17 @@ def climb(model: SourceModel, profile: Profile, calibration: Dataset | None, che
 # A recovered variant this much slower than fp32 on the host is not worth its precision: well
 # past timing noise (a mixed int8/float graph full of (de)quantize ops, a reference kernel).
 SLOWER = 1.5
+ACCELERATORS = ("gpu", "edgetpu", "hexagon", "nnapi", "coreml", "TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def runs_on_cpu(profile: Profile) -> bool:
+    """Whether the target runs on a CPU as the build host does: only then does the host's timing say anything."""
+    from edgepack.profile.schema import Engine
+
+    r = profile.runtime
+    if r.engine is Engine.tensorrt:
+        return False
+    return not any(a.lower() in (x.lower() for x in r.delegates + r.providers) for a in ACCELERATORS)
 
 
 def no_slower_than_fp32(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:

@@ -149,6 +149,7 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
         if attempt(label, lambda: quantize_int8(fp32, per_tensor, calibration)[0]):
             return
         if outcome.artifact is None:  # the plain quantizer raised: no int8 graph to measure layers in
+            skip_layers(outcome, "the plain int8 build raised, so there is no graph to measure layers in")
             return
         pre, _ = preprocess(fp32)
         errors, segments = _qdq_errors(pre, _proto(outcome.artifact), sample)
