@@ -24,6 +24,7 @@ import contextlib
 import json
 import re
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
@@ -219,7 +220,7 @@ class ResultStore:
         except (OSError, sqlite3.Error) as exc:
             raise self._error(f"cannot open the results history: {exc}") from None
         try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._wal()
             self._conn.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -228,6 +229,19 @@ class ResultStore:
         except BaseException:
             self._conn.close()
             raise
+
+    def _wal(self) -> None:
+        # Switching a new file to WAL needs it alone for a moment: when several writers create the
+        # history at once, SQLite answers "locked" at once instead of waiting, so wait here.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def __enter__(self) -> ResultStore:
         return self
