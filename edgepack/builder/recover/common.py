@@ -92,8 +92,10 @@ LADDER: dict[Precision, tuple[Precision, ...]] = {
 }
 
 
-# Layer fallback helps where a few layers make most of the error; it stops once keeping more
-# layers in float has not improved the answers for PATIENCE layers in a row.
+# int8 layer fallback helps where a few layers make most of the error; it stops once keeping more
+# layers in float has not improved the answers for PATIENCE layers in a row. (fp16 fallback is not
+# cut short: an overflow spoils every later layer, so nothing improves until the one that
+# overflows is kept, and each step re-measures which that is.)
 DOMINANCE = 2.0  # a layer stands out when its error is at least twice the median layer's
 PATIENCE = 2
 

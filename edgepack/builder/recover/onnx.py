@@ -168,7 +168,6 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
     elif b.precision is Precision.fp16:
         kept = []
         current = to_fp16(fp32, b.io_dtype)
-        first = len(outcome.attempts)
         for _ in range(MAX_FLOAT_LAYERS):
             candidates = [e for e in worst_first(_tensor_errors(fp32, current, sample)) if e.layer not in kept]
             if not candidates or candidates[0].error == 0:
@@ -176,8 +175,6 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             kept.append(candidates[0].layer)
             current = to_fp16(fp32, b.io_dtype, kept)
             if attempt(f"fp16 with {len(kept)} node(s) in fp32", lambda c=current: c, list(kept)):
-                return
-            if stalled(outcome.attempts[first:]):
                 return
 
 

@@ -221,7 +221,6 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
     kept: list[LayerError] = []
     current = fp16_except(fp32, set())
-    first = len(outcome.attempts)
     for _ in range(MAX_FLOAT_LAYERS):
         errors = _named(_tensor_errors(fp32, current, sample), model, current)
         candidates = [e for e in worst_first(errors) if e.tensor not in {k.tensor for k in kept}]
@@ -230,6 +229,4 @@ def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
         kept.append(candidates[0])
         current = fp16_except(fp32, {k.tensor for k in kept})
         if try_variant(outcome, check, f"fp16 with {len(kept)} layer(s) in fp32", lambda c=current: tflite_artifact(c), [k.layer for k in kept]):
-            return
-        if stalled(outcome.attempts[first:]):
             return
