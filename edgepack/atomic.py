@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 from edgepack.errors import EdgepackError
 
@@ -40,6 +42,31 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(src, dst)
+
+
+@contextmanager
+def replacing_dir(out: Path, what: str, check: Optional[Callable[[Path], None]] = None) -> Iterator[Path]:
+    """Yield an empty directory beside OUT to fill; once filled, it replaces OUT (after CHECK(OUT), if given).
+
+    On any failure the directory is removed and OUT is left as it was; an OSError (permissions,
+    no space) becomes `cannot_write` for WHAT at OUT.
+    """
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(out)
+    except OSError as exc:
+        raise cannot_write(out, exc, what) from None
+    try:
+        yield tmp
+        if check is not None:
+            check(out)
+        replace_dir(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise cannot_write(out, exc, what) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_atomic(path: Path, text: str, exclusive: bool = False) -> None:

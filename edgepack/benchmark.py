@@ -78,17 +78,11 @@ class BenchResult:
 
 def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options: BenchOptions) -> list[str]:
     """Build the agent's command line from the profile's bench/runtime settings and the overrides."""
-    profile_bench = manifest.profile.bench
     runtime = manifest.profile.runtime
 
-    def pick(name: str):
-        value = getattr(options, name)
-        return value if value is not None else getattr(profile_bench, name)
-
     argv = [python, agent, bundle, "--exit-with-stdin"]  # a killed bench leaves no agent running
-    for name in ("runs", "warmup", "min_seconds", "cold_loads"):
-        if pick(name) is not None:
-            argv += [f"--{name.replace('_', '-')}", str(pick(name))]
+    for name in BENCH_SETTINGS:
+        argv += [f"--{name.replace('_', '-')}", str(requested(manifest, options, name))]
     threads = options.threads if options.threads is not None else runtime.threads
     if threads is not None:
         argv += ["--threads", str(threads)]
@@ -99,18 +93,21 @@ def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options
     return argv
 
 
+BENCH_SETTINGS = ("runs", "warmup", "min_seconds", "cold_loads")  # in agent_timeout_s's order
+
+
+def requested(manifest: Manifest, options: BenchOptions, name: str):
+    """A bench setting (runs, warmup, min_seconds, cold_loads): the override where given, else the profile's."""
+    value = getattr(options, name)
+    return value if value is not None else getattr(manifest.profile.bench, name)
+
+
 def agent_timeout(manifest: Manifest, options: BenchOptions) -> float:
     """Seconds the agent may run: `options.timeout_s`, else derived from the work this bench asks for."""
     if options.timeout_s is not None:
         return options.timeout_s
-    bench = manifest.profile.bench
-
-    def pick(name: str):
-        value = getattr(options, name)
-        return value if value is not None else getattr(bench, name)
-
     tensorrt = manifest.profile.runtime.engine is Engine.tensorrt
-    return agent_timeout_s(pick("runs"), pick("warmup"), pick("min_seconds"), pick("cold_loads"), tensorrt)
+    return agent_timeout_s(*(requested(manifest, options, name) for name in BENCH_SETTINGS), tensorrt)
 
 
 def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:

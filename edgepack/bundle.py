@@ -22,7 +22,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgepack._version import __version__
-from edgepack.atomic import cannot_write, replace_dir, temp_dir_beside
+from edgepack.atomic import replacing_dir
 from edgepack.errors import EdgepackError
 from edgepack.profile.schema import Format, Precision, Profile
 
@@ -246,31 +246,17 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     import numpy as np
 
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir_beside(out_dir)
-    except OSError as exc:
-        raise cannot_write(out_dir, exc, "the bundle") from None
-    try:
-        check_replaceable(out_dir)  # again, now: the build took a while
+    # Checked again right before the rename: the build took a while, and OUT may have changed.
+    with replacing_dir(out_dir, "the bundle", check_replaceable) as tmp:
         for name, content in files.items():
             if isinstance(content, bytes):
                 (tmp / name).write_bytes(content)
             else:
                 shutil.copyfile(content, tmp / name)
         np.savez(tmp / REFERENCE, **reference)
-        entries = []
-        for path in sorted(tmp.iterdir()):
-            entries.append(FileEntry(path=path.name, bytes=path.stat().st_size, sha256=sha256_file(path)))
+        entries = [FileEntry(path=p.name, bytes=p.stat().st_size, sha256=sha256_file(p)) for p in sorted(tmp.iterdir())]
         manifest = manifest.model_copy(update={"files": entries})
         (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-        replace_dir(tmp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise cannot_write(out_dir, exc, "the bundle") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -157,4 +157,4 @@ def test_a_precision_the_runtime_cannot_run_is_refused(isolated_user_dirs, digit
     model, data = digits_files
     write_target(isolated_user_dirs, "m", "extends: cortex-m7\ntune: {precision: [fp16]}\n")
     result = runner.invoke(app, ["tune", str(model), "-t", "m", "--data", str(data)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 2 and "tune.precision fp16: runtime tflite-micro of target 'm' cannot run it" in result.output, result.output

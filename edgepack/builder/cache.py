@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from edgepack.atomic import cannot_write, replace_dir, temp_dir_beside
+from edgepack.atomic import replacing_dir, temp_dir_beside
 from edgepack.bundle import check_replaceable
 from edgepack.bundle import MANIFEST
 
@@ -59,19 +59,6 @@ def restore(key: str, out: Path) -> Path:
     Raises:
         EdgepackError: OUT cannot be written (permissions, space), or is no longer a bundle to replace.
     """
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir_beside(out)
-    except OSError as exc:
-        raise cannot_write(out, exc, "the bundle") from None
-    try:
+    with replacing_dir(out, "the bundle", check_replaceable) as tmp:
         shutil.copytree(cache_root() / key, tmp, dirs_exist_ok=True)
-        check_replaceable(out)
-        replace_dir(tmp, out)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise cannot_write(out, exc, "the bundle") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -208,7 +208,7 @@ def test_an_integer_input_onnx_classifier_builds_int8_with_every_calibration_met
     name = write_target(isolated_user_dirs, "ids", f"extends: raspberry-pi-5-onnx\nbuild: {{onnx: {{calibration_method: {method}}}}}\n")
     result = build(model, name, data=data)
     assert result.passed and result.manifest.fidelity.top1_agreement >= 0.99
-    assert result.manifest.inputs[0].dtype == "int64"
+    assert result.manifest.inputs[0].dtype == "int64" and result.manifest.precision.value == "int8"  # not climbed away
 
 
 def test_a_calibrator_that_raises_is_an_attempt_and_recovery_goes_on(isolated_user_dirs, tmp_path, monkeypatch):

@@ -187,3 +187,14 @@ def test_declared_class_maps_are_judged_at_every_position():
         compare([seg[:, 0, 0, :1]], [seg[:, 0, 0, :1]], None, 0.01, ["p"], Verify(outputs={"p": "classes"}))
     with pytest.raises(ProfileError, match="verify.outputs names segmentation, which the model does not have"):
         compare([seg], [seg], None, 0.01, ["seg"], Verify(outputs={"segmentation": "dense"}))
+
+
+def test_host_latency_times_an_onnx_artifact_fed_integer_ids(tmp_path):
+    from edgepack.builder.convert import Artifact
+    from edgepack.builder.host_latency import compare_latency
+    from tests.hard_models import integer_input_onnx_model
+
+    model, data = integer_input_onnx_model(tmp_path)
+    artifact = Artifact({"model.onnx": model.read_bytes()}, "model.onnx", [], [], predict=None)
+    a, b = compare_latency(artifact, artifact, [np.load(data)["x"][:4]])
+    assert 0 < a < 100 and 0 < b < 100

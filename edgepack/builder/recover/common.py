@@ -125,6 +125,14 @@ def skip_layers(outcome: Outcome, reason: str) -> None:
     outcome.attempts.append(Attempt("layer fallback", error=f"not tried: {reason}"))
 
 
+def layers_worth_trying(outcome: Outcome, errors: list[LayerError]) -> bool:
+    """Whether a few layers dominate ERRORS; where not, record why layer fallback is not tried."""
+    reason = why_not_layers(errors)
+    if reason:
+        skip_layers(outcome, reason)
+    return reason is None
+
+
 def recoverable(profile: Profile) -> bool:
     """Whether layer fallback may run: recovery allowed, and a strategy for the format and precision."""
     b = profile.build

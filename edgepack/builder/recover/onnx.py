@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepack.builder.recover.common import (
-    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, skip_layers, stalled, try_variant, why_not_layers, worst_first,
+    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, layers_worth_trying, skip_layers, stalled, try_variant, worst_first,
 )
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
@@ -153,9 +153,7 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             return
         pre, _ = preprocess(fp32)
         errors, segments = _qdq_errors(pre, _proto(outcome.artifact), sample)
-        reason = why_not_layers(errors)
-        if reason:
-            skip_layers(outcome, reason)
+        if not layers_worth_trying(outcome, errors):
             return
         kept: list[str] = []
         first = len(outcome.attempts)

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgepack.builder.convert import Artifact
 from edgepack.builder.recover.common import (
-    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, short_layer, skip_layers, stalled, try_variant, why_not_layers, worst_first,
+    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, layers_worth_trying, short_layer, stalled, try_variant, worst_first,
 )
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
@@ -192,9 +192,7 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
     # Until an attempt passes, outcome.artifact is still the plain build (None if it raised).
     plain = outcome.artifact.files[outcome.artifact.artifact] if outcome.artifact else run_converter(int8_converter(model, calibration), Precision.int8)
     ranked = worst_first(_named(debugger_errors(debugger), model, plain))  # each layer's own error: rank once
-    reason = why_not_layers(ranked)
-    if reason:
-        skip_layers(outcome, reason)
+    if not layers_worth_trying(outcome, ranked):
         return
     denied: list[LayerError] = []
     first = len(outcome.attempts)
