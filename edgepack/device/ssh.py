@@ -225,8 +225,8 @@ class SshTransport(Transport):
     def _kill(self, chan: paramiko.Channel, err: bytearray) -> None:
         """Kill the command's process group on the device (the pid its runner printed first on stderr).
 
-        Waits at most the connect timeout for the pid line and for the kill itself; a connection
-        that is gone leaves nothing to do.
+        Waits at most the connect timeout for the pid line, and as long again for the kill itself
+        (a loaded device is slow to start the kill); a connection that is gone leaves nothing to do.
         """
         deadline = time.monotonic() + self.device.connect_timeout_s
         with contextlib.suppress(Exception):
@@ -240,6 +240,7 @@ class SshTransport(Transport):
             return
         pid = first[len(_PID_MARK) :].strip()
         kill = f"kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true"
+        deadline = time.monotonic() + self.device.connect_timeout_s
         with contextlib.suppress(Exception):
             killer = self._connected().get_transport().open_session(timeout=self.device.connect_timeout_s)
             try:

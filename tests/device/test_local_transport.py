@@ -210,7 +210,7 @@ def test_a_held_stdin_reaches_eof_when_the_caller_is_killed(tmp_path):
     assert started.exists() and not marker.exists()  # the command waits: its stdin is open
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 10
-    while not marker.exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 10  # the file exists a moment before its content is written
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.read_text() == "eof"
