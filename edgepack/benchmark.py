@@ -55,6 +55,7 @@ class BenchResult:
     report_path: Optional[Path] = None
     run_id: Optional[int] = None  # its id in the results history, once stored
     write_error: Optional[EdgepackError] = None  # the JSON report beside the bundle could not be written
+    trial: Optional[dict] = None  # {"study", "number"}: the `edgepack tune` trial this bench measured
 
     @property
     def passed(self) -> bool:
@@ -160,12 +161,13 @@ def bench(
     on_step: OnStep | None = None,
     db: Path | None = None,
     store: bool = True,
+    trial: dict | None = None,
 ) -> BenchResult:
     """Push BUNDLE and the agent to DEVICE, measure it there, and return the parsed report.
 
     The report is also written beside the bundle as `<bundle>.<device>.bench.json`, and stored in
     the results history (DB, default the user data directory's) unless STORE is false; its run id
-    is then ``result.run_id``.
+    is then ``result.run_id``. TRIAL ({"study", "number"}) marks a bench of an `edgepack tune` trial.
 
     Raises:
         EdgepackError: not a bundle; DeviceError: the device cannot be reached or the agent fails;
@@ -213,7 +215,7 @@ def bench(
             f"the agent on {device} could not measure {bundle.name}: {'; '.join(report.errors)}",
             hint="`edgepack devices check " + device + "` shows which runtimes the device has",
         )
-    out = BenchResult(device, bundle, manifest, report, push, seconds, gate_failures + check_budgets(report, manifest))
+    out = BenchResult(device, bundle, manifest, report, push, seconds, gate_failures + check_budgets(report, manifest), trial=trial)
     out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
     try:
         if store:

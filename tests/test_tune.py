@@ -43,8 +43,8 @@ def test_tune_measures_each_trial_and_writes_the_fastest_that_meets_the_budgets(
     assert profile.extends == "pi" and profile.build.precision.value == feasible[chosen["number"]]["params"]["precision"]
     text = (isolated_user_dirs / "targets" / "pi-tuned.yaml").read_text()
     assert f"# trial {chosen['number']}: p90 " in text
-    with open_store(db) as history:
-        assert history.count() == 3  # every trial's bench is in the history
+    with open_store(db) as history:  # every trial's bench is in the history, with its trial
+        assert sorted((r.trial["study"], r.trial["number"]) for r in history.runs()) == [(out["study"], n) for n in range(3)]
 
 
 def test_running_again_with_more_trials_continues_the_study(isolated_user_dirs, digits_files, tmp_path):
@@ -136,6 +136,9 @@ def test_the_grid_sampler_stops_when_the_grid_is_done(isolated_user_dirs, digits
         (["--sampler", "annealing"], "unknown sampler 'annealing'"),
         (["--objective", "beauty"], "unknown objective 'beauty'"),
         (["--device", "nowhere"], "nowhere"),
+        (["--workers", "0"], "--workers 0: give between 1 and 64"),
+        (["--ray", "nowhere"], "--ray nowhere: not a Ray address"),
+        (["--ray", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     ],
 )
 def test_bad_input_is_one_line_before_any_trial(isolated_user_dirs, digits_files, args, expected):
@@ -158,3 +161,56 @@ def test_a_precision_the_runtime_cannot_run_is_refused(isolated_user_dirs, digit
     write_target(isolated_user_dirs, "m", "extends: cortex-m7\ntune: {precision: [fp16]}\n")
     result = runner.invoke(app, ["tune", str(model), "-t", "m", "--data", str(data)])
     assert result.exit_code == 2 and "tune.precision fp16: runtime tflite-micro of target 'm' cannot run it" in result.output, result.output
+
+
+def test_workers_build_in_parallel_processes_and_the_device_benches_one_at_a_time(isolated_user_dirs, digits_files, monkeypatch):
+    import os
+    import time
+
+    import edgepack.benchmark as benchmark
+
+    real, spans = benchmark.bench, []
+
+    def timed(*args, **kwargs):
+        start = time.monotonic()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spans.append((start, time.monotonic()))
+
+    monkeypatch.setattr(benchmark, "bench", timed)
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    result = tune(model, data, "--trials", "3", "--workers", "2", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [t["state"] for t in out["trials"]] == ["complete"] * 3
+    workers = {t["built"]["worker"] for t in out["trials"]}
+    assert len(workers) == 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # two build processes, not this one
+    spans.sort()
+    assert len(spans) == 3 and all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))  # never overlapping
+
+
+def test_without_ray_installed_ray_says_how_to_install_it(isolated_user_dirs, digits_files, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    result = tune(model, data, "--ray", "127.0.0.1:6379")
+    assert result.exit_code == 2 and "--ray needs Ray, which is not installed" in result.output
+    assert "pip install 'edgepack[ray]'" in result.output and not (isolated_user_dirs / "build").exists()
+
+
+def test_on_a_terminal_the_trials_show_as_a_live_table(isolated_user_dirs, digits_files, monkeypatch):
+    from edgepack.cli import render
+
+    monkeypatch.setattr(render.err_console, "force_terminal", True, raising=False)
+    monkeypatch.setattr(type(render.err_console), "is_terminal", property(lambda self: True))
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    result = tune(model, data, "--trials", "2")
+    assert result.exit_code == 0, result.output
+    live = result.output[: result.output.index("Pareto front")]
+    final = live[live.rindex("edgepack tune") :]  # the live table's last render: both trials measured
+    assert "building" not in final and final.count("precision ") == 2 and final.count("✓") + final.count("budget") == 2

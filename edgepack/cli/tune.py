@@ -25,6 +25,8 @@ def tune_command(
     objective: Optional[List[str]] = typer.Option(None, "--objective", help="Minimise: p90, size, memory (repeat) [default: p90 and size]."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name [default: from the model's hash, the target and the device]."),
     save_as: Optional[str] = typer.Option(None, "--save-as", help="Name of the tuned profile [default: <target>-tuned]."),
+    workers: int = typer.Option(1, "--workers", help="Builds at once (benches on the device are always one at a time)."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Build on this Ray cluster (host:port); needs edgepack[ray]."),
     runs: Runs = None,
     warmup: Warmup = None,
     min_seconds: MinSeconds = None,
@@ -37,11 +39,13 @@ def tune_command(
     from edgepack.benchmark import BenchOptions
     from edgepack.tuning.study import DEFAULT_OBJECTIVES, tune
 
-    result = tune(
-        model, target, data, device, trials, timeout, sampler, tuple(objective or DEFAULT_OBJECTIVES), study, save_as,
-        eval_data, train_data, inventory, db, BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, cold_loads=cold_loads),
-        on_trial=None if as_json else _show_trial,
-    )
+    progress = _Progress(as_json)
+    with progress:
+        result = tune(
+            model, target, data, device, trials, timeout, sampler, tuple(objective or DEFAULT_OBJECTIVES), study, save_as,
+            eval_data, train_data, inventory, db, BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, cold_loads=cold_loads),
+            on_trial=progress.finished, workers=workers, ray_address=ray, on_start=progress.started,
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         if result.chosen is None:
@@ -59,16 +63,59 @@ def no_trial_within_budgets(result):
     )
 
 
-def _show_trial(t) -> None:
-    v = t.values
-    if t.state != "complete":
-        err_console.print(f"[red]✗[/] trial {t.number} {plain(_params(t.params))}: {plain(t.failures[0] if t.failures else 'failed')}", highlight=False)
-        return
-    mark = "[green]✓[/]" if t.meets_budgets else "[yellow]✗ budget[/]"
-    err_console.print(
-        f"{mark} trial {t.number} {plain(_params(t.params))}: p90 {fmt_num(v.get('p90_ms'), 3)} ms, {fmt_num(v.get('size_kb'), 1)} KB",
-        highlight=False,
-    )
+class _Progress:
+    """What a running study shows on stderr: a live table of its trials on a terminal, a line per trial elsewhere."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.rows: dict[int, tuple[str, ...]] = {}
+        self.live = None
+
+    def __enter__(self) -> "_Progress":
+        if not self.quiet and err_console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(self._table(), console=err_console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def started(self, number: int, params: dict) -> None:
+        self.rows[number] = (str(number), plain(_params(params)), "building", "", "", "")
+        self._show()
+
+    def finished(self, t) -> None:
+        v = t.values
+        if t.state != "complete":
+            state = "[red]failed[/]: " + plain(t.failures[0] if t.failures else "")
+        else:
+            state = "[green]✓[/]" if t.meets_budgets else "[yellow]✗ budget[/]: " + plain(t.failures[0] if t.failures else "")
+        accuracy = v.get("accuracy") if v.get("accuracy") is not None else v.get("top1_agreement")
+        self.rows[t.number] = (str(t.number), plain(_params(t.params)), state, fmt_num(v.get("p90_ms"), 3),
+                               fmt_num(v.get("size_kb"), 1), f"{100 * accuracy:.2f} %" if accuracy is not None else "-")
+        if self.quiet:
+            return
+        if self.live is None:
+            number, settings, state, p90, size, acc = self.rows[t.number]
+            err_console.print(f"trial {number} {settings}: {state}, p90 {p90} ms, {size} KB, accuracy {acc}", highlight=False)
+        self._show()
+
+    def _show(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(title="edgepack tune", title_justify="left", header_style="bold")
+        for column in ("trial", "settings", "state", "p90 ms", "size KB", "accuracy"):
+            table.add_column(column, justify="left" if column in ("settings", "state") else "right")
+        for number in sorted(self.rows):
+            table.add_row(*self.rows[number])
+        return table
 
 
 def _params(params: dict) -> str:

@@ -280,13 +280,15 @@ class TuneSpace(Strict):
     calibration_method: Optional[list[CalibrationMethod]] = None
     learning_rate: Optional[list[float]] = None
     batch_size: Optional[list[int]] = None
+    fine_tune_epochs: Optional[list[int]] = Field(default=None, description="build.prune.fine_tune_epochs values (the most epochs)")
+    fallback: Optional[list[Fallback]] = Field(default=None, description="build.fallback values: auto (recover) or off")
 
     @model_validator(mode="after")
     def fractions_and_sizes_in_range(self) -> "TuneSpace":
         for key in ("sparsity", "channels"):
             if any(not 0 <= v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are fractions in [0, 1)", at=key)
-        for key in ("calibration_samples", "batch_size"):
+        for key in ("calibration_samples", "batch_size", "fine_tune_epochs"):
             if any(v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are at least 1", at=key)
         if any(not 0 < v <= 1 for v in self.learning_rate or []):

@@ -78,8 +78,13 @@ def _v1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX runs_target_device ON runs (target, device)")
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    # JSON {"study", "number"} for the bench of an `edgepack tune` trial; NULL for any other bench.
+    conn.execute("ALTER TABLE runs ADD COLUMN trial TEXT")
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1. Append; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 
 
 def schema_version() -> int:
@@ -107,6 +112,7 @@ class RunRecord:
     budget_failures: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     edgepack_version: str = __version__
+    trial: Optional[dict[str, Any]] = None  # {"study", "number"}: the `edgepack tune` trial this run measured
 
     @property
     def label(self) -> str:
@@ -199,7 +205,7 @@ def manifest_summary(manifest: Manifest) -> dict[str, Any]:
 
 _COLUMNS = (
     "id, created, device, target, format, precision, bundle_sha256, bundle_path, manifest, report, "
-    "passed, budget_failures, seconds, edgepack_version"
+    "passed, budget_failures, seconds, edgepack_version, trial"
 )
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a run id or count past it names no run
 _RUN_REF = re.compile(r"^(?:#?(?P<id>\d+)|last(?:~(?P<back>\d+))?)$")
@@ -303,6 +309,7 @@ class ResultStore:
             bundle_path=str(Path(result.bundle).resolve()),
             budget_failures=result.budget_failures,
             seconds=result.seconds,
+            trial=result.trial,
         )
 
     def add(
@@ -316,6 +323,7 @@ class ResultStore:
         budget_failures: list[str] | None = None,
         seconds: dict[str, float] | None = None,
         created: str | None = None,
+        trial: dict[str, Any] | None = None,
     ) -> int:
         """Store one measurement in one transaction and return its run id.
 
@@ -338,13 +346,14 @@ class ResultStore:
             json.dumps(list(budget_failures or [])),
             json.dumps(dict(seconds or {})),
             __version__,
+            json.dumps(trial) if trial else None,
         )
         try:
             with self._transaction() as conn:
                 cur = conn.execute(
                     "INSERT INTO runs (created, device, target, format, precision, bundle_sha256, bundle_path, "
-                    "manifest, report, passed, budget_failures, seconds, edgepack_version) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "manifest, report, passed, budget_failures, seconds, edgepack_version, trial) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     row,
                 )
                 return int(cur.lastrowid)
@@ -419,7 +428,7 @@ class ResultStore:
 
         from edgepack.agent.protocol import AgentReport
 
-        (run_id, created, device, target, fmt, precision, sha, path, manifest, report, passed, failures, seconds, version) = row
+        (run_id, created, device, target, fmt, precision, sha, path, manifest, report, passed, failures, seconds, version, trial) = row
         try:
             parsed = AgentReport.model_validate_json(report)
         except ValidationError as exc:
@@ -443,6 +452,7 @@ class ResultStore:
             budget_failures=json.loads(failures),
             seconds=json.loads(seconds),
             edgepack_version=version,
+            trial=json.loads(trial) if trial else None,
         )
 
 

@@ -33,7 +33,16 @@ SPACE: dict[str, tuple[list[Any], str]] = {
     ),
     "learning_rate": ([3e-4, 1e-3, 3e-3], "fine-tuning after pruning: Adam's usual range, a factor 3 apart"),
     "batch_size": ([16, 32, 64], "fine-tuning on a few hundred samples: small batches, more steps per epoch"),
+    "fine_tune_epochs": ([10, 30], "the most epochs of fine-tuning (early stopping ends it sooner): 10 is quick, 30 the default"),
+    "fallback": (
+        ["auto", "off"],
+        "recovery: auto keeps the build within the gate by keeping layers in float or climbing to fp16, "
+        "at some size and latency; off keeps the precision asked for and lets the gate refuse it",
+    ),
 }
+# Searched only where the profile's `tune:` section lists them: they matter once pruning or a
+# tight gate does, and each doubles the grid.
+OPT_IN = ("learning_rate", "batch_size", "fine_tune_epochs", "fallback")
 
 
 def search_space(profile: Profile) -> dict[str, list[Any]]:
@@ -61,10 +70,9 @@ def search_space(profile: Profile) -> dict[str, list[Any]]:
         space["calibration_samples"] = _narrow(t.calibration_samples, "calibration_samples")
         if b.format is Format.onnx:
             space["calibration_method"] = [m.value for m in t.calibration_method] if t.calibration_method else SPACE["calibration_method"][0]
-    # Fine-tuning settings only where the profile asks to search them: they matter once pruning does.
-    for key in ("learning_rate", "batch_size"):
+    for key in OPT_IN:
         if getattr(t, key):
-            space[key] = list(getattr(t, key))
+            space[key] = [getattr(v, "value", v) for v in getattr(t, key)]
     empty = [k for k, v in space.items() if not v]
     if empty:
         raise ProfileError(f"tune.{empty[0]} lists no value to try", hint="give at least one value, or remove the key")
@@ -78,9 +86,11 @@ def _narrow(values, key: str) -> list[Any]:
 def overrides(params: dict[str, Any]) -> dict[str, Any]:
     """The `build:` section a trial's PARAMS make (what a tuned profile writes over its target)."""
     build: dict[str, Any] = {"precision": params["precision"]}
-    prune = {k: params[k] for k in ("sparsity", "channels", "learning_rate", "batch_size") if k in params}
+    prune = {k: params[k] for k in ("sparsity", "channels", "learning_rate", "batch_size", "fine_tune_epochs") if k in params}
     if prune:
         build["prune"] = prune
+    if "fallback" in params:
+        build["fallback"] = params["fallback"]
     if "calibration_samples" in params and params["precision"] == "int8":
         build["calibration_samples"] = params["calibration_samples"]
     if "calibration_method" in params and params["precision"] == "int8":

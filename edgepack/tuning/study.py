@@ -25,6 +25,7 @@ SAMPLERS = ("tpe", "nsga2", "random", "grid")
 OBJECTIVES = {"p90": "p90_ms", "size": "size_kb", "memory": "peak_mb"}
 DEFAULT_OBJECTIVES = ("p90", "size")
 MAX_TRIALS = 10_000
+MAX_WORKERS = 64
 
 
 @dataclass
@@ -89,6 +90,9 @@ def tune(
     options=None,
     on_trial: Callable[[TrialResult], None] | None = None,
     workdir: Path | None = None,
+    workers: int = 1,
+    ray_address: str | None = None,
+    on_start: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TuneResult:
     """Search the build settings of MODEL for TARGET on DEVICE; write the best as a profile.
 
@@ -97,6 +101,9 @@ def tune(
         objectives: what to minimise, of ``p90``, ``size``, ``memory``.
         save_as: the tuned profile's name [default: ``<target>-tuned``], written to ./targets/.
         workdir: where trial profiles and bundles go [default: ./build/tune-<study>].
+        workers: builds at once (benches on the device are always one at a time).
+        ray_address: build on the Ray cluster at this address instead of on this machine.
+        on_start, on_trial: called as a trial's build starts, and once it is measured (or failed).
 
     Returns:
         Every trial of the study, the Pareto front, and the chosen trial (fastest p90 among those
@@ -107,11 +114,14 @@ def tune(
     """
     import optuna
 
+    from edgepack.benchmark import BenchOptions
     from edgepack.profile.store import Catalog
     from edgepack.tuning.space import search_space
 
     if not 1 <= trials <= MAX_TRIALS:
         raise EdgepackError(f"--trials {trials}: give between 1 and {MAX_TRIALS}", hint="for example --trials 20")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise EdgepackError(f"--workers {workers}: give between 1 and {MAX_WORKERS}", hint="for example --workers 2")
     if sampler not in SAMPLERS:
         raise EdgepackError(f"unknown sampler '{sampler}'", hint=f"use one of {', '.join(SAMPLERS)}")
     unknown = [o for o in objectives if o not in OBJECTIVES]
@@ -139,99 +149,152 @@ def tune(
                         "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
     name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
     work = Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}"
-    (work / "targets").mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage_url(),
-        directions=["minimize"] * len(objectives),
-        sampler=_sampler(sampler, space),
-        load_if_exists=True,
-    )
-    if study.user_attrs.get("basis", basis) != basis:
-        raise EdgepackError(
-            f"study '{name}' was run with another search space, objectives, data or profile",
-            hint="drop --study to start a study for these settings, or give a new name",
-        )
-    study.set_user_attr("basis", basis)
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)]
-    grid = _grid_left(space, finished) if sampler == "grid" else None
-    import time
+    from edgepack.tuning.builds import BuildInputs
 
-    deadline = time.monotonic() + timeout_s if timeout_s else None
-    for _ in range(max(0, trials - len(finished))):
-        if deadline and time.monotonic() > deadline:
-            break
-        if grid is not None:
-            if not grid:
-                break  # every point of the grid is measured
-            study.enqueue_trial(grid.pop(0))
-        trial = study.ask()
-        params = {key: trial.suggest_categorical(key, values) for key, values in space.items()}
-        same = _same_build(study, params)
-        if same is not None:  # settings that make the same build (e.g. calibration for fp16): measured already
-            result = TrialResult(**{**same, "number": trial.number, "params": params})
-        else:
-            result = _run_trial(trial.number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work, catalog)
-        values = [result.values.get(OBJECTIVES[o]) for o in objectives]
+    runner = _runner(BuildInputs(model, data, eval_data, train_data), work, workers, ray_address)  # Ray joined before anything is written
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage_url(),
+            directions=["minimize"] * len(objectives),
+            sampler=_sampler(sampler, workers),
+            load_if_exists=True,
+        )
+        if study.user_attrs.get("basis", basis) != basis:
+            raise EdgepackError(
+                f"study '{name}' was run with another search space, objectives, data or profile",
+                hint="drop --study to start a study for these settings, or give a new name",
+            )
+        study.set_user_attr("basis", basis)
+        (work / "targets").mkdir(parents=True, exist_ok=True)
+        search = _Search(study, space, list(objectives), profile, device, inventory, db, options or BenchOptions(), work, on_trial, on_start)
+        search.run(trials, timeout_s, grid=sampler == "grid", runner=runner)
+    finally:
+        runner.close()
+    return _summarise(study, name, target, device, list(objectives), tuned_path, work)
+
+
+def _runner(inputs, work: Path, workers: int, ray_address: str | None):
+    from edgepack.tuning.builds import InlineBuilds, PoolBuilds, RayBuilds
+
+    if ray_address:
+        return RayBuilds(inputs, ray_address, workers)
+    if workers > 1:
+        return PoolBuilds(inputs, work / "targets", workers)
+    return InlineBuilds(inputs, work / "targets")
+
+
+@dataclass
+class _Search:
+    """The ask / build / bench / tell loop: up to `runner.workers` builds at once, one bench at a time."""
+
+    study: Any
+    space: dict[str, list[Any]]
+    objectives: list[str]
+    profile: Any
+    device: str
+    inventory: Optional[Path]
+    db: Optional[Path]
+    options: Any
+    work: Path
+    on_trial: Optional[Callable[[TrialResult], None]]
+    on_start: Optional[Callable[[int, dict[str, Any]], None]]
+
+    def run(self, trials: int, timeout_s: float | None, grid: bool, runner) -> None:
+        import concurrent.futures as cf
+        import time
+
+        import optuna
+
+        from edgepack.tuning.builds import BuildJob, trial_profiles
+        from edgepack.tuning.space import overrides
+
+        finished = [t for t in self.study.trials if "result" in t.user_attrs]
+        left = max(0, trials - len(finished))
+        points = _grid_left(self.space, finished) if grid else None
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        pending: dict[cf.Future, tuple[Any, dict[str, Any]]] = {}
+        try:
+            while True:
+                while left and len(pending) < runner.workers and not (deadline and time.monotonic() > deadline):
+                    if points is not None:
+                        if not points:
+                            left = 0  # every point of the grid is measured
+                            break
+                        self.study.enqueue_trial(points.pop(0))
+                    trial, left = self.study.ask(), left - 1
+                    params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
+                    same = _same_build(self.study, params)
+                    if same is not None:  # settings that make the same build (e.g. calibration for fp16): measured already
+                        self._tell(trial, TrialResult(**{**same, "number": trial.number, "params": params}))
+                        continue
+                    if self.on_start:
+                        self.on_start(trial.number, params)
+                    name = f"{self.profile.name}-trial-{trial.number}"
+                    job = BuildJob(trial.number, name, trial_profiles(self.profile, name, overrides(params)), self.work / f"trial-{trial.number}")
+                    pending[runner.submit(job)] = (trial, params)
+                if not pending:
+                    return
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    trial, params = pending.pop(future)
+                    self._tell(trial, self._measure(trial.number, params, future))
+        finally:
+            for trial, _ in pending.values():  # interrupted before it was measured: not a result, never counted
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def _measure(self, number: int, params: dict[str, Any], future) -> TrialResult:
+        """Bench the bundle FUTURE built (unless its build failed or missed the gate)."""
+        from edgepack.benchmark import bench
+
+        result = TrialResult(number, params, "failed")
+        try:
+            outcome = future.result()
+        except Exception as exc:  # the build's process or task died (out of memory, a lost Ray node)
+            result.failures = [f"the build failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
+            return result
+        result.failures, result.built = list(outcome.failures), dict(outcome.built)
+        if outcome.error:
+            return result
+        result.bundle = outcome.bundle
+        result.values.update(outcome.values)
+        if not outcome.passed:
+            return _unmeasured(result)
+        try:
+            measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
+                             trial={"study": self.study.study_name, "number": number})
+        except EdgepackError as exc:
+            result.failures = [exc.message]
+            return result
+        except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
+            result.failures = [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
+            return result
+        r = measured.report
+        result.state = "complete"
+        result.values.update(p90_ms=r.latency_ms.p90 if r.latency_ms else None, peak_mb=r.memory.peak_rss_mb if r.memory else None)
+        result.failures = list(measured.budget_failures)
+        result.meets_budgets = not result.failures
+        return result
+
+    def _tell(self, trial, result: TrialResult) -> None:
+        import optuna
+
+        values = [result.values.get(OBJECTIVES[o]) for o in self.objectives]
         if result.state == "complete" and any(v is None for v in values):
             if result.meets_budgets:  # measured, and yet a figure is missing: nothing to compare it by
                 result.state, result.meets_budgets = "failed", False
-                result.failures.append("the device report has no " + ", ".join(o for o, v in zip(objectives, values) if v is None))
+                result.failures.append("the device report has no " + ", ".join(o for o, v in zip(self.objectives, values) if v is None))
             else:  # not measured (its build missed the gate): the worst there is, never preferred
                 values = [math.inf if v is None else v for v in values]
         trial.set_user_attr("result", result.to_dict())
         trial.set_constraint("budgets", 0.0 if result.meets_budgets else 1.0)  # > 0: infeasible, never preferred
         if result.state == "complete":
-            study.tell(trial, values)
+            self.study.tell(trial, values)
         else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if on_trial:
-            on_trial(result)
-    return _summarise(study, name, target, device, list(objectives), tuned_path, work)
-
-
-def _run_trial(number, params, model, target, data, eval_data, train_data, device, inventory, db, options, work: Path, catalog) -> TrialResult:
-    """Build and bench one trial: its profile extends the target with the trial's settings."""
-    from ruamel.yaml import YAML
-
-    from edgepack.benchmark import bench
-    from edgepack.builder.pipeline import build
-    from edgepack.profile.store import Catalog, SearchDir
-    from edgepack.tuning.space import overrides
-
-    result = TrialResult(number, params, "failed")
-    trial_name = f"{target}-trial-{number}"
-    doc = {"name": trial_name, "extends": target, "build": overrides(params)}
-    import io
-
-    buf = io.StringIO()
-    YAML(typ="safe").dump(doc, buf)
-    (work / "targets" / f"{trial_name}.yaml").write_text(buf.getvalue())
-    trial_catalog = Catalog([SearchDir("tune", work / "targets"), *catalog.dirs])
-    try:
-        built = build(model, trial_name, data, eval_data, out=work / f"trial-{number}", catalog=trial_catalog, train_data=train_data)
-        result.bundle = str(built.bundle)
-        f = built.manifest.fidelity
-        result.values.update(size_kb=built.size_bytes / 1024, accuracy=f.accuracy_artifact, top1_agreement=f.top1_agreement)
-        result.built = {"precision": built.manifest.precision.value, "sparsity": (built.manifest.build.get("prune_result") or {}).get("sparsity")}
-        if not built.passed:
-            result.state, result.failures = "complete", list(built.failures)
-            result.values.update(p90_ms=None, peak_mb=None)
-            return _unmeasured(result)
-        measured = bench(built.bundle, device, options, inventory, db=db)
-    except EdgepackError as exc:
-        result.failures = [exc.message]
-        return result
-    except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
-        result.failures = [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
-        return result
-    r = measured.report
-    result.state = "complete"
-    result.values.update(p90_ms=r.latency_ms.p90 if r.latency_ms else None, peak_mb=r.memory.peak_rss_mb if r.memory else None)
-    result.failures = list(measured.budget_failures)
-    result.meets_budgets = not result.failures
-    return result
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if self.on_trial:
+            self.on_trial(result)
 
 
 def _unmeasured(result: TrialResult) -> TrialResult:
@@ -336,17 +399,17 @@ def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
     return None
 
 
-def _sampler(kind: str, space: dict[str, list[Any]]):
+def _sampler(kind: str, workers: int):
     import optuna
 
+    # Several builds at once: TPE assumes the running trials land where it last looked (constant
+    # liar), so that they do not all ask for the same point.
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=0, n_startup_trials=4)
+        return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, constant_liar=workers > 1)
     if kind == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=0, population_size=8)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=0)
-    # The grid: every point is enqueued in turn (optuna's GridSampler stops the study from inside
-    # `tell`, which only works under `optimize`); the sampler only fills what is not enqueued.
+    # random, and the grid: every grid point is enqueued in turn (optuna's GridSampler stops the
+    # study from inside `tell`, which only works under `optimize`); the sampler fills the rest.
     return optuna.samplers.RandomSampler(seed=0)
 
 

@@ -57,7 +57,7 @@ def manifest(target: str = "pi-int8", precision: str = "int8", model_bytes: int 
     )
 
 
-def add_run(store, latencies=None, device="pi4", target="pi-int8", model_bytes=46_000, peak_mb=60.0, failures=None, seed=0, **kw) -> int:
+def add_run(store, latencies=None, device="pi4", target="pi-int8", model_bytes=46_000, peak_mb=60.0, failures=None, seed=0, trial=None, **kw) -> int:
     """Store one hand-made run and return its id."""
     if latencies is None:
         latencies = np.random.default_rng(seed).lognormal(np.log(2.0), 0.05, 200)
@@ -65,7 +65,7 @@ def add_run(store, latencies=None, device="pi4", target="pi-int8", model_bytes=4
     return store.add(
         device=device, manifest=m, report=agent_report(latencies, peak_mb=peak_mb, **kw),
         bundle_sha=f"{model_bytes:064x}", bundle_path=f"/bundles/{target}", budget_failures=failures,
-        seconds={"connect": 0.1, "push": 0.2, "run": 3.0, "total": 3.3},
+        seconds={"connect": 0.1, "push": 0.2, "run": 3.0, "total": 3.3}, trial=trial,
     )
 
 

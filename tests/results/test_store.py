@@ -213,3 +213,18 @@ def test_a_stored_report_this_version_cannot_read_is_a_clear_error(db):
     with open_store(db) as history, pytest.raises(ResultsError, match=f"run #{run_id} in .* was stored by edgepack 0.1.0") as exc:
         history.get(run_id)
     assert "--last" in exc.value.hint
+
+
+def test_a_version_1_history_gains_the_trial_column_and_keeps_its_runs(db):
+    # A history written before `edgepack tune` existed: schema version 1, no trial column.
+    conn = sqlite3.connect(db)
+    st.MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with open_store(db) as history:
+        assert history.version() == st.schema_version() == 2
+        old = add_run(history)
+        tuned = add_run(history, trial={"study": "s", "number": 3})
+        runs = {r.id: r for r in history.runs()}
+    assert runs[old].trial is None and runs[tuned].trial == {"study": "s", "number": 3}
