@@ -148,7 +148,7 @@ def tune(
     basis = json.dumps({"space": space, "objectives": list(objectives), "profile": profile.model_dump(mode="json"),
                         "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
     name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
-    work = Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}"
+    work = (Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}").resolve()
     from edgepack.tuning.builds import BuildInputs
 
     runner = _runner(BuildInputs(model, data, eval_data, train_data), work, workers, ray_address)  # Ray joined before anything is written
