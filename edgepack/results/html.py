@@ -273,6 +273,51 @@ def memory_plot(runs: Sequence[RunRecord]) -> str:
 
 # -- the page -------------------------------------------------------------------------------
 
+def tune_plot(runs: Sequence[RunRecord]) -> str:
+    """Draw each `edgepack tune` study's trials: p90 against size, the Pareto front of those meeting every budget joined."""
+    studies: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        if run.trial and run.p90_ms is not None and run.model_bytes is not None:
+            studies.setdefault(str(run.trial.get("study")), []).append(run)
+    return "".join(_study_plot(name, trials) for name, trials in studies.items())
+
+
+def _study_plot(study: str, trials: list[RunRecord]) -> str:
+    def point(r: RunRecord) -> tuple[float, float]:
+        return r.p90_ms, r.model_bytes / 1024
+
+    ok = [r for r in trials if r.passed]
+    front = sorted((r for r in ok if not any(
+        all(a <= b for a, b in zip(point(o), point(r))) and point(o) != point(r) for o in ok)), key=point)
+    xs, ys = [point(r)[0] for r in trials], [point(r)[1] for r in trials]
+    xt, yt = _ticks(0.0, max(xs)), _ticks(0.0, max(ys))
+    top, bottom, left, right = 30, 270, 70, WIDTH - 40
+    sx, sy = _Scale(0.0, xt[-1], left, right), _Scale(0.0, yt[-1], bottom, top)
+    body = [f'<text class="note" x="0" y="14">study {_e(study)}: <tspan fill="{COLD}">● meets every budget</tspan> '
+            f'○ misses one; the line joins the Pareto front (p90 and size)</text>',
+            _x_axis(sx, xt, top, bottom, "p90 latency on the device, ms"), '<g class="axis">']
+    for t in yt:
+        body.append(f'<line class="grid" x1="{left}" x2="{right}" y1="{sy(t):.1f}" y2="{sy(t):.1f}"/>'
+                    f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{_e(f"{t:g}")}</text>')
+    body.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{bottom}"/><text x="{left - 6}" y="{top - 8}" text-anchor="end">KB</text></g>')
+    if len(front) > 1:
+        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in map(point, front))
+        body.append(f'<polyline class="front" points="{path}" fill="none" stroke="{COLD}" stroke-width="1.5"/>')
+    for r in trials:
+        x, y = point(r)
+        kind = "pareto" if r in front else ("ok" if r.passed else "missed")
+        fill = COLD if r.passed else "none"
+        number = r.trial.get("number")
+        body.append(
+            f'<circle class="trial {kind}" data-trial="{_e(number)}" data-p90="{x:.6g}" data-size="{y:.6g}" cx="{sx(x):.1f}" '
+            f'cy="{sy(y):.1f}" r="{5 if kind == "pareto" else 3.5}" fill="{fill}" stroke="{COLD if r.passed else "#999"}">'
+            f'<title>trial {_e(number)} ({_e(r.label)}): p90 {_fmt(x)} ms, {_fmt(y)} KB</title></circle>'
+        )
+        if kind == "pareto":
+            body.append(f'<text x="{sx(x) + 7:.1f}" y="{sy(y) - 5:.1f}">{_e(number)}</text>')
+    return _svg("tune", bottom + 34, body, f"trials of study {study}")
+
+
 def newest_per_target(runs: Sequence[RunRecord]) -> list[RunRecord]:
     """Return the newest run of each (target, device), in the order the targets first appear."""
     newest: dict[tuple[str, str], RunRecord] = {}
@@ -328,6 +373,8 @@ def render_html(runs: Sequence[RunRecord], title: str = "edgepack results") -> s
         ("Accuracy per target", bar_plot("accuracy", "accuracy of the artifact on the evaluation data, at build time", "%",
                                          per_target(lambda r: 100 * r.accuracy if r.accuracy is not None else None)), ""),
         ("Memory", memory_plot(runs), ""),
+        ("Tuning studies", tune_plot(runs), "Each trial of an `edgepack tune` study as benched on the device; "
+         "the Pareto front is among the trials that meet every budget, labelled with their trial numbers."),
     ]
     now = datetime.now(timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M")
     parts = [

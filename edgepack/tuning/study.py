@@ -158,7 +158,7 @@ def tune(
             study_name=name,
             storage=storage_url(),
             directions=["minimize"] * len(objectives),
-            sampler=_sampler(sampler, workers),
+            sampler=make_sampler(sampler, workers),
             load_if_exists=True,
         )
         if study.user_attrs.get("basis", basis) != basis:
@@ -399,18 +399,19 @@ def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
     return None
 
 
-def _sampler(kind: str, workers: int):
+def make_sampler(kind: str, workers: int = 1, seed: int = 0):
+    """The Optuna sampler `edgepack tune --sampler KIND` uses (seeded: a study is repeatable)."""
     import optuna
 
     # Several builds at once: TPE assumes the running trials land where it last looked (constant
     # liar), so that they do not all ask for the same point.
     if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=0, n_startup_trials=4, constant_liar=workers > 1)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=workers > 1)
     if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=0, population_size=8)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     # random, and the grid: every grid point is enqueued in turn (optuna's GridSampler stops the
     # study from inside `tell`, which only works under `optimize`); the sampler fills the rest.
-    return optuna.samplers.RandomSampler(seed=0)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _grid_left(space: dict[str, list[Any]], finished) -> list[dict[str, Any]]:
