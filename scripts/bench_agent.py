@@ -7,7 +7,11 @@ Starts a real OpenSSH server on 127.0.0.1 and uses the device Python environment
 runs — on the first push and on the second (which sends nothing). Then it compares the agent's
 median latency with an independent plain loop over the same runtime and model, in the same run.
 
-    .venv/bin/python scripts/bench_agent.py [--runs N]
+Devices as they are in the field, in the same run: the bundle pushed over SFTP against an exec
+channel (a second server on 127.0.0.2 without an SFTP subsystem), straight and through a jump
+host, with the bytes each sends; and what one jump hop adds to connecting and running a small command.
+
+    .venv/bin/python scripts/bench_agent.py [--runs N] [--push-reps N] [--hop-reps N]
 """
 
 from __future__ import annotations
@@ -66,10 +70,75 @@ def ten_mb_bundle(work: Path) -> Path:
     return build(work / "wide.keras", "pi-fp32", data=work / "wide.npz", out=work / "bundle", use_cache=False, catalog=catalog).bundle
 
 
+def field_figures(bundle: Path, python: str, work: Path, sftp_server, reps: int, hops: int) -> None:
+    """Print the push methods (SFTP, exec, exec through a jump host) and the cost of one jump hop."""
+    import time
+
+    from edgepack.device import inventory as inv
+    from edgepack.device.connect import open_transport
+    from tests.integration.sshd import running_sshd
+
+    os.environ.pop("SSH_AUTH_SOCK", None)  # keys from the files named only, as the tests do
+    files = {p.name: p for p in sorted(bundle.iterdir()) if p.is_file()}
+    size = sum(p.stat().st_size for p in files.values())
+    with running_sshd(work / "gateway") as gw, running_sshd(work / "board", host="127.0.0.2", sftp=False, forwarding=False) as board:
+        ssh = Path(os.environ["HOME"]) / ".ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        (ssh / "config").write_text(f"Host gw\n  HostName {gw.host}\n  Port {gw.port}\n  User {gw.user}\n  IdentityFile {gw.client_key}\n")
+        (ssh / "known_hosts").write_text(f"{sftp_server.known_hosts_line}\n{gw.known_hosts_line}\n{board.known_hosts_line}\n")
+
+        def device(name, server, jump=None):
+            return inv.make_device(name=name, host=server.host, port=server.port, user=server.user, key=str(server.client_key),
+                                   python=python, workdir=str(work / f"{name}-work"), jump=jump)
+
+        devices = {"sftp, direct": device("sftp", sftp_server), "exec, direct": device("board", board),
+                   "exec, via gw": device("board-gw", board, "gw")}
+        print(f"\npush of the bundle: {len(files)} files, {size / 1e6:.1f} MB, median of {reps} fresh pushes (methods interleaved)")
+        transports = {label: open_transport(dev) for label, dev in devices.items()}
+        try:
+            rows: dict[str, list[tuple[float, ...]]] = {label: [] for label in devices}
+            for i in range(reps):
+                for label, t in transports.items():
+                    assert t.push_method == label.split(",")[0], (label, t.push_method)
+                    start = time.perf_counter()
+                    first = t.push(files, f"bundle-{i}")
+                    mid = time.perf_counter()
+                    again = t.push(files, f"bundle-{i}")
+                    rows[label].append((first.bytes_sent, mid - start, again.bytes_sent, time.perf_counter() - mid))
+        finally:
+            for t in transports.values():
+                t.close()
+        print("method        | sent MB | push s | MB/s  | again: sent B | again s")
+        for label, runs in rows.items():
+            sent, seconds, again_sent, again_s = (float(np.median([r[k] for r in runs])) for k in range(4))
+            print(f"{label:<13} | {sent / 1e6:7.2f} | {seconds:6.3f} | {sent / 1e6 / seconds:5.1f} | {again_sent:13.0f} | {again_s:7.3f}")
+
+        print(f"\nconnect + one small command (`true`), median of {hops} (routes interleaved)")
+        routes = {"direct": devices["exec, direct"], "via gw": devices["exec, via gw"]}
+        figures: dict[str, list[tuple[float, float, float]]] = {label: [] for label in routes}
+        for _ in range(hops):
+            for label, dev in routes.items():
+                start = time.perf_counter()
+                with open_transport(dev) as t:
+                    connected = time.perf_counter()
+                    t.run(["true"], timeout=30)
+                    done = time.perf_counter()
+                figures[label].append((connected - start, done - connected, done - start))
+        print("route        | connect s | command s | total s")
+        for label, runs in figures.items():
+            connect_s, command_s, total_s = (float(np.median([r[k] for r in runs])) for k in range(3))
+            print(f"{label:<12} | {connect_s:9.3f} | {command_s:9.3f} | {total_s:7.3f}")
+        paired = [v[0] - d[0] for v, d in zip(figures["via gw"], figures["direct"])]
+        print(f"one jump hop adds {float(np.median(paired)):.3f} s to connecting (median of the paired differences; "
+              f"the command itself runs over the same connection either way)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--push-reps", type=int, default=5, help="fresh pushes per push method")
+    parser.add_argument("--hop-reps", type=int, default=20, help="connections per route for the jump hop's cost")
     args = parser.parse_args()
 
     from tests.integration.sshd import device_env_python, running_sshd
@@ -110,6 +179,7 @@ def main() -> int:
             ).stdout.split()[-1])
             agent = results[-1].report.latency_ms.p50
             print(f"median latency: agent {agent:.3f} ms, plain loop {plain:.3f} ms, difference {100 * (agent - plain) / plain:+.1f}%")
+            field_figures(bundle, python, work, server, args.push_reps, args.hop_reps)
     return 0
 
 

@@ -27,18 +27,20 @@ def add(
     workdir: Annotated[Optional[str], typer.Option("--workdir", metavar="DIR", help="Working directory on the device, relative to the login home [default: .cache/edgepack].")] = None,
     target: Annotated[Optional[str], typer.Option("--target", metavar="T", help="Default target profile for this device.")] = None,
     connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Seconds to wait when connecting [default: 10].")] = None,
+    jump: Annotated[Optional[str], typer.Option("--jump", "-J", metavar="HOST", help="Jump host(s) on the way, as ssh -J: [user@]host[:port] or a ~/.ssh/config alias, comma-separated for a chain; 'none' ignores ProxyJump/ProxyCommand in ~/.ssh/config [default: ~/.ssh/config's].")] = None,
     inventory: Inventory = None,
 ) -> None:
     """Add a device to the inventory."""
     from edgepack.device import inventory as inv
-
+    from edgepack.device.route import check_route
 
     if key is not None:
         inv.check_private_key(key)
     device = inv.make_device(
         name=name, host=host, port=port, user=user, key=key, python=python,
-        workdir=workdir, target=target, connect_timeout_s=connect_timeout,
+        workdir=workdir, target=target, connect_timeout_s=connect_timeout, jump=jump,
     )
+    check_route(device)
     store = inv.add_device(device, inventory)
     console.print(f"added device [bold]{plain(device.name)}[/] ({plain(device.describe())}) to {plain(store.path)}", highlight=False)
     console.print(f"next: `edgepack devices trust {plain(device.name)}`, then `edgepack devices check {plain(device.name)}`", highlight=False)
@@ -63,6 +65,7 @@ def list_(
     table = Table(title=f"devices ({plain(store.path)})", title_justify="left")
     for col in ("name", "host", "port", "user"):
         table.add_column(col, no_wrap=True)
+    table.add_column("jump", overflow="fold")
     for col in ("key", "python", "workdir", "target"):
         table.add_column(col, overflow="fold")
     for d in devices:
@@ -71,6 +74,7 @@ def list_(
             "this machine" if d.is_local else plain(d.host),
             "-" if d.is_local else str(d.port or "default"),
             plain(d.user or "-"),
+            plain(d.jump or "-"),
             plain(d.key or "-"),
             plain(d.python),
             plain(d.workdir),
@@ -125,7 +129,7 @@ def trust(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Trust the key without asking.")] = False,
     inventory: Inventory = None,
 ) -> None:
-    """Fetch a device's SSH host key, show its fingerprint, and trust it."""
+    """Fetch a device's SSH host key (and each jump host's on the way), show the fingerprint, and trust it."""
     from edgepack.device import inventory as inv
 
     from edgepack.device import hostkeys
@@ -136,7 +140,7 @@ def trust(
         raise DeviceError("the local device needs no trust: it is this machine")
 
     def confirm(hk: hostkeys.HostKey) -> bool:
-        console.print(f"{plain(hk.host)} offers {plain(hk.key_type)} key [bold]{plain(hk.fingerprint)}[/]", highlight=False)
+        console.print(f"{plain(hk.host)} ({plain(hk.role)}) offers {plain(hk.key_type)} key [bold]{plain(hk.fingerprint)}[/]", highlight=False)
         try:
             return typer.confirm("Trust this key?", default=False)
         except (typer.Abort, EOFError):  # no terminal to answer on (CI, a pipe), or Ctrl-D
@@ -145,11 +149,12 @@ def trust(
                 hint=f"check the fingerprint above on the device, then run `edgepack devices trust {name} --yes`",
             ) from None
 
-    hk = hostkeys.trust(device, yes=yes, confirm=confirm)
-    if hk.status == "known":
-        console.print(f"{plain(hk.host)} is already trusted ({plain(hk.key_type)} {plain(hk.fingerprint)}, in {plain(hk.known_in)})", highlight=False)
-    else:
-        console.print(f"trusted {plain(hk.host)}: {plain(hk.key_type)} {plain(hk.fingerprint)} (added to {plain(hk.known_in)})", highlight=False)
+    for hk in hostkeys.trust_route(device, yes=yes, confirm=confirm):
+        role = "" if hk.via is None else f" ({plain(hk.role)})"
+        if hk.status == "known":
+            console.print(f"{plain(hk.host)}{role} is already trusted ({plain(hk.key_type)} {plain(hk.fingerprint)}, in {plain(hk.known_in)})", highlight=False)
+        else:
+            console.print(f"trusted {plain(hk.host)}{role}: {plain(hk.key_type)} {plain(hk.fingerprint)} (added to {plain(hk.known_in)})", highlight=False)
 
 
 @app.command("check")
@@ -180,12 +185,21 @@ def check(
     table.add_row("system", plain(f"{info.system} {info.release} ({info.arch}, {info.cpu_count or '?'} CPUs)"))
     table.add_row("python", plain(f"{info.python} ({info.python_path})"))
     table.add_row("workdir", plain(info.workdir))
+    table.add_row("reached", plain(info.way))
+    table.add_row("push", _PUSH_METHODS.get(info.push_method, plain(info.push_method)))
     table.add_row("free disk", _size(info.disk_free_bytes))
     table.add_row("free memory", f"{_size(info.memory_available_bytes)} of {_size(info.memory_total_bytes)}")
     for rt in info.runtimes:
         value = f"[green]{plain(rt.version)}[/]" if rt.ok else f"[red]not usable[/] ({plain(rt.error)})"
         table.add_row(plain(rt.name), value)
     console.print(table)
+
+
+_PUSH_METHODS = {
+    "copy": "copy (this machine)",
+    "sftp": "sftp",
+    "exec": "exec (no SFTP on the device: files go through its shell, checked with sha256)",
+}
 
 
 def _size(n: int | None) -> str:

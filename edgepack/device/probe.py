@@ -82,6 +82,8 @@ class DeviceInfo:
     memory_available_bytes: int | None
     runtimes: list[RuntimeStatus] = field(default_factory=list)
     seconds: float = 0.0
+    push_method: str = "copy"  # how files reach it: "copy" (this machine), "sftp", "exec" (no SFTP there)
+    way: str = "this machine"  # "direct", or "via" the jump hosts on the way
 
 
 def probe(transport: Transport, timeout: float = 600.0) -> DeviceInfo:
@@ -93,4 +95,7 @@ def probe(transport: Transport, timeout: float = 600.0) -> DeviceInfo:
     result = transport.run([transport.python, "-c", PROBE_SNIPPET], timeout=timeout)
     data = json_answer(transport, result, "the device check")
     runtimes = [RuntimeStatus(name=k, **v) for k, v in data.pop("runtimes").items()]
-    return DeviceInfo(device=transport.name, runtimes=runtimes, seconds=result.seconds, **data)
+    return DeviceInfo(
+        device=transport.name, runtimes=runtimes, seconds=result.seconds,
+        push_method=transport.push_method, way=transport.way, **data,
+    )

@@ -1,7 +1,10 @@
-"""Devices over SSH: `SshTransport`, on paramiko, with SFTP for files.
+"""Devices over SSH: `SshTransport`, on paramiko, with SFTP for files (an exec channel where there is none).
 
-The host key is checked against the known_hosts files (`edgepack.device.hostkeys`): an unknown
-key is refused, never added silently, and a changed key is always refused.
+The device may sit behind jump hosts or a ProxyCommand (`edgepack.device.route`,
+`edgepack.device.jump`). Every host key on the way is checked against the known_hosts files
+(`edgepack.device.known_hosts`): an unknown key is refused, never added silently, and a changed
+key is always refused. A device without an SFTP subsystem gets its files over exec channels
+(`edgepack.device.exec_push`), with the same guarantees.
 
 Remote commands are built with shlex only; the device's workdir and the command's arguments
 reach the remote ``sh`` as positional parameters, never pasted into a script.
@@ -10,7 +13,6 @@ reach the remote ``sh`` as positional parameters, never pasted into a script.
 from __future__ import annotations
 
 import contextlib
-import os
 import posixpath
 import shlex
 import socket
@@ -19,10 +21,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgepack.bundle import sha256_file
 from edgepack.device.cancel import check_stop
-from edgepack.device.hostkeys import RefuseUnknownKey, changed_key_error, load_known_hosts
+from edgepack.device.exec_push import ExecFiles
+from edgepack.device.jump import Tunnel
+from edgepack.device.route import Route, resolve_route
 from edgepack.device.spec import Device
-from edgepack.device.ssh_connect import Endpoint, connect_error, quiet_paramiko, resolve
+from edgepack.device.ssh_connect import Endpoint
 from edgepack.device.transport import CommandResult, Transport, output_text, part_path
 from edgepack.errors import DeviceError
 
@@ -38,8 +43,12 @@ _PID_MARK = "edgepack-pid "
 SFTP_STALL_FACTOR = 3
 
 
+class SftpRefused(DeviceError):
+    """The device refused to start SFTP (no SFTP subsystem): it gets its files over exec channels."""
+
+
 class SshTransport(Transport):
-    """A device reached over SSH (paramiko), with SFTP for files."""
+    """A device reached over SSH (paramiko), maybe through jump hosts, with SFTP or an exec channel for files."""
 
     def __init__(self, device: Device):
         self.device = device
@@ -47,71 +56,57 @@ class SshTransport(Transport):
         self.python = device.python
         self.workdir = device.workdir
         self.endpoint: Endpoint | None = None
+        self.route: Route | None = None
+        self.push_method = "sftp"  # "exec" once connected to a device without SFTP
         self._client: paramiko.SSHClient | None = None
+        self._tunnel: Tunnel | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._exec: ExecFiles | None = None
 
     # -- connection ------------------------------------------------------------------------
 
     def connect(self) -> SshTransport:
-        """Connect, verify the host key, authenticate, and create the workdir.
+        """Connect (through the jump hosts on the way), verify every host key, authenticate, and create the workdir.
 
         Raises:
-            DeviceError: unreachable, unknown or changed host key, authentication refused.
+            DeviceError: unreachable, unknown or changed host key, authentication refused; for a
+                jump host, naming it.
         """
-        import paramiko
-
         if self._client is not None:
             return self
-        device = self.device
-        ep = self.endpoint = resolve(device)
-        if ep.explicit_key and not os.path.isfile(ep.key_files[0]):
-            raise DeviceError(
-                f"key file {ep.key_files[0]} for device {device.name} not found",
-                hint="check the path, or re-add the device with --key FILE",
-            )
-        quiet_paramiko()
-        client = paramiko.SSHClient()
-        load_known_hosts(client)
-        client.set_missing_host_key_policy(RefuseUnknownKey(device))
-        timeout = device.connect_timeout_s
+        route = self.route = resolve_route(self.device)
+        self.endpoint = route.target
+        tunnel = Tunnel(self.device, route)
         try:
-            client.connect(
-                ep.hostname,
-                port=ep.port,
-                username=ep.user,
-                key_filename=ep.key_files or None,
-                allow_agent=True,
-                look_for_keys=not ep.key_files,
-                timeout=timeout,
-                banner_timeout=timeout,
-                auth_timeout=timeout,
-                channel_timeout=timeout,
-            )
-        except DeviceError:
-            client.close()
+            self._client = tunnel.connect()
+        except BaseException:
+            tunnel.close()
             raise
-        except BaseException as exc:
-            client.close()
-            if isinstance(exc, paramiko.BadHostKeyException):
-                raise changed_key_error(exc, ep, device.name) from None
-            raise connect_error(exc, device, ep) from None
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(15)
-        self._client = client
-        self.workdir = self._resolve_workdir(device.workdir)
+        self._tunnel = tunnel
+        self.push_method = "sftp" if self._has_sftp() else "exec"
+        self.workdir = self._resolve_workdir(self.device.workdir)
         self._makedirs(self.workdir)
         return self
 
     def close(self) -> None:
-        sftp, client = self._sftp, self._client
-        self._sftp = self._client = None
+        sftp, client, tunnel = self._sftp, self._client, self._tunnel
+        self._sftp = self._client = self._tunnel = self._exec = None
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
+        if tunnel is not None:
+            tunnel.close()
+
+    @property
+    def way(self) -> str:
+        return self.route.describe() if self.route is not None else "direct"
+
+    def ssh_client(self) -> paramiko.SSHClient:
+        """Return the device's SSH client, connecting first if needed."""
+        return self._connected()
 
     def _connected(self) -> paramiko.SSHClient:
         if self._client is None:
@@ -127,13 +122,38 @@ class SshTransport(Transport):
             try:
                 sftp = self._connected().open_sftp()
             except (paramiko.SSHException, OSError) as exc:
-                raise DeviceError(
+                if isinstance(exc, socket.timeout) or "timeout" in str(exc).lower():
+                    raise DeviceError(
+                        f"SFTP on {self.name} did not open within {self.device.connect_timeout_s:g} s",
+                        hint="check the network link to the device and that its sshd is not overloaded",
+                    ) from None
+                raise SftpRefused(
                     f"cannot open SFTP on {self.name}: {exc}",
                     hint="enable it in the device's sshd_config: `Subsystem sftp internal-sftp`",
                 ) from None
             sftp.get_channel().settimeout(self.sftp_stall_s)
             self._sftp = sftp
         return self._sftp
+
+    def _has_sftp(self) -> bool:
+        """Open SFTP and say whether the device has it; a device that refuses the subsystem gets exec pushes.
+
+        Raises:
+            DeviceError: the connection itself failed.
+        """
+        try:
+            self.sftp()
+            return True
+        except SftpRefused:
+            transport = self._connected().get_transport()
+            if transport is None or not transport.is_active():
+                raise  # the connection died, the device did not refuse SFTP
+            return False
+
+    def _files(self) -> ExecFiles:
+        if self._exec is None:
+            self._exec = ExecFiles(self)
+        return self._exec
 
     @property
     def sftp_stall_s(self) -> float:
@@ -157,6 +177,8 @@ class SshTransport(Transport):
             workdir = workdir[2:]
         if posixpath.isabs(workdir):
             return posixpath.normpath(workdir)
+        if self.push_method == "exec":
+            return posixpath.normpath(posixpath.join(self._files().home(), workdir))
         try:
             home = self.sftp().normalize(".")
         except socket.timeout:
@@ -252,7 +274,14 @@ class SshTransport(Transport):
 
     # -- files -----------------------------------------------------------------------------
 
+    def _prepare(self, remote_dir: str, names: list[str]) -> dict[str, str | None]:
+        if self.push_method == "exec":
+            return self._files().prepare(remote_dir, names)
+        return super()._prepare(remote_dir, names)
+
     def _makedirs(self, remote_dir: str) -> None:
+        if self.push_method == "exec":
+            return self._files().makedirs(remote_dir)
         sftp = self.sftp()
         path = ""
         for part in remote_dir.split("/"):
@@ -282,7 +311,14 @@ class SshTransport(Transport):
                     hint="check the device's workdir and its permissions (edgepack devices add --workdir DIR)",
                 ) from None
 
+    def _upload_all(self, files: list[tuple[Path, str, str]]) -> None:
+        if self.push_method == "exec":
+            return self._files().upload_all(files)
+        return super()._upload_all(files)
+
     def _upload(self, local: Path, remote: str) -> None:
+        if self.push_method == "exec":
+            return self._files().upload_all([(local, remote, sha256_file(local))])
         sftp = self.sftp()
         tmp = part_path(remote)
         try:

@@ -42,6 +42,8 @@ class Endpoint:
     user: str
     key_files: list[str]
     explicit_key: bool
+    proxy_jump: str | None = None  # ProxyJump from ~/.ssh/config, as written there
+    proxy_command: str | None = None  # ProxyCommand from ~/.ssh/config, tokens expanded
 
     @property
     def known_hosts_name(self) -> str:
@@ -53,44 +55,84 @@ class Endpoint:
         return f"{self.user}@{self.hostname}:{self.port}"
 
 
+def ssh_config_path() -> Path:
+    """Return the user's OpenSSH client configuration file (``~/.ssh/config``)."""
+    return Path(os.path.expanduser("~/.ssh/config"))
+
+
+def ssh_config():
+    """Return ~/.ssh/config parsed by paramiko (an empty one when there is no file).
+
+    Raises:
+        DeviceError: the file cannot be read or parsed.
+    """
+    import paramiko
+
+    path = ssh_config_path()
+    if not path.is_file():
+        return paramiko.SSHConfig()
+    try:
+        return paramiko.SSHConfig.from_path(str(path))
+    except Exception as exc:  # paramiko raises several kinds for a malformed file
+        raise DeviceError(f"{path}: cannot read it: {exc}", hint="fix the SSH config file") from None
+
+
+def resolve_host(host: str, port: int | None = None, user: str | None = None, key: str | None = None) -> Endpoint:
+    """Apply ~/.ssh/config to HOST (maybe an alias with HostName, Port, User, IdentityFile, ProxyJump).
+
+    PORT, USER and KEY, where given, win over the config file.
+
+    Raises:
+        DeviceError: the config file is malformed or has a bad Port for HOST.
+    """
+    options = ssh_config().lookup(host)
+    hostname = options.get("hostname", host)
+    try:
+        port = port or int(options.get("port", 22))
+    except ValueError:
+        raise DeviceError(f"{ssh_config_path()}: bad Port for host '{host}'") from None
+    user = user or options.get("user") or getpass.getuser()
+    if key:
+        keys, explicit = [os.path.expanduser(key)], True
+    else:
+        keys = [os.path.expanduser(k) for k in options.get("identityfile", [])]
+        keys, explicit = [k for k in keys if os.path.isfile(k)], False
+    return Endpoint(
+        hostname=hostname, port=port, user=user, key_files=keys, explicit_key=explicit,
+        proxy_jump=options.get("proxyjump"), proxy_command=options.get("proxycommand"),
+    )
+
+
 def resolve(device: Device) -> Endpoint:
     """Apply ~/.ssh/config to DEVICE: the host may be an alias with HostName, Port, User, IdentityFile.
 
     Values written in the inventory win over the config file.
     """
-    import paramiko
-
-    options: dict = {}
-    config_path = Path(os.path.expanduser("~/.ssh/config"))
-    if config_path.is_file():
-        try:
-            options = paramiko.SSHConfig.from_path(str(config_path)).lookup(device.host)
-        except Exception as exc:  # paramiko raises several kinds for a malformed file
-            raise DeviceError(f"{config_path}: cannot read it: {exc}", hint="fix the SSH config file") from None
-    hostname = options.get("hostname", device.host)
-    try:
-        port = device.port or int(options.get("port", 22))
-    except ValueError:
-        raise DeviceError(f"{config_path}: bad Port for host '{device.host}'") from None
-    user = device.user or options.get("user") or getpass.getuser()
-    if device.key:
-        keys, explicit = [os.path.expanduser(device.key)], True
-    else:
-        keys = [os.path.expanduser(k) for k in options.get("identityfile", [])]
-        keys, explicit = [k for k in keys if os.path.isfile(k)], False
-    return Endpoint(hostname=hostname, port=port, user=user, key_files=keys, explicit_key=explicit)
+    return resolve_host(device.host, device.port, device.user, device.key)
 
 
-def connect_error(exc: BaseException, device: Device, ep: Endpoint) -> BaseException:
+def connect_error(exc: BaseException, device: Device, ep: Endpoint, via: str | None = None) -> BaseException:
     """Return the DeviceError that explains why connecting to DEVICE at EP failed with EXC.
 
-    A changed host key is `edgepack.device.hostkeys.changed_key_error`'s to explain; an
+    VIA names the jump host EP is, when it is one on the way to DEVICE rather than DEVICE itself.
+    A changed host key is `edgepack.device.known_hosts.changed_key_error`'s to explain; an
     exception this does not know is returned as it is.
     """
     import paramiko
 
-    name, timeout = device.name, device.connect_timeout_s
-    reach = f"check that {device.host} is on and reachable and that sshd listens on port {ep.port}"
+    timeout = device.connect_timeout_s
+    if via is None:
+        name, role, there = device.name, f"device {device.name}", "the device"
+        reach = f"check that {device.host} is on and reachable and that sshd listens on port {ep.port}"
+        fix_auth = "re-add the device with --user/--key"
+        owner = "the device's"
+    else:
+        name = f"jump host {via} (on the way to {device.name})"
+        role = f"jump host {via} on the way to {device.name}"
+        there = via
+        reach = f"check that the jump host {via} is on and reachable and that sshd listens on port {ep.port}"
+        fix_auth = f"set User and IdentityFile for {via} in ~/.ssh/config"
+        owner = f"{via}'s"
     if isinstance(exc, paramiko.PasswordRequiredException):
         return DeviceError(
             f"the key file for {ep.where} is encrypted with a passphrase",
@@ -99,9 +141,8 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint) -> BaseExcep
     if isinstance(exc, paramiko.AuthenticationException):
         used = ", ".join(ep.key_files) if ep.key_files else "ssh-agent and the default keys in ~/.ssh"
         return DeviceError(
-            f"authentication refused for {ep.user}@{ep.hostname}:{ep.port} (device {name}); key tried: {used}",
-            hint=f"add the public key to ~{ep.user}/.ssh/authorized_keys on the device "
-            f"(ssh-copy-id), or re-add the device with --user/--key",
+            f"authentication refused for {ep.user}@{ep.hostname}:{ep.port} ({role}); key tried: {used}",
+            hint=f"add the public key to ~{ep.user}/.ssh/authorized_keys on {there} (ssh-copy-id), or {fix_auth}",
         )
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
         return DeviceError(f"cannot reach {name} at {ep.hostname}:{ep.port}: connection refused", hint=reach)
@@ -112,7 +153,7 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint) -> BaseExcep
     if isinstance(exc, socket.gaierror):
         return DeviceError(
             f"cannot reach {name}: unknown host name '{ep.hostname}'",
-            hint="check the host name, or add it as an alias to ~/.ssh/config",
+            hint=unknown_name_hint(ep.hostname),
         )
     if isinstance(exc, ConnectionRefusedError):
         return DeviceError(f"cannot reach {name} at {ep.hostname}:{ep.port}: connection refused", hint=reach)
@@ -125,8 +166,22 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint) -> BaseExcep
     ):
         return DeviceError(
             f"no SSH answer from {name} at {ep.hostname}:{ep.port} within {timeout:g} s",
-            hint=f"check that port {ep.port} is the device's SSH port and that sshd is not overloaded",
+            hint=f"check that port {ep.port} is {owner} SSH port and that sshd is not overloaded",
         )
     if isinstance(exc, paramiko.SSHException):
         return DeviceError(f"SSH to {name} at {ep.hostname}:{ep.port} failed: {exc}", hint=reach)
     return exc
+
+
+def unknown_name_hint(host: str) -> str:
+    """Return the hint for a host name that does not resolve: the closest ~/.ssh/config aliases, if any."""
+    import difflib
+
+    try:
+        aliases = sorted(h for h in ssh_config().get_hostnames() if not any(c in h for c in "*?!"))
+    except DeviceError:
+        aliases = []
+    close = difflib.get_close_matches(host, aliases, n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {', '.join(close)} (from ~/.ssh/config)?"
+    return "check the host name, or add it as an alias to ~/.ssh/config"

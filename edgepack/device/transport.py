@@ -88,6 +88,12 @@ class Transport(ABC):
     name: str
     python: str
     workdir: str  # absolute path on the device
+    push_method: str = "copy"  # how files reach the device: "copy" (this machine), "sftp", "exec" (no SFTP there)
+
+    @property
+    def way(self) -> str:
+        """How the device is reached: ``this machine``, ``direct``, or ``via`` its jump hosts."""
+        return "this machine"
 
     def __enter__(self) -> Transport:
         return self
@@ -154,22 +160,39 @@ class Transport(ABC):
             if not path.is_file():
                 raise DeviceError(f"cannot push {path}: no such file", hint="check the path")
             local[name] = path
-        self._makedirs(remote_dir)
-        remote = self._remote_hashes(remote_dir, list(local)) if local else {}
-        sent = skipped = sent_bytes = 0
+        remote = self._prepare(remote_dir, list(local))
+        todo: list[tuple[Path, str, str]] = []
         for name, path in local.items():
             check_stop(self.name)
-            if remote.get(name) == sha256_file(path):
-                skipped += 1
-                continue
-            target = posixpath.join(remote_dir, name)
-            parent = posixpath.dirname(target)
-            if parent != remote_dir:
-                self._makedirs(parent)
-            self._upload(path, target)
-            sent += 1
-            sent_bytes += path.stat().st_size
-        return PushResult(remote_dir=remote_dir, files_sent=sent, bytes_sent=sent_bytes, files_skipped=skipped)
+            digest = sha256_file(path)
+            if remote.get(name) != digest:
+                todo.append((path, posixpath.join(remote_dir, name), digest))
+        for parent in sorted({posixpath.dirname(target) for _, target, _ in todo} - {remote_dir}):
+            self._makedirs(parent)
+        self._upload_all(todo)
+        return PushResult(
+            remote_dir=remote_dir,
+            files_sent=len(todo),
+            bytes_sent=sum(path.stat().st_size for path, _, _ in todo),
+            files_skipped=len(local) - len(todo),
+        )
+
+    def _prepare(self, remote_dir: str, names: list[str]) -> dict[str, str | None]:
+        """Create REMOTE_DIR and return the sha256 of each NAME in it (None where missing).
+
+        A transport that can do both in one step overrides this.
+        """
+        self._makedirs(remote_dir)
+        return self._remote_hashes(remote_dir, names) if names else {}
+
+    def _upload_all(self, files: list[tuple[Path, str, str]]) -> None:
+        """Copy each (LOCAL, REMOTE, SHA256) of FILES with `_upload`, one after the other, stopping between files when asked.
+
+        A transport that can overlap the files' start-up costs overrides this.
+        """
+        for local, remote, _ in files:
+            check_stop(self.name)
+            self._upload(local, remote)
 
     def _missing_python(self, argv: list[str]) -> DeviceError:
         return DeviceError(

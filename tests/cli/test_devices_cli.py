@@ -53,7 +53,7 @@ def test_add_list_remove_round_trip(tmp_path, monkeypatch):
     assert list(rows) == ["local", "pi4"]
     assert rows["pi4"] == {
         "name": "pi4", "host": "192.168.1.20", "port": 2222, "user": "pi", "key": "~/.ssh/id_pi",
-        "python": "/usr/bin/python3.11", "workdir": "bench", "target": "raspberry-pi-4", "connect_timeout_s": 10.0,
+        "python": "/usr/bin/python3.11", "workdir": "bench", "target": "raspberry-pi-4", "connect_timeout_s": 10.0, "jump": None,
     }
     assert rows["local"]["python"] == sys.executable
 

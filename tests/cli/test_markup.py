@@ -134,7 +134,7 @@ def test_devices_add_list_group_remove_with_markup_in_every_value(tmp_path, isol
         assert value in table, value
     row = json.loads(run("devices", "list", "--json", "--inventory", inventory))[1]
     assert row == {"name": "mk", "host": "[/evil]", "port": None, "user": STYLED, "key": "[/k]",
-                   "python": "[/py]", "workdir": CLOSE, "target": "[/t]", "connect_timeout_s": 10.0}
+                   "python": "[/py]", "workdir": CLOSE, "target": "[/t]", "connect_timeout_s": 10.0, "jump": None}
 
     assert f"group g: mk (in {inventory})" in run("devices", "group", "g", "mk", "--inventory", inventory)
     assert "g: mk" in run("devices", "group", "g", "--inventory", inventory)

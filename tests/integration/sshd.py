@@ -37,10 +37,10 @@ class Unavailable(Exception):
     """A real component the caller needs cannot be had here; the message says why."""
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 with nothing listening on it (now)."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on HOST (a loopback address) with nothing listening on it (now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -88,41 +88,59 @@ class SshdServer:
 
 
 @contextlib.contextmanager
-def running_sshd(root: Path) -> Iterator[SshdServer]:
-    """Run a real OpenSSH server on 127.0.0.1 and a free port (key authentication only) with its files in ROOT."""
+def running_sshd(
+    root: Path,
+    host: str = "127.0.0.1",
+    sftp: bool = True,
+    forwarding: bool = True,
+    log_level: str = "VERBOSE",
+    authorized: list[Path] = (),
+    extra: list[str] = (),
+) -> Iterator[SshdServer]:
+    """Run a real OpenSSH server on HOST (a loopback address) and a free port, key authentication only.
+
+    Its files live in ROOT. Without SFTP it has no SFTP subsystem (as on many embedded boards);
+    without FORWARDING it refuses TCP forwarding. AUTHORIZED adds public key files to its own
+    client key's; EXTRA lines go at the end of its sshd_config.
+    """
     if not (os.path.isfile(SSHD) and os.access(SSHD, os.X_OK)) or shutil.which("ssh-keygen") is None:
         raise Unavailable(f"{SSHD} or ssh-keygen is missing: apt-get install -y openssh-server openssh-client")
     root.mkdir(parents=True, exist_ok=True)
     host_key = keygen(root / "ssh_host_ed25519_key", "edgepack-test-host")
     client_key = keygen(root / "client_key", "edgepack-test-client")
-    authorized = root / "authorized_keys"
-    authorized.write_text((root / "client_key.pub").read_text())
-    authorized.chmod(0o600)
+    authorized_keys = root / "authorized_keys"
+    authorized_keys.write_text("".join(p.read_text() for p in [root / "client_key.pub", *authorized]))
+    authorized_keys.chmod(0o600)
     try:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     except OSError as exc:
         raise Unavailable(f"cannot create /run/sshd for sshd: {exc.strerror}")
-    port = free_port()
+    try:
+        port = free_port(host)
+    except OSError as exc:
+        raise Unavailable(f"cannot listen on {host}: {exc.strerror or exc}")
     config = root / "sshd_config"
     config.write_text(
         "\n".join(
             [
                 f"Port {port}",
-                "ListenAddress 127.0.0.1",
+                f"ListenAddress {host}",
                 f"HostKey {host_key}",
                 f"PidFile {root / 'sshd.pid'}",
-                f"AuthorizedKeysFile {authorized}",
+                f"AuthorizedKeysFile {authorized_keys}",
                 "PubkeyAuthentication yes",
                 "PasswordAuthentication no",
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
                 "StrictModes no",
                 "PermitRootLogin prohibit-password",
-                "Subsystem sftp internal-sftp",
+                *(["Subsystem sftp internal-sftp"] if sftp else []),
+                f"AllowTcpForwarding {'yes' if forwarding else 'no'}",
                 "MaxStartups 100:30:200",
                 "MaxSessions 100",
                 "PrintMotd no",
-                "LogLevel VERBOSE",
+                f"LogLevel {log_level}",
+                *extra,
                 "",
             ]
         )
@@ -134,7 +152,7 @@ def running_sshd(root: Path) -> Iterator[SshdServer]:
     with open(log, "wb") as log_fh:
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log_fh, stderr=subprocess.STDOUT)
     server = SshdServer(
-        host="127.0.0.1",
+        host=host,
         port=port,
         user=getpass.getuser(),
         client_key=client_key,
@@ -163,6 +181,20 @@ def running_sshd(root: Path) -> Iterator[SshdServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def session_pids(server: SshdServer) -> list[int]:
+    """Return the pids of SERVER's children: the sessions serving the connections open now."""
+    server_pid = int((server.root / "sshd.pid").read_text())
+    children, frontier = [], [server_pid]
+    while frontier:
+        parent = frontier.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    children.append(int(child))
+                    frontier.append(int(child))
+    return children
 
 
 def _env_ok(python: Path) -> tuple[bool, str]:
