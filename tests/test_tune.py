@@ -214,3 +214,32 @@ def test_on_a_terminal_the_trials_show_as_a_live_table(isolated_user_dirs, digit
     live = result.output[: result.output.index("Pareto front")]
     final = live[live.rindex("edgepack tune") :]  # the live table's last render: both trials measured
     assert "building" not in final and final.count("precision ") == 2 and final.count("✓") + final.count("budget") == 2
+
+
+def test_ctrl_c_loses_no_finished_trial_and_the_next_run_goes_on_from_them(isolated_user_dirs, digits_files, monkeypatch):
+    import edgepack.benchmark as benchmark
+    from edgepack.benchmark import BenchOptions
+    from edgepack.tuning.study import tune as run_tune
+
+    real, calls = benchmark.bench, []
+
+    def ctrl_c_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "bench", ctrl_c_on_the_second)
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", SPACE)
+    quick = BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_tune(model, "pi", data, trials=3, options=quick)
+    again = run_tune(model, "pi", data, trials=3, options=quick)
+    # Trial 0 is kept as it was measured; the interrupted trial 1 is not a result and not counted:
+    # two new trials, benched unless they make a build already measured.
+    from edgepack.tuning.space import overrides
+
+    assert [t.number for t in again.trials] == [0, 2, 3] and all(t.state == "complete" for t in again.trials)
+    builds = {json.dumps(overrides(t.params), sort_keys=True) for t in again.trials}
+    assert len(calls) == 2 + len(builds) - 1
