@@ -243,3 +243,18 @@ def test_ctrl_c_loses_no_finished_trial_and_the_next_run_goes_on_from_them(isola
     assert [t.number for t in again.trials] == [0, 2, 3] and all(t.state == "complete" for t in again.trials)
     builds = {json.dumps(overrides(t.params), sort_keys=True) for t in again.trials}
     assert len(calls) == 2 + len(builds) - 1
+
+
+def test_settings_already_measured_are_not_built_again_and_count_once(isolated_user_dirs, digits_files, tmp_path):
+    from edgepack.results.store import open_store
+
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    db = tmp_path / "h.sqlite3"
+    result = tune(model, data, "--trials", "2", "--db", str(db), "--json")
+    assert result.exit_code == 0, result.output
+    first, again = json.loads(result.stdout)["trials"]
+    assert again["same_as"] == 0 and again["values"] == first["values"] and first["same_as"] is None
+    assert json.loads(result.stdout)["pareto"] == [0]  # one build, one point
+    with open_store(db) as history:
+        assert history.count() == 1

@@ -91,6 +91,8 @@ class _Progress:
         v = t.values
         if t.state != "complete":
             state = "[red]failed[/]: " + plain(t.failures[0] if t.failures else "")
+        elif t.same_as is not None:
+            state = f"= trial {t.same_as}"
         else:
             state = "[green]✓[/]" if t.meets_budgets else "[yellow]✗ budget[/]: " + plain(t.failures[0] if t.failures else "")
         accuracy = v.get("accuracy") if v.get("accuracy") is not None else v.get("top1_agreement")

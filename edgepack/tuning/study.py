@@ -38,11 +38,13 @@ class TrialResult:
     failures: list[str] = field(default_factory=list)  # budgets missed, or the error that failed the trial
     bundle: Optional[str] = None
     built: dict[str, Any] = field(default_factory=dict)  # what the build became (recovery may climb to another precision)
+    same_as: Optional[int] = None  # the earlier trial whose build this one's settings make: its figures, not measured again
 
     def to_dict(self) -> dict[str, Any]:
         values = {k: (v if v is None or math.isfinite(v) else None) for k, v in self.values.items()}  # unmeasured: null
         return {"number": self.number, "params": self.params, "values": values, "state": self.state,
-                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle, "built": self.built}
+                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle, "built": self.built,
+                "same_as": self.same_as}
 
 
 @dataclass
@@ -227,7 +229,8 @@ class _Search:
                     params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
                     same = _same_build(self.study, params)
                     if same is not None:  # settings that make the same build (e.g. calibration for fp16): measured already
-                        self._tell(trial, TrialResult(**{**same, "number": trial.number, "params": params}))
+                        self._tell(trial, TrialResult(**{**same, "number": trial.number, "params": params,
+                                                         "same_as": same["same_as"] if same.get("same_as") is not None else same["number"]}))
                         continue
                     if self.on_start:
                         self.on_start(trial.number, params)
@@ -311,7 +314,8 @@ def _unmeasured(result: TrialResult) -> TrialResult:
 
 def _summarise(study, name: str, target: str, device: str, objectives: list[str], tuned_path: Path, work: Path) -> TuneResult:
     results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
-    feasible = [r for r in results if r.state == "complete" and r.meets_budgets and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]
+    feasible = [r for r in results if r.state == "complete" and r.meets_budgets and r.same_as is None
+                and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]  # a repeated build counts once
     pareto = _pareto(feasible, [OBJECTIVES[o] for o in objectives])
     chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
     out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
