@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import cannot_write, write_atomic
-from edgepack.bundle import MANIFEST, Manifest, bundle_id, check_files, read_manifest
+from edgepack.bundle import LOADER, LOADER_SOURCE, MANIFEST, Manifest, bundle_id, check_files, read_manifest
 from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
@@ -91,6 +91,7 @@ def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options
         argv += ["--delegates", ",".join(runtime.delegates)]
     if runtime.providers:
         argv += ["--providers", ",".join(runtime.providers)]
+    argv += ["--load-cache", runtime.load_cache.value]
     return argv
 
 
@@ -180,6 +181,8 @@ def bench(
     files = {f.path: bundle / f.path for f in manifest.files}
     files[MANIFEST] = bundle / MANIFEST
     files["edgepack_agent.py"] = AGENT
+    # A bundle from before the loader has none: the agent measures time to first answer with this one.
+    files.setdefault(LOADER, LOADER_SOURCE)
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()

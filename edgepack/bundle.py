@@ -7,6 +7,8 @@ A bundle is a directory:
                                them; out_0, out_1, ...: the original model's float outputs on
                                them. The agent feeds the inputs (quantizing where the artifact
                                takes integers) and compares its outputs with out_*.
+  edgepack_runtime.py          the loader for apps (edgepack/runtime/), listed in the manifest
+                               like every file; bundles written before it have none.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from edgepack.profile.schema import Format, Precision, Profile
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
+LOADER = "edgepack_runtime.py"
+LOADER_SOURCE = Path(__file__).resolve().parent / "runtime" / LOADER
 
 
 class TensorSpec(BaseModel):
@@ -237,7 +241,8 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     Args:
         out_dir: the bundle directory to create or replace.
         manifest: the manifest; its ``files`` list is filled in here.
-        files: bundle file name -> a path to copy or the bytes to write.
+        files: bundle file name -> a path to copy or the bytes to write; the loader for apps
+            (edgepack_runtime.py) is added.
         reference: arrays for reference.npz.
 
     Returns:
@@ -246,6 +251,7 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     import numpy as np
 
     out_dir = Path(out_dir)
+    files = {LOADER: LOADER_SOURCE, **files}
     # Checked again right before the rename: the build took a while, and OUT may have changed.
     with replacing_dir(out_dir, "the bundle", check_replaceable) as tmp:
         for name, content in files.items():

@@ -32,8 +32,11 @@ def test_bench_measures_on_the_local_device(digits_bundles):
 def test_bench_cli_prints_the_table_and_the_int8_check(digits_bundles):
     result = runner.invoke(app, ["bench", str(digits_bundles["int8"]), *QUICK])
     assert result.exit_code == 0, result.output
-    for row in ("load, cold", "first inference", "latency p90", "peak memory", "answers vs host", "throughput"):
-        assert row in result.output
+    for row in ("load, cold", "first inference", "latency p90", "peak memory", "answers vs host", "throughput",
+                "load phases (warm, median)", "allocate tensors", "memory the load added", "first answer (plain)",
+                "xnnpack-weight-cache phases", "create compiled model", "used by edgepack_runtime.load"):
+        assert row in result.output, row
+    assert "inference +" in result.output and "first answer: a fresh process, from `import edgepack_runtime`" in " ".join(result.output.split())
     data = json.loads(runner.invoke(app, ["bench", str(digits_bundles["int8"]), *QUICK, "--json"]).stdout)
     assert data["report"]["check"]["top1_agreement"] >= 0.875 and data["precision"] == "int8"
 
@@ -42,7 +45,7 @@ def test_second_bench_sends_nothing(digits_bundles):
     options = BenchOptions(runs=5, warmup=0, min_seconds=0, cold_loads=0)
     bench(digits_bundles["fp16"], "local", options)
     again = bench(digits_bundles["fp16"], "local", options)
-    assert again.push.files_sent == 0 and again.push.bytes_sent == 0 and again.push.files_skipped == 4
+    assert again.push.files_sent == 0 and again.push.bytes_sent == 0 and again.push.files_skipped == 5  # with the loader
 
 
 def test_budget_miss_exits_1_and_marks_the_row(isolated_user_dirs, digits_files):
@@ -173,6 +176,37 @@ def test_the_agent_checks_the_files_again_on_the_device(digits_bundles, tmp_path
     report = json.loads(out.stdout)
     assert report["ok"] is False
     assert any("reference.npz does not match the manifest" in e for e in report["errors"]), report["errors"]
+
+
+def test_a_bundle_from_before_the_loader_still_benches_and_a_changed_loader_is_refused(digits_bundles, tmp_path):
+    old = copy_of(digits_bundles["fp16"], tmp_path / "old")
+    (old / "edgepack_runtime.py").unlink()
+    doc = json.loads((old / "manifest.json").read_text())
+    doc["files"] = [f for f in doc["files"] if f["path"] != "edgepack_runtime.py"]
+    (old / "manifest.json").write_text(json.dumps(doc))
+
+    result = bench(old, "local", BenchOptions(runs=5, warmup=0, min_seconds=0, cold_loads=1))
+
+    assert result.report.ok and result.report.load.first_answer is not None  # the loader went along with the agent
+    assert not (old / "edgepack_runtime.py").exists()
+
+    changed = copy_of(digits_bundles["fp16"], tmp_path / "changed")
+    with open(changed / "edgepack_runtime.py", "a") as f:
+        f.write("\nprint('hello')\n")
+    refused = runner.invoke(app, ["bench", str(changed), *QUICK])
+    assert refused.exit_code == 2 and "edgepack_runtime.py does not match the manifest" in " ".join(refused.output.split())
+
+
+def test_profile_load_cache_off_reaches_the_agent(digits_bundles):
+    from edgepack.benchmark import agent_argv
+    from edgepack.bundle import read_manifest
+    from edgepack.profile.schema import LoadCache
+
+    manifest = read_manifest(digits_bundles["fp32"])
+    assert agent_argv("python", "agent.py", "b", manifest, BenchOptions())[-2:] == ["--load-cache", "auto"]
+    runtime = manifest.profile.runtime.model_copy(update={"load_cache": LoadCache.off})
+    off = manifest.model_copy(update={"profile": manifest.profile.model_copy(update={"runtime": runtime})})
+    assert agent_argv("python", "agent.py", "b", off, BenchOptions())[-2:] == ["--load-cache", "off"]
 
 
 def agents_running(marker: str) -> list[int]:

@@ -8,10 +8,24 @@ Usage:
     python edgepack_agent.py BUNDLE_DIR [--runs N] [--warmup N] [--min-seconds S]
         [--cold-loads N] [--threads N] [--engine tflite|onnxruntime|tensorrt]
         [--delegates a,b] [--providers A,B] [--cache-dir DIR]
+        [--load-cache auto|off] [--load-cache-dir DIR]
 
 ``--engine tensorrt`` builds a TensorRT engine from the .onnx artifact with trtexec (cached in
---cache-dir by the model's sha256 and the TensorRT version) and reports trtexec's own figures;
-without trtexec on the device it measures with ONNX Runtime instead, with a note.
+--cache-dir by the model's sha256 and the TensorRT version, with a timing cache beside it) and
+reports trtexec's own figures; without trtexec on the device it measures with ONNX Runtime
+instead, with a note.
+
+Load time: every load is timed in a fresh process (cold: the files evicted from the page cache),
+with its phases (``load.phases_ms``). With ``--load-cache auto`` the agent also makes the
+runtime's load-optimised form of the model in --load-cache-dir (default ``load-cache`` beside the
+bundle, in the device workdir): ONNX Runtime's graph optimised once here and saved (as ONNX with
+its weights in a file it maps, or in ORT format, whichever loads faster), or LiteRT's XNNPACK
+weight cache. An entry is keyed by the model's sha256 and the runtime's name and version, checked
+file by file (sha256) before each use and rebuilt when it does not match. The agent measures the
+form beside the plain load (``load.optimized``), checks its answers against the reference, and
+measures the time from import to the first answer with the bundle's loader (edgepack_runtime.py).
+The layout of the cache is shared with edgepack_runtime.py, which uses an entry the agent marked
+``use``: keep the two in sync.
 
 stdout carries exactly one JSON document and nothing else: file descriptor 1 is pointed at
 stderr while runtimes are imported and used (their C++ code may print), and the report is
@@ -59,6 +73,19 @@ DELEGATE_LIBRARIES = {
     "gpu": ["libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so"],
     "edgetpu": ["libedgetpu.so.1"],
 }
+# The load cache (shared with edgepack_runtime.py): <load-cache>/<entry_name(...)>/meta.json + the form's files.
+CACHE_FORMAT = 1
+LOAD_CACHE_DIR = "load-cache"
+META = "meta.json"
+STAGING_STALE_S = 3600  # a staging directory untouched this long belongs to an agent that was killed
+# The forms per engine, each only where the device's runtime has it.
+ONNX_FORMS = ("onnx-optimized", "ort-format")
+TFLITE_FORMS = ("xnnpack-weight-cache",)
+FORM_FILES = {"onnx-optimized": "model.optimized.onnx", "ort-format": "model.ort", "xnnpack-weight-cache": "model.xnnpack-cache"}
+# Time to first answer: the app's other start-up work (a camera, a connection), stood in for by waiting.
+STARTUP_WORK_MS = 200.0
+FIRST_ANSWER_MARK = "EDGEPACK-FIRST-ANSWER "
+LOADER = "edgepack_runtime.py"
 ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -111,8 +138,15 @@ def parse_args(argv: list) -> argparse.Namespace:
     p.add_argument("--delegates", default="", help="TFLite delegates: xnnpack, gpu, edgetpu or a library path")
     p.add_argument("--providers", default="", help="ONNX Runtime execution providers, in order")
     p.add_argument("--cache-dir", default=None, help="TensorRT engine cache [default: engine-cache beside the bundle]")
+    p.add_argument("--load-cache", choices=("auto", "off"), default="auto", help="make and measure the load-optimised form (auto) or not")
+    p.add_argument("--load-cache-dir", default=None, help="load-optimised forms [default: load-cache beside the bundle]")
     p.add_argument("--load-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--evict", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--form", default="plain", help=argparse.SUPPRESS)  # load probes: plain or a form in --form-dir
+    p.add_argument("--form-dir", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--make-form", action="store_true", help=argparse.SUPPRESS)  # a probe that makes --form in --form-dir
+    p.add_argument("--phases", action="store_true", help=argparse.SUPPRESS)  # a probe that reports load phases
+    p.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # a probe that checks the form's answers
     p.add_argument("--exit-with-stdin", action="store_true", help="end when stdin closes (the host went away)")
     args = p.parse_args(argv)
     for name in ("runs", "warmup", "cold_loads", "min_seconds"):
@@ -357,14 +391,28 @@ class TFLiteRuntime:
             self.notes.append(text)
 
     def load(self, model_path: str) -> None:
+        """Read the file, build the interpreter on it, allocate tensors (XNNPACK packs the weights here); keep each phase's ms."""
+        t0 = time.perf_counter_ns()
         delegates, self.loaded_delegates = self._delegates()
-        kwargs = {"model_path": model_path}
+        t1 = time.perf_counter_ns()
+        with open(model_path, "rb") as f:
+            content = f.read()
+        t2 = time.perf_counter_ns()
+        kwargs = {"model_content": content}
         if self.threads is not None:
             kwargs["num_threads"] = self.threads
         if delegates:
             kwargs["experimental_delegates"] = delegates
         self.interpreter = self.Interpreter(**kwargs)
+        t3 = time.perf_counter_ns()
         self.interpreter.allocate_tensors()
+        t4 = time.perf_counter_ns()
+        self.phases = {"read_file": (t2 - t1) / 1e6, "build_interpreter": (t3 - t2) / 1e6, "allocate_tensors": (t4 - t3) / 1e6}
+        if self.requested and [d for d in self.requested if d.lower() != "xnnpack"]:
+            self.phases["load_delegates"] = (t1 - t0) / 1e6
+
+    def end_phases(self) -> dict:
+        return dict(getattr(self, "phases", {}))
 
     def delegates_used(self) -> list:
         if self.interpreter is None:
@@ -463,7 +511,8 @@ class OrtRuntime:
                 if self.precision == "int8":
                     options["trt_int8_enable"] = "True"  # lets TensorRT run the QDQ (explicitly quantized) graph in int8
                 if self.cache_dir:
-                    options.update(trt_engine_cache_enable="True", trt_engine_cache_path=self.cache_dir, trt_timing_cache_enable="True")
+                    options.update(trt_engine_cache_enable="True", trt_engine_cache_path=self.cache_dir, trt_timing_cache_enable="True",
+                                   trt_timing_cache_path=self.cache_dir)
                 result.append((name, options))
             else:
                 result.append(name)
@@ -499,14 +548,69 @@ class OrtRuntime:
         if text not in self.notes:
             self.notes.append(text)
 
-    def load(self, model_path: str) -> None:
-        self.session = self._session(model_path, self._options())
+    def load(self, model_path: str, optimise: bool = True, ort_format: bool = False, profile_dir=None) -> None:
+        """Create the session; OPTIMISE False for a graph optimised when its form was made; PROFILE_DIR: split
+        session creation into phases with ONNX Runtime's profiler (its file is written there and removed)."""
+        options = self._options()
+        if not optimise:
+            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if ort_format:
+            options.add_session_config_entry("session.load_model_format", "ORT")
+        if profile_dir:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(profile_dir, ".edgepack-ort-profile-%d" % os.getpid())
+        t0 = time.perf_counter_ns()
+        self.session = self._session(model_path, options)
+        self.phases = {"create_session": (time.perf_counter_ns() - t0) / 1e6}
+        self.profiling = bool(profile_dir)
+
+    def end_phases(self) -> dict:
+        """The load's phases: session creation split by ONNX Runtime's profiler where it ran."""
+        phases = dict(getattr(self, "phases", {}))
+        if not getattr(self, "profiling", False):
+            return phases
+        self.profiling = False
+        path = self.session.end_profiling()
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                events = json.load(f)
+        finally:
+            if path and os.path.isfile(path):
+                os.remove(path)
+        total = phases.pop("create_session")
+        split = {}
+        for event in events if isinstance(events, list) else []:
+            name = str(event.get("name", ""))
+            if event.get("cat") == "Session" and (name.startswith("model_loading") or name == "session_initialization"):
+                key = "model_loading" if name.startswith("model_loading") else name
+                split[key] = split.get(key, 0.0) + float(event.get("dur") or 0) / 1000.0
+        phases.update(split)
+        phases["session_other"] = max(total - sum(split.values()), 0.0)
+        return phases
+
+    def make_form(self, model_path: str, form: str, out_dir: str) -> str:
+        """Optimise the graph once here and save it as FORM in OUT_DIR; return the file to load."""
+        options = self._options()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # its warning that the result suits this machine only is the point
+        name = FORM_FILES[form]
+        options.optimized_model_filepath = os.path.join(out_dir, name)
+        if form == "onnx-optimized":
+            # Weights in a file of their own, which ONNX Runtime maps instead of parsing them out of the protobuf.
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", name + ".data")
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        else:
+            options.add_session_config_entry("session.save_model_format", "ORT")
+        self.ort.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
+        if not os.path.isfile(os.path.join(out_dir, name)):
+            raise AgentFailure("onnxruntime %s wrote no %s" % (self.version, name))
+        return name
 
     def placement(self, model_path: str, bound, out_specs):
         """Run once in a profiling session; return {provider: {kernel: count}} as ONNX Runtime's profiler reports it."""
         options = self._options()
         options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "edgepack-ort-profile-%d" % os.getpid())
+        options.profile_file_prefix = os.path.join(os.path.dirname(os.path.dirname(model_path)), ".edgepack-ort-profile-%d" % os.getpid())
         session = self._session(model_path, options)
         path = None
         try:
@@ -555,6 +659,92 @@ class OrtRuntime:
             self._note("provider %s is available but the session did not use it; ran on %s" % (", ".join(dropped), ", ".join(used)))
         return {"name": self.name, "version": self.version, "delegates": [], "providers": used, "threads": self.threads,
                 "nodes_by_provider": getattr(self, "nodes_by_provider", None)}
+
+
+class LiteRtCompiled:
+    """LiteRT's CompiledModel with the XNNPACK weight cache: the TFLite load-optimised form.
+
+    The weight cache holds XNNPACK's packed weights, so a load maps them instead of repacking
+    every weight; only ai_edge_litert's CompiledModel API takes it (CpuOptions.xnnpack_weight_cache_path).
+    """
+
+    def __init__(self, base: TFLiteRuntime, manifest: dict):
+        t0 = time.perf_counter_ns()
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.options import CpuOptions, Options
+
+        self.import_ms = (time.perf_counter_ns() - t0) / 1e6
+        self.CompiledModel, self.CpuOptions, self.Options = CompiledModel, CpuOptions, Options
+        self.name, self.version, self.threads, self.notes = base.name, base.version, base.threads, base.notes
+        self.manifest_inputs = list(manifest.get("inputs") or [])
+        self.manifest_outputs = list(manifest.get("outputs") or [])
+        self.model = None
+
+    @staticmethod
+    def unavailable(base: TFLiteRuntime):
+        """Why this device's TFLite runtime cannot make the form, or None."""
+        if base.name != "ai_edge_litert":
+            return "%s %s has no XNNPACK weight cache (ai_edge_litert's CompiledModel has)" % (base.name, base.version)
+        external = [d for d in base.requested if d.lower() != "xnnpack"]
+        if external:
+            return "the XNNPACK weight cache does not apply with the %s delegate" % ", ".join(external)
+        try:
+            import dataclasses
+
+            from ai_edge_litert.options import CpuOptions
+
+            if "xnnpack_weight_cache_path" not in [f.name for f in dataclasses.fields(CpuOptions)]:
+                return "ai_edge_litert %s: CpuOptions has no xnnpack_weight_cache_path" % base.version
+        except Exception as exc:
+            return "ai_edge_litert %s has no CompiledModel API with CPU options (%s)" % (base.version, first_line(exc))
+        return None
+
+    def load(self, model_path: str, cache_file: str) -> None:
+        t0 = time.perf_counter_ns()
+        options = self.Options(cpu_options=self.CpuOptions(num_threads=self.threads or 0, xnnpack_weight_cache_path=cache_file))
+        self.model = self.CompiledModel.from_file(model_path, options=options)
+        t1 = time.perf_counter_ns()
+        signatures = self.model.get_signature_list()
+        if not signatures:
+            raise AgentFailure("the model has no signature: LiteRT's CompiledModel cannot run it")
+        self.key = next(iter(signatures))
+        self.index = self.model.get_signature_index(self.key)
+        self.in_names, self.out_names = list(signatures[self.key]["inputs"]), list(signatures[self.key]["outputs"])
+        self.in_buffers = self.model.create_input_buffers(self.index)
+        self.out_buffers = self.model.create_output_buffers(self.index)
+        t2 = time.perf_counter_ns()
+        self.phases = {"create_compiled_model": (t1 - t0) / 1e6, "create_buffers": (t2 - t1) / 1e6}
+
+    def end_phases(self) -> dict:
+        return dict(getattr(self, "phases", {}))
+
+    def _specs(self, names, details, manifest_specs) -> list:
+        by_name = dict((m.get("name"), m) for m in manifest_specs if isinstance(m, dict))
+        specs = []
+        for k, name in enumerate(names):
+            m = by_name.get(name) or (manifest_specs[k] if k < len(manifest_specs) and isinstance(manifest_specs[k], dict) else {})
+            d = details[name]
+            specs.append(Spec(name, [int(v) for v in d["shape"]], d["dtype"], m.get("scale"), m.get("zero_point") if m.get("scale") else None, k))
+        return specs
+
+    def inputs(self) -> list:
+        return self._specs(self.in_names, self.model.get_input_tensor_details(self.key), self.manifest_inputs)
+
+    def outputs(self) -> list:
+        return self._specs(self.out_names, self.model.get_output_tensor_details(self.key), self.manifest_outputs)
+
+    def bind(self, specs, arrays):
+        return list(zip([s.key for s in specs], arrays))
+
+    def infer(self, bound, out_specs) -> list:
+        for k, array in bound:
+            self.in_buffers[k].write(np.ascontiguousarray(array))
+        self.model.run_by_index(self.index, self.in_buffers, self.out_buffers)
+        return [self.out_buffers[s.key].read(int(np.prod(s.shape)), s.dtype).reshape(s.shape) for s in out_specs]
+
+    def info(self) -> dict:
+        return {"name": self.name, "version": self.version, "delegates": ["xnnpack"], "providers": [], "threads": self.threads,
+                "nodes_by_provider": None}
 
 
 def make_runtime(engine: str, args, manifest):
@@ -624,12 +814,14 @@ def resident_pages(fd: int, size: int):
         return None
 
 
-def timed_load(runtime, model_path: str) -> float:
-    """Load the model and return the milliseconds it took; a rejected model is an AgentFailure."""
+def timed_load(runtime, model_path: str, load=None) -> float:
+    """Load the model (LOAD: how, default runtime.load) and return the ms it took; a rejected model is an AgentFailure."""
     t0 = time.perf_counter_ns()
     try:
-        runtime.load(model_path)
+        (load or (lambda: runtime.load(model_path)))()
     except (MemoryError, KeyboardInterrupt):
+        raise
+    except AgentFailure:
         raise
     except Exception as exc:
         raise AgentFailure(
@@ -638,24 +830,85 @@ def timed_load(runtime, model_path: str) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
+def form_loader(runtime, manifest: dict, model_path: str, form: str, form_dir, profile_dir=None):
+    """Return (the runtime that runs FORM, how to load it, the files the load reads) for a load probe."""
+    if form == "plain":
+        if isinstance(runtime, OrtRuntime):
+            return runtime, lambda: runtime.load(model_path, profile_dir=profile_dir), [model_path]
+        return runtime, lambda: runtime.load(model_path), [model_path]
+    if form not in FORM_FILES or not form_dir:
+        raise AgentFailure("bad arguments: --form %s needs a known form and --form-dir" % form)
+    path = os.path.join(form_dir, FORM_FILES[form])
+    files = [os.path.join(form_dir, n) for n in sorted(os.listdir(form_dir)) if n.startswith(FORM_FILES[form])]
+    if form == "xnnpack-weight-cache":
+        compiled = LiteRtCompiled(runtime, manifest)
+        return compiled, lambda: compiled.load(model_path, path), [model_path] + files
+    return runtime, lambda: runtime.load(path, optimise=False, ort_format=form == "ort-format", profile_dir=profile_dir), files
+
+
 def load_probe(args, guard: StdoutGuard) -> int:
-    """Child mode: import the runtime, optionally evict the model, time one load, print it."""
+    """Child mode: import the runtime, optionally evict the files, time one load of --form (or make it), print it."""
     try:
         if np is None:
             raise AgentFailure("numpy is not importable: %s" % NUMPY_ERROR)
-        manifest, model_path, _ = read_bundle(args.bundle, check=False)  # the agent that started it has checked
+        manifest, model_path, reference = read_bundle(args.bundle, check=False)  # the agent that started it has checked
+        t0 = time.perf_counter_ns()
         runtime = make_runtime(pick_engine(model_path, args.engine, manifest), args, manifest)
-        evicted, note = evict_page_cache(model_path) if args.evict else (False, None)
-        load_ms = timed_load(runtime, model_path)
-        guard.emit({"ok": True, "load_ms": load_ms, "evicted": evicted, "note": note})
+        import_ms = (time.perf_counter_ns() - t0) / 1e6
+        if args.make_form:
+            return make_form_probe(args, guard, runtime, manifest, model_path)
+        profile_dir = os.path.dirname(os.path.abspath(args.bundle)) if args.phases else None
+        active, load, files = form_loader(runtime, manifest, model_path, args.form, args.form_dir, profile_dir)
+        import_ms += getattr(active, "import_ms", 0.0)
+        evicted, notes = True, []
+        for path in files if args.evict else []:
+            ok, note = evict_page_cache(path)
+            evicted = evicted and ok
+            if note:
+                notes.append(note)
+        load_ms = timed_load(active, model_path, load)
+        result = {"ok": True, "load_ms": load_ms, "import_ms": import_ms, "evicted": evicted and bool(args.evict),
+                  "note": notes[0] if notes else None}
+        if args.phases or args.check:
+            in_specs = match(manifest.get("inputs"), active.inputs())
+            out_specs = match(manifest.get("outputs"), active.outputs())
+            zeros = [np.zeros([d if d is not None else 1 for d in s.shape], dtype=s.dtype) for s in in_specs]
+            t0 = time.perf_counter_ns()
+            active.infer(active.bind(in_specs, zeros), out_specs)
+            first_ms = (time.perf_counter_ns() - t0) / 1e6
+            if args.phases:
+                result["phases_ms"] = dict(active.end_phases(), first_inference=first_ms)
+            if args.check and reference is not None:
+                result["check"] = check_outputs(active, in_specs, out_specs, reference, [])
+        guard.emit(result)
         return 0
     except BaseException as exc:
         guard.emit({"ok": False, "error": describe(exc)})
         return 1
 
 
-def probe_loads(args, count: int, evict: bool) -> tuple:
-    """Time COUNT loads, each in a fresh process; return (samples, evicted, notes, error)."""
+def make_form_probe(args, guard: StdoutGuard, runtime, manifest: dict, model_path: str) -> int:
+    """Child mode: make --form in --form-dir (in a process of its own: the agent's memory figures stay the model's)."""
+    t0 = time.perf_counter_ns()
+    if args.form == "xnnpack-weight-cache":
+        compiled = LiteRtCompiled(runtime, manifest)
+        path = os.path.join(args.form_dir, FORM_FILES[args.form])
+        compiled.load(model_path, path)
+        specs = compiled.inputs()
+        compiled.infer(compiled.bind(specs, [np.zeros(s.shape, dtype=s.dtype) for s in specs]), compiled.outputs())
+        compiled.model = None  # the cache file is complete once the model is released
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            raise AgentFailure("ai_edge_litert %s wrote no XNNPACK weight cache" % runtime.version)
+    elif args.form in ONNX_FORMS and isinstance(runtime, OrtRuntime):
+        runtime.make_form(model_path, args.form, args.form_dir)
+    else:
+        raise AgentFailure("bad arguments: cannot make form %s for this runtime" % args.form)
+    guard.emit({"ok": True, "make_ms": (time.perf_counter_ns() - t0) / 1e6})
+    return 0
+
+
+def probe_command(args, *extra) -> list:
+    """The command line of a probe: this agent, the bundle, the runtime settings, EXTRA."""
     cmd = [sys.executable, os.path.abspath(__file__), args.bundle, "--load-probe"]
     if args.engine:
         cmd += ["--engine", args.engine]
@@ -667,32 +920,395 @@ def probe_loads(args, count: int, evict: bool) -> tuple:
         cmd += ["--providers", ",".join(args.providers)]
     if args.cache_dir:
         cmd += ["--cache-dir", args.cache_dir]
-    if evict:
-        cmd.append("--evict")
-    samples, evicted, notes = [], True, []
+    return cmd + list(extra)
+
+
+def run_probe(cmd: list) -> dict:
+    """Run one probe; return its result ({"ok": False, "error": ...} where it failed).
+
+    Raises:
+        AgentFailure: the probe died of a signal (this process would die the same way loading the model).
+    """
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": "load probe took longer than %d s" % PROBE_TIMEOUT_S}
+    lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        result = None
+    if proc.returncode < 0:
+        raise AgentFailure("the runtime crashed (signal %d) loading the model" % -proc.returncode)
+    if not isinstance(result, dict) or not result.get("ok"):
+        error = result.get("error") if isinstance(result, dict) else None
+        if not error:
+            tail = [l for l in proc.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+            error = "load probe exited %d: %s" % (proc.returncode, tail[-1] if tail else "no output")
+        return {"ok": False, "error": error}
+    return result
+
+
+def probe_loads(args, count: int, evict: bool, *extra) -> tuple:
+    """Time COUNT loads, each in a fresh process; return (results, evicted, notes, error)."""
+    results, evicted, notes = [], True, []
     for _ in range(count):
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            return samples, False, notes, "load probe took longer than %d s" % PROBE_TIMEOUT_S
-        lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-        try:
-            result = json.loads(lines[-1])
-        except (IndexError, ValueError):
-            result = None
-        if proc.returncode < 0:  # this process would die the same way: stop before loading here
-            raise AgentFailure("the runtime crashed (signal %d) loading the model" % -proc.returncode)
-        if not isinstance(result, dict) or not result.get("ok"):
-            error = result.get("error") if isinstance(result, dict) else None
-            if not error:
-                tail = [l for l in proc.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
-                error = "load probe exited %d: %s" % (proc.returncode, tail[-1] if tail else "no output")
-            return samples, False, notes, error
-        samples.append(float(result["load_ms"]))
+        result = run_probe(probe_command(args, *(list(extra) + (["--evict"] if evict else []))))
+        if not result.get("ok"):
+            return results, False, notes, result.get("error")
+        results.append(result)
         evicted = evicted and bool(result.get("evicted"))
         if result.get("note") and result["note"] not in notes:
             notes.append(result["note"])
-    return samples, evicted and count > 0, notes, None
+    return results, evicted and count > 0, notes, None
+
+
+def median_phases(results: list):
+    """Each phase's median over the probes that reported phases (None when none did)."""
+    found = [r["phases_ms"] for r in results if isinstance(r.get("phases_ms"), dict)]
+    if not found:
+        return None
+    names = []
+    for phases in found:
+        names += [n for n in phases if n not in names]
+    return dict((n, float(np.median([p[n] for p in found if n in p]))) for n in names)
+
+
+def median_of(results: list, key: str):
+    values = [r[key] for r in results if isinstance(r.get(key), (int, float))]
+    return float(np.median(values)) if values else None
+
+
+# ---------------------------------------------------------------- load cache
+
+
+def entry_name(model_sha256: str, runtime: str, version) -> str:
+    """Name of a model's load-cache entry (as edgepack_runtime.entry_name): its sha256, the runtime's name and version."""
+    return "%s-%s-%s" % (model_sha256[:32], safe_name(runtime), safe_name(version or "unknown"))
+
+
+def safe_name(text) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "_", str(text))
+
+
+def possible_forms(engine: str, runtime, notes: list) -> list:
+    """The load-optimised forms this device's runtime can make for this engine (a note says why where none)."""
+    if engine == "tflite":
+        why = LiteRtCompiled.unavailable(runtime)
+        if why:
+            notes.append("no load-optimised TFLite form: " + why)
+            return []
+        return list(TFLITE_FORMS)
+    if runtime.providers != ["CPUExecutionProvider"]:
+        notes.append(
+            "load-optimised ONNX graphs are made for CPUExecutionProvider only; with %s the TensorRT engine and timing "
+            "caches (--cache-dir) are what spare a load its build" % ", ".join(runtime.providers)
+        )
+        return []
+    return list(ONNX_FORMS)
+
+
+def write_meta(entry: str, meta: dict) -> None:
+    """Write ENTRY's meta.json whole or not at all."""
+    part = os.path.join(entry, META + ".part%d" % os.getpid())
+    with open(part, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(part, os.path.join(entry, META))
+
+
+def file_entries(entry: str, names: list) -> list:
+    out = []
+    for name in names:
+        path = os.path.join(entry, name)
+        st = os.stat(path)
+        out.append({"path": name, "bytes": st.st_size, "sha256": sha256_file(path), "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def checked_entry(entry: str, sha: str, runtime, forms: list):
+    """Return (meta, None) for an entry whose every file matches its sha256, else (None, why it cannot be used).
+
+    Where a file's content matches but its size or time stamp moved (the entry was copied), they are
+    recorded again, so that edgepack_runtime.py (which checks only those) uses it.
+    """
+    path = os.path.join(entry, META)
+    if not os.path.isdir(entry):
+        return None, None
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as exc:
+        return None, "has an unreadable meta.json (%s)" % first_line(exc)
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        return None, "is not load-cache format %d" % CACHE_FORMAT
+    rt = meta.get("runtime") or {}
+    if meta.get("model_sha256") != sha or rt.get("name") != runtime.name or rt.get("version") != runtime.version:
+        return None, "is stale (made for another model or runtime version)"
+    if meta.get("form") not in forms or not isinstance(meta.get("files"), list) or not meta["files"]:
+        return None, "holds a form this runtime does not make (%r)" % meta.get("form")
+    moved = False
+    for f in meta["files"]:
+        name = f.get("path") if isinstance(f, dict) else None
+        fpath = os.path.join(entry, name) if isinstance(name, str) and os.path.basename(name) == name else None
+        if fpath is None or not os.path.isfile(fpath):
+            return None, "is missing %s" % name
+        st = os.stat(fpath)
+        if st.st_size != f.get("bytes") or sha256_file(fpath) != f.get("sha256"):
+            return None, "is corrupt (%s does not match its sha256)" % name
+        if st.st_mtime_ns != f.get("mtime_ns"):
+            f["mtime_ns"], moved = st.st_mtime_ns, True
+    if moved:
+        write_meta(entry, meta)
+    return meta, None
+
+
+def writable_dir(path: str):
+    """Make PATH if need be and show that a file can be written there; return None, or why not."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgepack-write-", dir=path)
+        os.close(fd)
+        os.remove(probe)
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def sweep_staging(cache_dir: str) -> None:
+    """Remove staging directories that agents killed mid-way left in CACHE_DIR."""
+    for name in os.listdir(cache_dir):
+        path = os.path.join(cache_dir, name)
+        try:
+            if name.startswith(".") and ".part" in name and time.time() - os.lstat(path).st_mtime > STAGING_STALE_S:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def make_entry(args, cache_dir: str, entry: str, sha: str, runtime, forms: list, notes: list):
+    """Make the load-optimised form in a staging directory beside ENTRY, keep the fastest-loading one, and move it
+    into place. Return its meta (``use`` false until the measurement says otherwise), or None where none could be made."""
+    sweep_staging(cache_dir)
+    staging = os.path.join(cache_dir, ".%s.part%d" % (os.path.basename(entry), os.getpid()))
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        made = []
+        for form in forms:
+            result = run_probe(probe_command(args, "--make-form", "--form", form, "--form-dir", staging))
+            if result.get("ok"):
+                made.append(form)
+            else:
+                notes.append("could not make the %s form: %s" % (form, result.get("error")))
+        tried = {}
+        if len(made) > 1:  # keep the one that loads fastest here
+            for form in made:
+                results, _, _, error = probe_loads(args, max(args.cold_loads, 1), False, "--form", form, "--form-dir", staging)
+                tried[form] = median_of(results, "load_ms") if error is None else None
+                if error is not None:
+                    notes.append("the %s form does not load: %s" % (form, error))
+            made = sorted([f for f in made if tried.get(f) is not None], key=lambda f: tried[f])
+        if not made:
+            return None
+        form = made[0]
+        names = [n for n in sorted(os.listdir(staging)) if n.startswith(FORM_FILES[form])]
+        for name in os.listdir(staging):
+            if name not in names:
+                os.remove(os.path.join(staging, name))
+        meta = {
+            "format": CACHE_FORMAT,
+            "model_sha256": sha,
+            "runtime": {"name": runtime.name, "version": runtime.version},
+            "form": form,
+            "model": FORM_FILES[form],
+            "files": file_entries(staging, names),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tried_warm_ms": tried,
+            "use": False,
+            "why": "not measured yet",
+        }
+        write_meta(staging, meta)
+        if os.path.isdir(entry):
+            shutil.rmtree(entry)
+        os.rename(staging, entry)
+        return meta
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def prepare_load_cache(args, engine: str, runtime, sha: str, notes: list):
+    """Find this model's load-cache entry, checked file by file, or make it; return (entry, meta, created) or None."""
+    forms = possible_forms(engine, runtime, notes)
+    if not forms:
+        return None
+    cache_dir = args.load_cache_dir
+    why = writable_dir(cache_dir)
+    if why is not None:
+        notes.append("load cache %s is not writable (%s): measured the plain load only" % (cache_dir, why))
+        return None
+    entry = os.path.join(cache_dir, entry_name(sha, runtime.name, runtime.version))
+    meta, why = checked_entry(entry, sha, runtime, forms)
+    if meta is not None:
+        return entry, meta, False
+    if why is not None:
+        notes.append("load cache entry %s %s: made again, not used" % (entry, why))
+        shutil.rmtree(entry, ignore_errors=True)
+    prefix = sha[:32] + "-"
+    for name in os.listdir(cache_dir):  # the same model's entries for another runtime version are stale now
+        if name.startswith(prefix) and name != os.path.basename(entry):
+            shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+            notes.append("removed the load cache entry %s: made for another %s version" % (name, runtime.name))
+    try:
+        meta = make_entry(args, cache_dir, entry, sha, runtime, forms, notes)
+    except OSError as exc:
+        notes.append("load cache %s could not be written (%s): measured the plain load only" % (cache_dir, exc.strerror or exc))
+        return None
+    return (entry, meta, True) if meta is not None else None
+
+
+def measure_optimized(args, entry: str, meta: dict, created: bool, notes: list):
+    """Time cold and warm loads of the entry's form (fresh processes), with its phases and a check of its answers."""
+    form = meta["form"]
+    extra = ["--form", form, "--form-dir", entry]
+    cold, cold_evicted, cold_notes, error = probe_loads(args, args.cold_loads, True, *extra)
+    warm, warm_error = [], error
+    if error is None:
+        warm, _, _, warm_error = probe_loads(args, max(args.cold_loads, 1), False, "--phases", *extra)
+    checked = run_probe(probe_command(args, "--check", *extra)) if warm_error is None else {"ok": False, "error": warm_error}
+    for note in cold_notes:
+        if note not in notes:
+            notes.append(note)
+    if warm_error is not None or not checked.get("ok"):
+        notes.append("the %s form in %s failed: %s; not used" % (form, entry, warm_error or checked.get("error")))
+        meta["use"], meta["why"] = False, "it failed on the device: %s" % (warm_error or checked.get("error"))
+        write_meta(entry, meta)
+        return None
+    tried = dict((k, v) for k, v in (meta.get("tried_warm_ms") or {}).items() if k != form and v is not None)
+    return {
+        "form": form,
+        "cold_ms": [r["load_ms"] for r in cold],
+        "warm_ms": [r["load_ms"] for r in warm],
+        "cold_evicted": cold_evicted if args.cold_loads else None,
+        "phases_ms": median_phases(warm),
+        "import_ms": median_of(warm, "import_ms"),
+        "check": checked.get("check"),
+        "path": entry,
+        "created": created,
+        "alternatives_warm_ms": tried or None,
+        "used_by_loader": False,
+        "method": FORM_METHODS[form],
+    }
+
+
+FORM_METHODS = {
+    "onnx-optimized": "InferenceSession creation from the graph ONNX Runtime optimised once on this device (ORT_ENABLE_ALL, "
+    "saved with optimized_model_filepath, weights in an external file it maps), loaded with graph optimisation disabled",
+    "ort-format": "InferenceSession creation from the graph ONNX Runtime optimised once on this device, saved in ORT format "
+    "(session.load_model_format=ORT), loaded with graph optimisation disabled",
+    "xnnpack-weight-cache": "LiteRT CompiledModel.from_file with CpuOptions(xnnpack_weight_cache_path=...) on the weights "
+    "XNNPACK packed once on this device, plus its input and output buffers",
+}
+
+
+def decide_use(load: dict, plain_check) -> tuple:
+    """Whether the loader should use the optimised form: its answers as good as the plain load's, and it is faster.
+
+    Faster means less time from import to first answer: the runtime's import (an API with a slow
+    import loses what its load saves), the load and the first inference (a mapped form moves work
+    there), each the median over the warm loads. The end-to-end first-answer figures hold a few
+    hundred ms of Python start-up that both forms share, whose noise would decide a close call.
+    """
+    optimized = load["optimized"]
+    check = optimized.get("check")
+    if check is None:
+        return False, "its answers were not checked (no reference.npz)"
+    if plain_check is not None:
+        tolerance = 1e-5 + 0.05 * (plain_check.get("max_abs_error") or 0.0)
+        if (check.get("max_abs_error") or 0.0) > (plain_check.get("max_abs_error") or 0.0) + tolerance:
+            return False, "its answers differ more from the reference (max |err| %.3g) than the plain load's (%.3g)" % (
+                check.get("max_abs_error"), plain_check.get("max_abs_error"))
+        if (check.get("top1_agreement") or 0.0) < (plain_check.get("top1_agreement") or 0.0):
+            return False, "its top-1 agreement with the reference is lower than the plain load's"
+
+    def cost(figures):
+        if figures.get("import_ms") is None or not figures.get("warm_ms"):
+            return None
+        return figures["import_ms"] + float(np.median(figures["warm_ms"])) + (figures.get("phases_ms") or {}).get("first_inference", 0.0)
+
+    a, b = cost(load), cost(optimized)
+    if a is None or b is None:
+        return False, "no warm loads of both forms to compare"
+    return b < a, "runtime import + load + first inference %.1f ms against %.1f ms plain (medians over the warm loads)" % (b, a)
+
+
+# ---------------------------------------------------------------- time to first answer
+
+
+FIRST_ANSWER_SCRIPT = r"""
+import sys, time
+t0 = time.perf_counter_ns()
+sys.path.insert(0, sys.argv[1])
+import json
+import edgepack_runtime
+model = edgepack_runtime.load(sys.argv[2], background=sys.argv[4] == "1", form=sys.argv[3], cache_dir=sys.argv[5] or None,
+                              threads=int(sys.argv[6]) if sys.argv[6] else None)
+time.sleep(float(sys.argv[7]) / 1000.0)  # the app's other start-up work
+import numpy as np
+inputs = [np.zeros([d if d is not None else 1 for d in spec.get("shape") or []], dtype="float32") for spec in model.inputs]
+model.predict(*inputs)
+ms = (time.perf_counter_ns() - t0) / 1e6
+print("%s%s" % (sys.argv[8], json.dumps({"ms": ms, "form": model.form, "load_ms": model.load_ms})))
+"""
+
+
+def find_loader(bundle: str):
+    """The loader an app would import: the bundle's own, else the one pushed beside this agent."""
+    for folder in (bundle, os.path.dirname(os.path.abspath(__file__))):
+        if os.path.isfile(os.path.join(folder, LOADER)):
+            return folder
+    return None
+
+
+def first_answers(args, optimized, notes: list):
+    """Time import-to-first-answer with the loader in fresh processes: plain and optimised, foreground and background."""
+    folder = find_loader(args.bundle)
+    if folder is None:
+        notes.append("no %s in the bundle or beside the agent: time to first answer not measured" % LOADER)
+        return None
+    variants = [("plain", "plain", False), ("plain", "plain", True)]
+    if optimized is not None:
+        variants += [(optimized["form"], "optimized", False), (optimized["form"], "optimized", True)]
+    runs = []
+    for name, form, background in variants:
+        samples = []
+        for _ in range(max(args.cold_loads, 1)):
+            cmd = [sys.executable, "-c", FIRST_ANSWER_SCRIPT, folder, os.path.abspath(args.bundle), form, "1" if background else "0",
+                   args.load_cache_dir or "", str(args.threads or ""), "%g" % STARTUP_WORK_MS, FIRST_ANSWER_MARK]
+            try:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                notes.append("time to first answer (%s): took longer than %d s" % (name, PROBE_TIMEOUT_S))
+                return None
+            found = [l for l in proc.stdout.decode("utf-8", "replace").splitlines() if l.startswith(FIRST_ANSWER_MARK)]
+            if proc.returncode != 0 or not found:
+                tail = [l for l in proc.stderr.decode("utf-8", "replace").splitlines() if l.strip()]
+                notes.append("time to first answer (%s) not measured: the loader failed: %s" % (name, tail[-1] if tail else "exit %d" % proc.returncode))
+                return None
+            result = json.loads(found[-1][len(FIRST_ANSWER_MARK):])
+            if result.get("form") != name:
+                notes.append("time to first answer: the loader loaded %s, not %s" % (result.get("form"), name))
+                return None
+            samples.append(float(result["ms"]))
+        runs.append({"form": name, "background": background, "ms": samples})
+    return {
+        "startup_work_ms": STARTUP_WORK_MS,
+        "runs": runs,
+        "method": (
+            "perf_counter_ns in a fresh process from before `import edgepack_runtime` to the return of the first "
+            "predict (runtime import, load, first inference), page cache warm; the app's other start-up work stood in "
+            "for by %g ms of waiting, after load() in the foreground or while load(background=True) runs" % STARTUP_WORK_MS
+        ),
+    }
 
 
 # ---------------------------------------------------------------- inputs, outputs, check
@@ -1060,11 +1676,14 @@ def measure_trtexec(args, report: dict, manifest: dict, model_path: str, referen
     if shapes:
         key.append(hashlib.sha256(shape_args[0].encode("utf-8")).hexdigest()[:8])
     engine_path = os.path.join(cache_dir, "-".join(key) + ".engine")
+    # The timing cache keeps TensorRT's kernel timings for the model: a rebuild (new flags, shapes) skips timing again.
+    timing_path = os.path.join(cache_dir, "-".join(key[:2]) + ".timing")
     cached = os.path.isfile(engine_path)
     build_s = None
     if not cached:
         part = "%s.part%d" % (engine_path, os.getpid())
-        cmd = [trtexec, "--onnx=" + os.path.abspath(model_path), "--saveEngine=" + part, "--skipInference"] + flags + shape_args
+        cmd = [trtexec, "--onnx=" + os.path.abspath(model_path), "--saveEngine=" + part, "--skipInference",
+               "--timingCacheFile=" + timing_path] + flags + shape_args
         status, text = run_trtexec(cmd, TRTEXEC_TIMEOUT_S)
         if status != 0 and re.search(r"(?i)(unknown|unrecognized|invalid) (option|argument)\S*[^\n]*skipInference", text):
             # TensorRT before 8.4 spells it --buildOnly
@@ -1130,13 +1749,18 @@ def measure_trtexec(args, report: dict, manifest: dict, model_path: str, referen
         )
         report["latency_ms"] = latency
         report["throughput_per_s"] = figures["throughput_qps"] if figures["throughput_qps"] else 1000.0 / latency["mean"]
+        phases = {"engine_deserialize": float(np.median(warm))} if warm else {}
+        if build_s is not None:
+            phases = dict(engine_build=build_s * 1000.0, **phases)
         report["load"] = {
             "cold_ms": cold,
             "warm_ms": warm,
             "in_process_ms": figures["engine_load_ms"],
             "cold_evicted": (evicted and bool(cold)) if args.cold_loads else None,
+            "phases_ms": phases or None,
             "method": "trtexec's 'Engine deserialized in' figure, each in a fresh trtexec process (after CUDA "
-            "initialisation); cold after fsync + posix_fadvise(POSIX_FADV_DONTNEED) of the engine file",
+            "initialisation); cold after fsync + posix_fadvise(POSIX_FADV_DONTNEED) of the engine file. These are loads of "
+            "the cached engine (the load-optimised form itself); engine_build, where this bench built it, is the load it spares",
         }
         report["runtime"] = {"name": "tensorrt", "version": version, "delegates": [], "providers": [], "threads": None, "nodes_by_provider": None}
         try:
@@ -1206,6 +1830,54 @@ def empty_report() -> dict:
     }
 
 
+def reset_peak() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux: /proc/self/clear_refs, value 5); True where that worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except (OSError, IOError):
+        return False
+
+
+def measure_loads(args, report: dict, manifest: dict, model_path: str, engine: str, runtime) -> None:
+    """Time the plain load in fresh processes (cold, warm with its phases), then the load-optimised form beside it."""
+    notes = report["notes"]
+    # Fresh processes before this one maps the model: a mapping would pin its pages in the cache.
+    cold, cold_evicted, cold_notes, error = probe_loads(args, args.cold_loads, True)
+    warm = []
+    if error is None:
+        warm, _, _, error = probe_loads(args, max(args.cold_loads, 1), False, "--phases")
+    notes.extend(cold_notes)
+    report["load"] = {
+        "cold_ms": [r["load_ms"] for r in cold],
+        "warm_ms": [r["load_ms"] for r in warm],
+        "in_process_ms": None,
+        "cold_evicted": cold_evicted if args.cold_loads else None,
+        "phases_ms": median_phases(warm),
+        "import_ms": median_of(warm, "import_ms"),
+        "optimized": None,
+        "first_answer": None,
+        "method": (
+            "perf_counter_ns around model load (%s) after the runtime import; cold and warm each in a fresh process, cold "
+            "after fsync + posix_fadvise(POSIX_FADV_DONTNEED) of the files it reads; phases_ms: medians over the warm loads%s, "
+            "first_inference on zeros right after the load"
+            % ("reading the file, building the interpreter on it, allocate_tensors" if engine == "tflite" else "InferenceSession creation",
+               "" if engine == "tflite" else ", session creation split by ONNX Runtime's profiler (model_loading, session_initialization)")
+        ),
+    }
+    if error is not None:
+        timed_load(runtime, model_path)  # a model the runtime rejects: its own reason, rather than the probe's
+        report["errors"].append("load probe failed: %s" % error)
+        return
+    if args.load_cache == "off":
+        notes.append("runtime.load_cache is off: no load-optimised form made or measured")
+        return
+    prepared = prepare_load_cache(args, engine, runtime, load_cache_sha(manifest, model_path), notes)
+    if prepared is not None:
+        report["load"]["optimized"] = measure_optimized(args, *prepared, notes=notes)
+
+
 def measure(args, report: dict) -> None:
     """Fill REPORT; raise on the first failure that stops the measurement."""
     notes = report["notes"]
@@ -1216,8 +1888,10 @@ def measure(args, report: dict) -> None:
     engine = pick_engine(model_path, args.engine, manifest)
     if args.threads is None:
         args.threads = usable_cores()
+    workdir = os.path.dirname(os.path.abspath(args.bundle))
     if args.cache_dir is None:
-        args.cache_dir = os.path.join(os.path.dirname(os.path.abspath(args.bundle)), "engine-cache")
+        args.cache_dir = os.path.join(workdir, "engine-cache")
+    args.load_cache_dir = os.path.abspath(args.load_cache_dir or os.path.join(workdir, LOAD_CACHE_DIR))
     if engine == "tensorrt":
         trtexec = find_trtexec()
         if trtexec is not None:
@@ -1227,32 +1901,22 @@ def measure(args, report: dict) -> None:
             % ", ".join(TRTEXEC_PATHS)
         )
     runtime = make_runtime(engine, args, manifest)
-    baseline_mb, baseline_method = rss_mb("VmRSS")
     notes.extend(runtime.notes)
     runtime.notes = notes  # the runtime's notes reach the report even when a later step fails
     report["runtime"] = runtime.info()  # refined once the model is loaded
 
-    # Fresh processes before this one maps the model: a mapping would pin its pages in the cache.
-    cold, cold_evicted, cold_notes, error = probe_loads(args, args.cold_loads, evict=True)
-    if error is None:
-        warm, _, _, error = probe_loads(args, max(args.cold_loads, 1), evict=False)
-    else:
-        warm = []
-    notes.extend(cold_notes)
-    in_process_ms = timed_load(runtime, model_path)  # raises the runtime's own reason on a bad model
-    if error is not None:
-        report["errors"].append("load probe failed: %s" % error)
-    report["load"] = {
-        "cold_ms": cold,
-        "warm_ms": warm,
-        "in_process_ms": in_process_ms,
-        "cold_evicted": cold_evicted if args.cold_loads else None,
-        "method": (
-            "perf_counter_ns around model load (%s) after the runtime import; cold and warm each in a "
-            "fresh process, cold after fsync + posix_fadvise(POSIX_FADV_DONTNEED) of the model file"
-            % ("interpreter construction + allocate_tensors" if engine == "tflite" else "InferenceSession creation")
-        ),
-    }
+    measure_loads(args, report, manifest, model_path, engine, runtime)
+    load = report["load"]
+    first_answer = first_answers(args, load.get("optimized"), notes) if not report["errors"] else None
+    load["first_answer"] = first_answer
+
+    # The model's memory: the peak is reset (or read) around each step, so the reference check's
+    # arrays are never counted as the model's.
+    reset = reset_peak()
+    baseline_mb, baseline_method = rss_mb("VmRSS")
+    load["in_process_ms"] = timed_load(runtime, model_path)  # raises the runtime's own reason on a bad model
+    load_peak_mb, peak_method = rss_mb("VmHWM")
+    loaded_mb, _ = rss_mb("VmRSS")
 
     in_specs = match(manifest.get("inputs"), runtime.inputs())
     out_specs = match(manifest.get("outputs"), runtime.outputs())
@@ -1278,19 +1942,36 @@ def measure(args, report: dict) -> None:
     samples = timed_runs(runtime, bound, out_specs, args.runs, args.min_seconds, notes)
     report["latency_ms"] = stats(samples, args.warmup)
     report["throughput_per_s"] = 1000.0 / report["latency_ms"]["mean"] if report["latency_ms"]["mean"] > 0 else None
+    peak_mb, _ = rss_mb("VmHWM")
 
+    check_reset = reset_peak()
     if reference is not None:
         try:
             report["check"] = check_outputs(runtime, in_specs, out_specs, reference, notes)
         except AgentFailure as exc:
             report["errors"].append("reference check failed: %s" % exc)
-    peak_mb, peak_method = rss_mb("VmHWM")
+    check_peak_mb = rss_mb("VmHWM")[0] if check_reset and reference is not None else None
+
+    def minus(a, b):
+        return round(a - b, 3) if a is not None and b is not None else None
+
     report["memory"] = {
         "baseline_rss_mb": baseline_mb,
         "peak_rss_mb": peak_mb,
-        "delta_mb": round(peak_mb - baseline_mb, 3) if peak_mb is not None and baseline_mb is not None else None,
-        "method": "baseline: %s after the runtime import; peak: %s after load, inference and check"
-        % (baseline_method, peak_method),
+        "delta_mb": minus(peak_mb, baseline_mb),
+        "load_mb": minus(load_peak_mb, baseline_mb),
+        "inference_mb": minus(peak_mb, loaded_mb),
+        "check_peak_rss_mb": check_peak_mb,
+        "peak_reset": reset,
+        "method": (
+            "baseline: %s right before the in-process load (runtime imported); load_mb: %s after the load minus the baseline; "
+            "peak_rss_mb: %s after the load, the first inference, %d warm-up and %d timed runs, read before the reference "
+            "check; delta_mb: peak minus baseline; inference_mb: peak minus VmRSS after the load; %s"
+            % (baseline_method, peak_method, peak_method, args.warmup, len(samples),
+               "the peak was reset to the current RSS (/proc/self/clear_refs) at the baseline and before the check "
+               "(check_peak_rss_mb)" if reset else
+               "/proc/self/clear_refs was not writable: the peaks may include the agent's own start-up (the check is not included)")
+        ),
     }
     if hasattr(runtime, "placement"):  # after the memory figures: a second session must not inflate them
         try:
@@ -1305,6 +1986,24 @@ def measure(args, report: dict) -> None:
         except Exception as exc:
             notes.append("node placement not available: %s" % first_line(exc))
     report["runtime"] = runtime.info()
+    optimized = load.get("optimized")
+    if optimized is not None:
+        use, why = decide_use(load, report.get("check"))
+        optimized["used_by_loader"] = use
+        notes.append("the loader (edgepack_runtime.py) %s the %s form: %s" % ("uses" if use else "does not use", optimized["form"], why))
+        try:
+            meta = checked_entry(optimized["path"], load_cache_sha(manifest, model_path), runtime, [optimized["form"]])[0]
+            if meta is not None:
+                meta.update(use=use, why=why, check=optimized.get("check"), measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                write_meta(optimized["path"], meta)
+        except OSError as exc:
+            notes.append("could not record the measurement in %s: %s" % (optimized["path"], exc.strerror or exc))
+
+
+def load_cache_sha(manifest: dict, model_path: str) -> str:
+    """The artifact's sha256: as the manifest lists it (the agent has checked the file against it)."""
+    found = next((f.get("sha256") for f in manifest.get("files") or [] if isinstance(f, dict) and f.get("path") == manifest["artifact"]), None)
+    return found or sha256_file(model_path)
 
 
 def exit_with_stdin() -> None:

@@ -44,12 +44,55 @@ class RuntimeInfo(Strict):
     nodes_by_provider: Optional[dict[str, dict[str, int]]] = None
 
 
+class Check(Strict):
+    n_samples: int = Field(ge=0)
+    max_abs_error: Optional[float] = None
+    mean_abs_error: Optional[float] = None
+    top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+
+
+class OptimizedLoad(Strict):
+    """The runtime's load-optimised form of the model, made once on the device and measured beside the plain load."""
+
+    form: str  # onnx-optimized | ort-format | xnnpack-weight-cache
+    cold_ms: list[float] = []
+    warm_ms: list[float] = []
+    cold_evicted: Optional[bool] = None
+    phases_ms: Optional[dict[str, float]] = None
+    import_ms: Optional[float] = None  # the runtime API this form needs (LiteRT's CompiledModel imports more)
+    check: Optional[Check] = None  # its answers on the reference inputs
+    path: Optional[str] = None  # the load-cache entry on the device
+    created: Optional[bool] = None  # made by this bench (False: checked and reused)
+    alternatives_warm_ms: Optional[dict[str, Optional[float]]] = None  # other forms tried, median warm load
+    used_by_loader: Optional[bool] = None  # edgepack_runtime.py loads this form (its answers hold and it is faster)
+    method: Optional[str] = None
+
+
+class FirstAnswerRun(Strict):
+    form: str  # plain, or the optimised form
+    background: bool  # load(background=True) while the app's other start-up work runs
+    ms: list[float] = []  # one fresh process each: import of the loader to the first predict's return
+
+
+class FirstAnswer(Strict):
+    """Time to first answer with the bundle's loader, as an app feels it."""
+
+    startup_work_ms: float
+    runs: list[FirstAnswerRun] = []
+    method: Optional[str] = None
+
+
 class LoadTimes(Strict):
     cold_ms: list[float] = []  # one fresh process each, model file evicted from the page cache
     warm_ms: list[float] = []  # one fresh process each, page cache left as it is
     in_process_ms: Optional[float] = None
     cold_evicted: Optional[bool] = None  # None when no cold load was asked for
     method: Optional[str] = None
+    # Load detail: reports stored before it existed read with these as None.
+    phases_ms: Optional[dict[str, float]] = None  # phase -> median ms over the warm loads, in order
+    import_ms: Optional[float] = None  # the runtime's import, before the load
+    optimized: Optional[OptimizedLoad] = None
+    first_answer: Optional[FirstAnswer] = None
 
 
 class LatencyStats(Strict):
@@ -76,16 +119,13 @@ class LatencyStats(Strict):
 
 class MemoryUse(Strict):
     baseline_rss_mb: Optional[float] = None
-    peak_rss_mb: Optional[float] = None
+    peak_rss_mb: Optional[float] = None  # after load and inference (reports before load detail: after the check too)
     delta_mb: Optional[float] = None
+    load_mb: Optional[float] = None  # the load's peak over the baseline
+    inference_mb: Optional[float] = None  # the inference's peak over the RSS after the load
+    check_peak_rss_mb: Optional[float] = None  # the reference check's own peak, apart from the model's
+    peak_reset: Optional[bool] = None  # VmHWM reset with /proc/self/clear_refs before each step
     method: str
-
-
-class Check(Strict):
-    n_samples: int = Field(ge=0)
-    max_abs_error: Optional[float] = None
-    mean_abs_error: Optional[float] = None
-    top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
 
 
 class TrtexecStats(Strict):

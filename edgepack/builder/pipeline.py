@@ -15,7 +15,9 @@ from edgepack._version import __version__
 from edgepack.builder import cache
 from edgepack.builder.plan import Plan, make_plan
 from edgepack.builder.prune import PruneReport
-from edgepack.bundle import Facts, Manifest, QuantizationFacts, SourceInfo, Status, now_utc, read_manifest, write_bundle
+from edgepack.bundle import (
+    LOADER_SOURCE, Facts, Manifest, QuantizationFacts, SourceInfo, Status, now_utc, read_manifest, sha256_file, write_bundle,
+)
 from edgepack.profile.schema import Profile
 from edgepack.quiet import quiet
 from edgepack.profile.store import Catalog
@@ -105,6 +107,8 @@ def build(
         # The whole resolved profile, not just `build`: the manifest carries it, and `bench` reads
         # its bench settings and budgets from there, so a changed budget must not hit an old entry.
         settings = {"profile": profile.model_dump(mode="json"), "synthetic": synthetic_calibration}
+        # A cached bundle carries the loader for apps as it was: a changed loader is a new build.
+        settings["loader_sha256"] = sha256_file(LOADER_SOURCE)
         if plan.input_shapes:
             settings["input_shapes"] = {k: list(v) for k, v in plan.input_shapes.items()}
         key = cache.cache_key(sha256_path(plan.model), data_sha, settings, tools)

@@ -259,6 +259,7 @@ def render_bench(result) -> None:
     if load:
         table.add_row("load, cold (median)", f"{fmt_num(_median(load.cold_ms))} ms" + ("" if load.cold_evicted else " (cache not evicted)"), "")
         table.add_row("load, warm (median)", f"{fmt_num(_median(load.warm_ms))} ms", "")
+        _load_rows(table, load, r.memory)
     table.add_row("first inference", f"{fmt_num(r.first_inference_ms)} ms", "")
     lat = r.latency_ms
     if lat:
@@ -270,6 +271,8 @@ def render_bench(result) -> None:
     mem = r.memory
     if mem:
         growth = f" (+{mem.delta_mb:.1f} over runtime)" if mem.delta_mb is not None else ""
+        if mem.delta_mb is not None and getattr(mem, "load_mb", None) is not None and getattr(mem, "inference_mb", None) is not None:
+            growth = f" (+{mem.delta_mb:.1f} over runtime: load +{mem.load_mb:.1f}, inference +{mem.inference_mb:.1f})"
         table.add_row("peak memory", f"{fmt_num(mem.peak_rss_mb, 1)} MB{growth}", budget(mem.peak_rss_mb, budgets.max_peak_memory_mb))
     if r.check:
         agree = f"top-1 {100 * r.check.top1_agreement:.1f}%, " if r.check.top1_agreement is not None else ""
@@ -280,6 +283,45 @@ def render_bench(result) -> None:
     console.print(table)
     if result.report_path:
         console.print(f"   report: {plain(shown_path(result.report_path))}", highlight=False)
+
+
+def _phase_rows(table, title: str, phases: dict) -> None:
+    """A row with the phases' sum, then one row per phase (read file, allocate tensors, ...)."""
+    table.add_row(title, f"{sum(phases.values()):.2f} ms", "")
+    for name, ms in phases.items():
+        table.add_row(f"  {plain(name.replace('_', ' '))}", f"{ms:.2f} ms", "")
+
+
+def _load_rows(table, load, memory) -> None:
+    """The load's detail: its phases and memory, the load-optimised form beside it, and time to first answer."""
+    phases = getattr(load, "phases_ms", None)
+    if phases:
+        _phase_rows(table, "load phases (warm, median)", phases)
+    if getattr(load, "import_ms", None) is not None:
+        table.add_row("runtime import (warm, median)", f"{fmt_num(load.import_ms)} ms", "")
+    if memory is not None and getattr(memory, "load_mb", None) is not None:
+        table.add_row("memory the load added", f"+{memory.load_mb:.1f} MB", "")
+    opt = getattr(load, "optimized", None)
+    if opt is not None:
+        plain_warm, warm = _median(load.warm_ms), _median(opt.warm_ms)
+        faster = f", {plain_warm / warm:.1f}x the plain warm load" if plain_warm and warm else ""
+        table.add_row(f"load, {plain(opt.form)} cold / warm", f"{fmt_num(_median(opt.cold_ms))} / {fmt_num(warm)} ms{faster}", "")
+        if opt.import_ms is not None and load.import_ms is not None and opt.import_ms > 2 * load.import_ms + 50:
+            table.add_row("  its runtime import", f"{fmt_num(opt.import_ms)} ms", "")
+        if opt.check is not None:
+            error = f"max |err| {opt.check.max_abs_error:.3g}" if opt.check.max_abs_error is not None else "no reference outputs"
+            table.add_row("  its answers vs host", error, "")
+        table.add_row("  used by edgepack_runtime.load", "yes" if opt.used_by_loader else "no (see the note)", "")
+        if opt.phases_ms:
+            _phase_rows(table, f"{plain(opt.form)} phases", opt.phases_ms)
+    first = getattr(load, "first_answer", None)
+    if first is not None:
+        for run in first.runs:
+            how = f"{run.form}, background" if run.background else run.form
+            table.add_row(f"first answer ({plain(how)})", f"{fmt_num(_median(run.ms))} ms", "")
+        table.caption = (f"first answer: a fresh process, from `import edgepack_runtime` to the first predict's return, with "
+                         f"{first.startup_work_ms:g} ms of other start-up work (during a background load)")
+        table.caption_justify = "left"
 
 
 def render_side_by_side(results) -> None:
@@ -294,6 +336,10 @@ def render_side_by_side(results) -> None:
         "model KB": lambda r: f"{r.manifest.artifact_bytes / 1024:.1f}",
         "accuracy": lambda r: fmt_num(100 * r.manifest.fidelity.accuracy_artifact, 2) + " %" if r.manifest.fidelity.accuracy_artifact is not None else "-",
         "load cold ms": lambda r: fmt_num(_median(r.report.load.cold_ms)),
+        "load warm ms": lambda r: fmt_num(_median(r.report.load.warm_ms)),
+        "load optimised warm ms": lambda r: (
+            f"{fmt_num(_median(r.report.load.optimized.warm_ms))} ({plain(r.report.load.optimized.form)})" if r.report.load.optimized else "-"
+        ),
         "latency p50 ms": lambda r: f"{r.report.latency_ms.p50:.3f}",
         "latency p90 ms": lambda r: f"{r.report.latency_ms.p90:.3f}",
         "peak MB": lambda r: fmt_num(r.report.memory.peak_rss_mb, 1),

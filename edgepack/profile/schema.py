@@ -72,6 +72,11 @@ class Engine(str, Enum):
     tflite_micro = "tflite-micro"
 
 
+class LoadCache(str, Enum):
+    auto = "auto"  # bench makes and measures the runtime's load-optimised form on the device; the loader uses it where it wins
+    off = "off"  # plain loads only
+
+
 class Fallback(str, Enum):
     auto = "auto"  # layer fallback, then up the precision ladder
     off = "off"
@@ -208,6 +213,11 @@ class Runtime(Strict):
     threads: Optional[int] = Field(default=None, ge=1, description="interpreter threads; default: all cores")
     delegates: list[str] = Field(default_factory=list, description="TFLite delegates, e.g. xnnpack, gpu")
     providers: list[str] = Field(default_factory=list, description="ONNX Runtime execution providers, in order")
+    load_cache: LoadCache = Field(
+        default=LoadCache.auto,
+        description="auto: bench makes the runtime's load-optimised form on the device (ONNX Runtime's optimised graph, "
+        "LiteRT's XNNPACK weight cache), measures it beside the plain load, and the bundle's loader uses it where it wins; off: plain only",
+    )
 
 
 # Default budget for a dense output, measured on the encoder-decoder in tests/hard_models.py (a

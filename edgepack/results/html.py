@@ -9,6 +9,10 @@ browsers show on hover). The plots:
   all samples, the quartile box, the median, whiskers at the 1st and 99th percentiles and the p90.
   Samples beyond the axis are counted at the lane's end, never dropped silently.
 - ``load``: load time, cold against warm, per run: the median as a bar, each sample as a dot.
+- ``load-phases``: where a warm load's time goes, per run: one stacked bar of the phases (median
+  ms each: reading the file, building the interpreter, allocating tensors, the first inference;
+  or ONNX Runtime's model loading and session initialisation), and a second one for the
+  load-optimised form where the bench measured one.
 - ``size``, ``p90``, ``accuracy``: one bar per target (the newest run of each target and device).
 - ``memory``: per run, the runtime's baseline RSS and the growth to the peak.
 """
@@ -215,6 +219,55 @@ def load_plot(runs: Sequence[RunRecord]) -> str:
     return _svg("load", bottom + 34, body, "load time, cold versus warm")
 
 
+def load_phases_plot(runs: Sequence[RunRecord]) -> str:
+    """Draw each run's load phases as a stacked bar (median ms of each phase), the optimised form's under it."""
+    lanes = []
+    for run in runs:
+        load = run.report.load
+        if load is None or not load.phases_ms:
+            continue
+        bars = [("plain", load.phases_ms)]
+        if load.optimized is not None and load.optimized.phases_ms:
+            bars.append((load.optimized.form, load.optimized.phases_ms))
+        lanes.append((run, bars))
+    if not lanes:
+        return ""
+    names: list[str] = []
+    for _, bars in lanes:
+        for _, phases in bars:
+            names += [n for n in phases if n not in names]
+    colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    hi = max(sum(phases.values()) for _, bars in lanes for _, phases in bars)
+    ticks = _ticks(0.0, hi)
+    scale = _Scale(0.0, ticks[-1], LEFT, WIDTH - RIGHT)
+    bar_h, top = 14, 30 + 16 * ((len(names) + 3) // 4)
+    heights = [10 + len(bars) * (bar_h + 4) for _, bars in lanes]
+    bottom = top + sum(heights)
+    legend = []
+    for i, name in enumerate(names):
+        legend.append(f'<g class="legend" transform="translate({(i % 4) * 200},{14 + 16 * (i // 4)})">'
+                      f'<rect x="0" y="-9" width="10" height="10" fill="{colour[name]}"/><text x="14" y="0">{_e(name.replace("_", " "))}</text></g>')
+    body = [*legend, _x_axis(scale, ticks, top, bottom, "ms (median of the warm loads per phase)")]
+    y0 = top
+    for (run, bars), height in zip(lanes, heights):
+        body.append(f'<g class="run" data-run="{run.id}"><text x="0" y="{y0 + 5 + bar_h - 2:.1f}">{_e(_run_label(run))}</text>')
+        for k, (form, phases) in enumerate(bars):
+            y = y0 + 5 + k * (bar_h + 4)
+            x, total = float(LEFT), sum(phases.values())
+            body.append(f'<g class="phases" data-form="{_e(form)}" data-total="{total:.6g}">')
+            for name, ms in phases.items():
+                w = scale(ms) - LEFT
+                body.append(
+                    f'<rect class="phase" data-phase="{_e(name)}" data-value="{ms:.6g}" x="{x:.2f}" y="{y:.1f}" width="{max(w, 0.5):.2f}" '
+                    f'height="{bar_h}" fill="{colour[name]}"><title>{_e(form)}: {_e(name.replace("_", " "))} {_fmt(ms)} ms</title></rect>'
+                )
+                x += w
+            body.append(f'<text x="{WIDTH - RIGHT + 8}" y="{y + bar_h - 2:.1f}">{_e(form)} {_e(_fmt(total))} ms</text></g>')
+        body.append("</g>")
+        y0 += height
+    return _svg("load-phases", bottom + 34, body, "load phases per run")
+
+
 def bar_plot(plot: str, title: str, unit: str, bars: list[tuple[str, Optional[float]]]) -> str:
     """Draw one horizontal bar per (label, value); a missing value is written as such."""
     shown = [(label, value) for label, value in bars]
@@ -367,6 +420,9 @@ def render_html(runs: Sequence[RunRecord], title: str = "edgepack results") -> s
     sections = [
         ("Latency distribution per run", latency_plot(runs), "Every timed inference, as the agent measured it on the device."),
         ("Load time, cold versus warm", load_plot(runs), "Each load in a fresh process; cold with the model file evicted from the page cache."),
+        ("Where load time goes", load_phases_plot(runs),
+         "Median of each phase over the warm loads (fresh processes), the first inference after the load included; "
+         "the second bar is the load-optimised form the bench made on the device, where it made one."),
         ("Model size per target", bar_plot("size", "artifact size (newest run of each target)", "KB",
                                            per_target(lambda r: r.model_bytes / 1024 if r.model_bytes is not None else None)), ""),
         ("p90 latency per target", bar_plot("p90", "p90 latency (newest run of each target)", "ms", per_target(lambda r: r.p90_ms)), ""),

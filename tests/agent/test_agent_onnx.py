@@ -171,7 +171,12 @@ def test_tensorrt_engine_is_built_once_cached_by_sha256_and_version_and_measured
     assert second.tensorrt.engine_cached is True and second.tensorrt.engine_build_s is None
     builds = [line for line in log.read_text().splitlines() if line.startswith("--onnx=")]
     assert len(builds) == 1 and "--fp16" in builds[0]
+    assert f"--timingCacheFile={cache / (sha[:32] + '-trt8.6.2.timing')}" in builds[0]
     assert any("taken from the cache" in note for note in second.notes)
+    # Where load time goes: the build this bench did (the load the engine cache spares), then deserialising it.
+    assert list(first.load.phases_ms) == ["engine_build", "engine_deserialize"]
+    assert first.load.phases_ms["engine_build"] == pytest.approx(41639.5)
+    assert list(second.load.phases_ms) == ["engine_deserialize"] and second.load.phases_ms["engine_deserialize"] > 0
 
 
 def test_tensorrt_int8_builds_with_int8_and_fp16_flags(specified_onnx_bundle, fake_trtexec, tmp_path):

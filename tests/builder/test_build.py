@@ -66,7 +66,7 @@ def test_every_precision_builds_and_runs_close_to_the_original(isolated_user_dir
     assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.97
 
     files = {f.path: f for f in m.files}
-    assert set(files) == {"model.tflite", "reference.npz"}
+    assert set(files) == {"model.tflite", "reference.npz", "edgepack_runtime.py"}  # the loader for apps too
     assert files["model.tflite"].sha256 == sha256_file(result.bundle / "model.tflite")
     ref = np.load(result.bundle / "reference.npz")
     assert ref["in_0"].shape[1:] == (8, 8, 1) and ref["out_0"].shape[1:] == (10,)
@@ -360,7 +360,7 @@ def test_an_earlier_bundle_at_out_is_replaced(isolated_user_dirs, digits_files):
     args = ["build", str(model), "--target", "pixel-8", "--data", str(data), "--out", "b", "--no-cache"]
     assert runner.invoke(app, args).exit_code == 0
     assert runner.invoke(app, args).exit_code == 0
-    assert sorted(p.name for p in (isolated_user_dirs / "b").iterdir()) == ["manifest.json", "model.tflite", "reference.npz"]
+    assert sorted(p.name for p in (isolated_user_dirs / "b").iterdir()) == ["edgepack_runtime.py", "manifest.json", "model.tflite", "reference.npz"]
 
 
 def test_a_file_that_is_not_a_npz_says_so(isolated_user_dirs, digits_files):

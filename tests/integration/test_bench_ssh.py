@@ -37,7 +37,7 @@ def test_bench_over_ssh_with_tflite_runtime(ssh_device, digits_bundles, precisio
     assert r.system.python.startswith("3.11")
     assert len(r.latency_ms.samples) >= 20 and len(r.load.cold_ms) == 2
     assert r.check.top1_agreement >= 0.875
-    assert result.push.files_sent == 4
+    assert result.push.files_sent == 5  # the model, reference.npz, the loader, the manifest and the agent
     assert leftovers(Path(ssh_device.device.workdir)) == []
 
 

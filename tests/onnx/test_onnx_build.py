@@ -72,7 +72,7 @@ def test_keras_model_builds_onnx_at_every_precision_close_to_the_original(isolat
     assert m.inputs[0].name == "image" and m.inputs[0].dtype == "float32"  # float edges at every precision
     assert m.outputs[0].name == "output_0"
     files = {f.path: f for f in m.files}
-    assert set(files) == {"model.onnx", "reference.npz"}
+    assert set(files) == {"model.onnx", "reference.npz", "edgepack_runtime.py"}  # the loader for apps too
     assert files["model.onnx"].sha256 == sha256_file(result.bundle / "model.onnx")
 
     x, _ = digits

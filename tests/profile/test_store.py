@@ -200,3 +200,17 @@ def test_a_yaml_alias_bomb_is_refused_before_it_expands(isolated_user_dirs):
         assert "YAML aliases (*a0) are not allowed in a target profile" in result.output, result.output
         assert "Traceback" not in result.output
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing expanded
+
+
+def test_runtime_load_cache_defaults_to_auto_and_takes_off(isolated_user_dirs):
+    write(isolated_user_dirs / "targets", "t", "extends: raspberry-pi-4\nruntime: {load_cache: off}\n")
+    assert Catalog().load("raspberry-pi-4").profile.runtime.load_cache.value == "auto"
+    assert Catalog().load("t").profile.runtime.load_cache.value == "off"
+
+
+def test_bad_load_cache_value_names_the_line_and_the_choices(isolated_user_dirs):
+    path = write(isolated_user_dirs / "targets", "t", "extends: raspberry-pi-4\nruntime:\n  load_cache: always\n")
+    with pytest.raises(ProfileError) as exc:
+        Catalog().load("t")
+    assert f"{path}:3:3: runtime.load_cache: unknown value 'always'" in problem(exc)
+    assert "auto" in problem(exc) and "off" in problem(exc)

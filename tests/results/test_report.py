@@ -116,3 +116,31 @@ def test_compare_of_unknown_runs_exits_2_with_a_hint(db, tmp_path):
     assert result.exit_code == 2 and "no run #7" in result.output and "edgepack report" in result.output
     result = runner.invoke(app, ["compare", "1", "2", "--db", str(tmp_path / "missing.sqlite3")])
     assert result.exit_code == 2 and "no results history at" in result.output
+
+
+def test_html_draws_each_runs_load_phases_as_a_stacked_bar(db):
+    from edgepack.agent.protocol import OptimizedLoad
+    from tests.results.conftest import agent_report, manifest
+
+    report = agent_report(np.linspace(1.0, 2.0, 11))
+    optimized = OptimizedLoad(form="xnnpack-weight-cache", cold_ms=[9.0], warm_ms=[5.0],
+                              phases_ms={"create_compiled_model": 3.0, "create_buffers": 1.0, "first_inference": 2.0})
+    load = report.load.model_copy(update={
+        "phases_ms": {"read_file": 1.5, "build_interpreter": 0.5, "allocate_tensors": 6.0, "first_inference": 2.0},
+        "optimized": optimized,
+    })
+    report = report.model_copy(update={"load": load})
+    with open_store(db) as history:
+        history.add(device="pi4", manifest=manifest(), report=report, bundle_sha="0" * 64, bundle_path="/b",
+                    budget_failures=None, seconds={})
+        add_run(history, target="old-run")  # a report from before load phases: no bar, no error
+        page = render_html(history.runs())
+
+    plot = page[page.index('data-plot="load-phases"'):page.index("</svg>", page.index('data-plot="load-phases"'))]
+    assert plot.count('class="run"') == 1
+    assert 'data-form="plain" data-total="10"' in plot and 'data-form="xnnpack-weight-cache" data-total="6"' in plot
+    for phase, ms in (("read_file", "1.5"), ("allocate_tensors", "6"), ("create_compiled_model", "3")):
+        assert f'data-phase="{phase}" data-value="{ms}"' in plot
+    assert ">allocate tensors</text>" in plot  # the legend
+    assert "Where load time goes" in page
+
