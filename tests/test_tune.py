@@ -137,6 +137,7 @@ def test_the_grid_sampler_stops_when_the_grid_is_done(isolated_user_dirs, digits
         (["--objective", "beauty"], "unknown objective 'beauty'"),
         (["--device", "nowhere"], "nowhere"),
         (["--workers", "0"], "--workers 0: give between 1 and 64"),
+        (["--eval-data", "nope.npz"], "--eval-data nope.npz: no such file or directory"),
         (["--ray", "nowhere"], "--ray nowhere: not a Ray address"),
         (["--ray", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     ],
@@ -187,6 +188,8 @@ def test_workers_build_in_parallel_processes_and_the_device_benches_one_at_a_tim
     assert [t["state"] for t in out["trials"]] == ["complete"] * 3
     workers = {t["built"]["worker"] for t in out["trials"]}
     assert len(workers) == 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # two build processes, not this one
+    (a0, a1), (b0, b1) = [(t["built"]["started"], t["built"]["finished"]) for t in out["trials"][:2]]
+    assert a0 < b1 and b0 < a1  # the first two builds ran at the same time
     spans.sort()
     assert len(spans) == 3 and all(a_end <= b_start for (_, a_end), (b_start, _) in zip(spans, spans[1:]))  # never overlapping
 
@@ -243,15 +246,22 @@ def test_ctrl_c_loses_no_finished_trial_and_the_next_run_goes_on_from_them(isola
     assert [t.number for t in again.trials] == [0, 2, 3] and all(t.state == "complete" for t in again.trials)
     builds = {json.dumps(overrides(t.params), sort_keys=True) for t in again.trials}
     assert len(calls) == 2 + len(builds) - 1
+    import optuna
+
+    from edgepack.tuning.study import storage_url
+
+    stored = optuna.load_study(study_name=again.study, storage=storage_url()).trials
+    assert stored[1].state == optuna.trial.TrialState.FAIL  # interrupted mid-bench: never left running
 
 
-def test_settings_already_measured_are_not_built_again_and_count_once(isolated_user_dirs, digits_files, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # with 2, both trials are asked before either is built
+def test_settings_already_measured_are_not_built_again_and_count_once(isolated_user_dirs, digits_files, tmp_path, workers):
     from edgepack.results.store import open_store
 
     model, data = digits_files
     write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
     db = tmp_path / "h.sqlite3"
-    result = tune(model, data, "--trials", "2", "--db", str(db), "--json")
+    result = tune(model, data, "--trials", "2", "--workers", workers, "--db", str(db), "--json")
     assert result.exit_code == 0, result.output
     first, again = json.loads(result.stdout)["trials"]
     assert again["same_as"] == 0 and again["values"] == first["values"] and first["same_as"] is None

@@ -71,11 +71,15 @@ def ray_cluster(isolated_user_dirs):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_trials_build_on_the_ray_worker_and_come_back_as_bundles(ray_cluster, isolated_user_dirs, digits_files, tmp_path):
+def test_trials_of_a_saved_model_build_on_the_ray_worker_and_come_back_as_bundles(ray_cluster, isolated_user_dirs, digits_files, tmp_path):
     from edgepack.bundle import read_manifest
     from edgepack.results.store import open_store
 
-    model, data = digits_files
+    import keras
+
+    keras_file, data = digits_files
+    model = tmp_path / "saved_model"  # a directory: it travels to the worker file by file
+    keras.models.load_model(keras_file).export(model)
     write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [int8, fp16], sparsity: [0.0], channels: [0.0], calibration_samples: [200]}\n")
     db = tmp_path / "h.sqlite3"
     result = CliRunner().invoke(app, ["tune", str(model), "-t", "pi", "--data", str(data), "--trials", "2", "--workers", "2",

@@ -6,7 +6,7 @@ comes back as a `BuildOutcome`: the bundle's directory here, and what the build 
 fidelity, the precision recovery ended at). Benches are never run here: the study runs them one
 at a time from the driver, because benches on one device would disturb each other's timings.
 
-Every runner has one method, `submit(job) -> concurrent.futures.Future[BuildOutcome]`:
+Every runner has `submit(job) -> concurrent.futures.Future[BuildOutcome]` and `close(wait)`:
 
 - `InlineBuilds` builds in this process (one worker: nothing to gain from another process);
 - `PoolBuilds` builds in K spawned processes (TensorFlow is not fork-safe);
@@ -78,15 +78,21 @@ def build_trial(job: BuildJob, inputs: BuildInputs, profiles_dir: Path) -> Build
     from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir
 
+    import time
+
     outcome = BuildOutcome(job.number)
-    profiles_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in job.profiles.items():
-        (profiles_dir / name).write_text(text)
+    started = time.time()
     try:
+        profiles_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in job.profiles.items():
+            (profiles_dir / name).write_text(text)
         built = build(inputs.model, job.trial_name, inputs.data, inputs.eval_data, out=job.out,
                       catalog=Catalog([SearchDir("tune", profiles_dir)]), train_data=inputs.train_data)
     except EdgepackError as exc:
         outcome.error, outcome.failures = True, [exc.message]
+        return outcome
+    except OSError as exc:
+        outcome.error, outcome.failures = True, [f"cannot write the trial's profiles in {profiles_dir}: {exc.strerror or exc}"]
         return outcome
     except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
         outcome.error, outcome.failures = True, [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
@@ -96,7 +102,8 @@ def build_trial(job: BuildJob, inputs: BuildInputs, profiles_dir: Path) -> Build
     outcome.values = {"size_kb": built.size_bytes / 1024, "accuracy": f.accuracy_artifact, "top1_agreement": f.top1_agreement}
     outcome.built = {"precision": built.manifest.precision.value,
                      "sparsity": (built.manifest.build.get("prune_result") or {}).get("sparsity"),
-                     "worker": f"{socket.gethostname()}:{os.getpid()}"}  # which process built it
+                     "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process built it, and when
+                     "started": started, "finished": time.time()}
     return outcome
 
 
@@ -113,7 +120,7 @@ class InlineBuilds:
         future.set_result(build_trial(job, self.inputs, self.profiles_dir))
         return future
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         pass
 
 
@@ -121,17 +128,28 @@ class PoolBuilds:
     """Build up to WORKERS jobs at once, each in a spawned process of a pool."""
 
     def __init__(self, inputs: BuildInputs, profiles_dir: Path, workers: int):
+        self.inputs, self.profiles_dir, self.workers = inputs, profiles_dir, workers
+        self.pool = self._pool()
+
+    def _pool(self) -> cf.ProcessPoolExecutor:
         import multiprocessing
 
-        self.inputs, self.profiles_dir, self.workers = inputs, profiles_dir, workers
-        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
 
     def submit(self, job: BuildJob) -> cf.Future:
-        # Each trial its own profiles directory: two processes never write the same file.
-        return self.pool.submit(build_trial, job, self.inputs, self.profiles_dir / f"trial-{job.number}")
+        from concurrent.futures.process import BrokenProcessPool
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Each trial its own profiles directory: two processes never write the same file.
+        args = (build_trial, job, self.inputs, self.profiles_dir / f"trial-{job.number}")
+        try:
+            return self.pool.submit(*args)
+        except BrokenProcessPool:  # a build process died (killed for memory): its trials failed; the study goes on
+            self.pool.shutdown(wait=False)
+            self.pool = self._pool()
+            return self.pool.submit(*args)
+
+    def close(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _files_of(path: Path) -> dict[str, bytes]:
@@ -163,8 +181,8 @@ def _remote_build(job: BuildJob, packed: dict[str, Any]) -> tuple[BuildOutcome, 
             if entry is None:
                 paths[key] = None
                 continue
-            name, files = entry
-            _write_files(root / key, files)
+            name, is_dir, files = entry  # a file is {name: bytes}; a directory (SavedModel, image folder) its files under NAME
+            _write_files(root / key / name if is_dir else root / key, files)
             paths[key] = root / key / name
         local_job = BuildJob(job.number, job.trial_name, job.profiles, root / "bundle")
         outcome = build_trial(local_job, BuildInputs(**paths), root / "targets")
@@ -206,7 +224,12 @@ class RayBuilds:
                 f"cannot join the Ray cluster at {address}: {(str(exc).splitlines() or [type(exc).__name__])[0][:200]}",
                 hint="start one with `ray start --head` and pass its address (host:port), or drop --ray",
             ) from None
-        packed = {key: (None if p is None else (Path(p).name, _files_of(Path(p))))
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < 1:
+            ray.shutdown()
+            raise EdgepackError(f"the Ray cluster at {address} has no CPU to build on",
+                                hint="add a worker node (`ray start --address ...`), or drop --ray")
+        packed = {key: (None if p is None else (Path(p).name, Path(p).is_dir(), _files_of(Path(p))))
                   for key, p in vars(inputs).items()}
         self.inputs_ref = ray.put(packed)  # sent once; every task reads it from the object store
         self.task = ray.remote(num_cpus=1, max_retries=0)(_remote_build)
@@ -230,7 +253,7 @@ class RayBuilds:
         self.task.remote(job, self.inputs_ref).future().add_done_callback(arrived)
         return done
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         import ray
 
-        ray.shutdown()
+        ray.shutdown()  # tasks of this driver still running are cancelled with it

@@ -1,7 +1,8 @@
 """The search space of `edgepack tune`: one table, each range with its reason, narrowed by the target.
 
 Every parameter is categorical (a short list of values), so the same space serves TPE, NSGA-II,
-random search and the full grid, and a repeated configuration is a build cache hit.
+random search and the full grid, and settings that make the same build are recognised
+(`overrides`): the study measures such a build once.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def search_space(profile: Profile) -> dict[str, list[Any]]:
         if b.format is Format.onnx:
             space["calibration_method"] = [m.value for m in t.calibration_method] if t.calibration_method else SPACE["calibration_method"][0]
     for key in OPT_IN:
-        if getattr(t, key):
+        if getattr(t, key) is not None:
             space[key] = [getattr(v, "value", v) for v in getattr(t, key)]
     empty = [k for k, v in space.items() if not v]
     if empty:
@@ -86,7 +87,9 @@ def _narrow(values, key: str) -> list[Any]:
 def overrides(params: dict[str, Any]) -> dict[str, Any]:
     """The `build:` section a trial's PARAMS make (what a tuned profile writes over its target)."""
     build: dict[str, Any] = {"precision": params["precision"]}
-    prune = {k: params[k] for k in ("sparsity", "channels", "learning_rate", "batch_size", "fine_tune_epochs") if k in params}
+    prune = {k: params[k] for k in ("sparsity", "channels") if k in params}
+    if any(prune.values()):  # fine-tuning settings matter only where something is pruned
+        prune.update({k: params[k] for k in ("learning_rate", "batch_size", "fine_tune_epochs") if k in params})
     if prune:
         build["prune"] = prune
     if "fallback" in params:

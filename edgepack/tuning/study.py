@@ -1,8 +1,8 @@
 """Search build settings with the device in the loop: an Optuna study asks, a real build and bench answer.
 
-Each trial builds MODEL with the trial's settings written over the target (through the build
-cache: a repeated configuration costs nothing) and measures the bundle on the device, stored in
-the results history like any bench. Objectives are minimised (p90 latency, model size, and peak
+Each trial builds MODEL with the trial's settings written over the target (settings that make a
+build already measured are not built again: the trial takes its figures, `same_as`) and measures
+the bundle on the device, stored in the results history like any bench. Objectives are minimised (p90 latency, model size, and peak
 memory if asked); budgets are constraints: a trial that misses one is marked and never chosen.
 The study lives in durable storage (SQLite in the user data directory), keyed by the model's
 hash, the target and the device (or a name given), so running again with more trials goes on
@@ -130,8 +130,9 @@ def tune(
     if unknown or not objectives:
         raise EdgepackError(f"unknown objective '{(unknown or [''])[0]}'", hint=f"use some of {', '.join(OBJECTIVES)}")
     model = Path(model)
-    if not model.exists():
-        raise EdgepackError(f"{model}: no such file or directory", hint="check the model path")
+    for option, path in (("MODEL", model), ("--data", data), ("--eval-data", eval_data), ("--train-data", train_data)):
+        if path is not None and not Path(path).exists():
+            raise EdgepackError(f"{option} {path}: no such file or directory", hint=f"check the {'model' if option == 'MODEL' else 'data'} path")
     catalog = Catalog()
     profile = catalog.load(target).profile
     space = search_space(profile)
@@ -170,10 +171,13 @@ def tune(
             )
         study.set_user_attr("basis", basis)
         (work / "targets").mkdir(parents=True, exist_ok=True)
-        search = _Search(study, space, list(objectives), profile, device, inventory, db, options or BenchOptions(), work, on_trial, on_start)
+        search = _Search(study=study, space=space, objectives=list(objectives), profile=profile, device=device, inventory=inventory,
+                         db=db, options=options or BenchOptions(), work=work, on_trial=on_trial, on_start=on_start)
         search.run(trials, timeout_s, grid=sampler == "grid", runner=runner)
-    finally:
-        runner.close()
+    except BaseException:
+        runner.close(wait=False)  # Ctrl-C or an error: builds still running are not waited for
+        raise
+    runner.close()
     return _summarise(study, name, target, device, list(objectives), tuned_path, work)
 
 
@@ -202,6 +206,7 @@ class _Search:
     work: Path
     on_trial: Optional[Callable[[TrialResult], None]]
     on_start: Optional[Callable[[int, dict[str, Any]], None]]
+    asked: dict[int, Any] = field(default_factory=dict, init=False)  # asked, not yet told: failed (not a result) if the run stops
 
     def run(self, trials: int, timeout_s: float | None, grid: bool, runner) -> None:
         import concurrent.futures as cf
@@ -217,6 +222,7 @@ class _Search:
         points = _grid_left(self.space, finished) if grid else None
         deadline = time.monotonic() + timeout_s if timeout_s else None
         pending: dict[cf.Future, tuple[Any, dict[str, Any]]] = {}
+        waiting: list[tuple[Any, dict[str, Any]]] = []  # the same build as one still building: told once it is
         try:
             while True:
                 while left and len(pending) < runner.workers and not (deadline and time.monotonic() > deadline):
@@ -226,31 +232,45 @@ class _Search:
                             break
                         self.study.enqueue_trial(points.pop(0))
                     trial, left = self.study.ask(), left - 1
+                    self.asked[trial.number] = trial
                     params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
-                    same = _same_build(self.study, params)
-                    if same is not None:  # settings that make the same build (e.g. calibration for fp16): measured already
-                        self._tell(trial, TrialResult(**{**same, "number": trial.number, "params": params,
-                                                         "same_as": same["same_as"] if same.get("same_as") is not None else same["number"]}))
+                    if self._tell_same_build(trial, params):
+                        continue
+                    if any(overrides(building) == overrides(params) for _, building in pending.values()):
+                        waiting.append((trial, params))
                         continue
                     if self.on_start:
                         self.on_start(trial.number, params)
                     name = f"{self.profile.name}-trial-{trial.number}"
                     job = BuildJob(trial.number, name, trial_profiles(self.profile, name, overrides(params)), self.work / f"trial-{trial.number}")
                     try:
-                        future = runner.submit(job)
-                    except BaseException:  # interrupted while building in this process: not a result
-                        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                        raise
-                    pending[future] = (trial, params)
+                        pending[runner.submit(job)] = (trial, params)
+                    except Exception as exc:  # the build could not start (a broken pool, a lost cluster): this trial fails
+                        self._tell(trial, TrialResult(trial.number, params, "failed", failures=[f"the build could not start: {_first_line(exc)}"]))
                 if not pending:
                     return
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 for future in done:
-                    trial, params = pending.pop(future)
+                    trial, params = pending[future]
                     self._tell(trial, self._measure(trial.number, params, future))
+                    del pending[future]
+                    for same in [w for w in waiting if overrides(w[1]) == overrides(params)]:
+                        waiting.remove(same)
+                        if not self._tell_same_build(*same):  # the build it waited for failed: so does it
+                            self._tell(same[0], TrialResult(same[0].number, same[1], "failed", same_as=trial.number,
+                                                            failures=[f"the same build as trial {trial.number}, which failed"]))
         finally:
-            for trial, _ in pending.values():  # interrupted before it was measured: not a result, never counted
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            for trial in self.asked.values():  # stopped before it was measured: not a result, never counted
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+    def _tell_same_build(self, trial, params: dict[str, Any]) -> bool:
+        """Tell TRIAL the figures of a finished trial whose settings make the same build, if there is one."""
+        same = _same_build(self.study, params)
+        if same is None:
+            return False
+        original = same["same_as"] if same.get("same_as") is not None else same["number"]
+        self._tell(trial, TrialResult(**{**same, "number": trial.number, "params": params, "same_as": original}))
+        return True
 
     def _measure(self, number: int, params: dict[str, Any], future) -> TrialResult:
         """Bench the bundle FUTURE built (unless its build failed or missed the gate)."""
@@ -260,7 +280,7 @@ class _Search:
         try:
             outcome = future.result()
         except Exception as exc:  # the build's process or task died (out of memory, a lost Ray node)
-            result.failures = [f"the build failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
+            result.failures = [f"the build failed: {_first_line(exc)}"]
             return result
         result.failures, result.built = list(outcome.failures), dict(outcome.built)
         if outcome.error:
@@ -276,7 +296,7 @@ class _Search:
             result.failures = [exc.message]
             return result
         except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
-            result.failures = [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
+            result.failures = [_first_line(exc)]
             return result
         r = measured.report
         result.state = "complete"
@@ -301,6 +321,7 @@ class _Search:
             self.study.tell(trial, values)
         else:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        self.asked.pop(trial.number, None)
         if self.on_trial:
             self.on_trial(result)
 
@@ -444,6 +465,10 @@ def _check_device(device: str, inventory: Path | None) -> None:
 
     with open_transport(device, inventory=inventory):
         pass
+
+
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
 
 
 def _safe(name: str) -> str:
