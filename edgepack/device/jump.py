@@ -9,9 +9,11 @@ subprocess (`paramiko.ProxyCommand`). Every failure says which host on the way f
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-import select
+import threading
+import time
 from typing import TYPE_CHECKING
 
 from edgepack.device.known_hosts import RefuseUnknownKey, changed_key_error, load_known_hosts
@@ -161,6 +163,8 @@ class Tunnel:
                 ) from None
         if self.route.proxy_command:
             try:
+                if self._proxy is not None:  # trust fetches the first host's key, then logs in: a second start
+                    _end_process(self._proxy.process)
                 self._proxy = _proxy_command(self.route.proxy_command)
                 return self._proxy
             except (OSError, ValueError) as exc:
@@ -218,10 +222,8 @@ def _proxy_command_failure(sock, device: Device) -> DeviceError | None:
         process.wait(timeout=0.5)
     if process.poll() is None:
         return None
-    said = b""
-    with contextlib.suppress(Exception):
-        if select.select([process.stderr], [], [], 0.5)[0]:
-            said = process.stderr.read(1 << 16) or b""
+    time.sleep(0.1)  # the last lines reach the tail a moment after the exit
+    said = b"".join(getattr(sock, "stderr_tail", []))
     lines = said.decode("utf-8", "replace").strip().splitlines()
     last = f": {lines[-1]}" if lines else ""
     return DeviceError(
@@ -235,6 +237,17 @@ def _proxy_command(command: str):
     import paramiko
 
     class Proxy(paramiko.ProxyCommand):
+        def __init__(self, command_line: str):
+            super().__init__(command_line)
+            # Its stderr is a pipe: drained here, or a chatty command (ssh -v) fills it and blocks.
+            self.stderr_tail: collections.deque = collections.deque(maxlen=20)
+            threading.Thread(target=self._drain, daemon=True, name="edgepack-proxycommand-stderr").start()
+
+        def _drain(self) -> None:
+            with contextlib.suppress(Exception):
+                for line in iter(self.process.stderr.readline, b""):
+                    self.stderr_tail.append(line)
+
         def close(self) -> None:
             if self.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -101,6 +101,11 @@ class JumpHost:
     port: int | None = None
 
 
+# A jump host's name and user: nothing a shell (a ProxyCommand's, a gateway's) would read as syntax.
+_JUMP_HOST = re.compile(r"^[A-Za-z0-9._:%-]+$")
+_JUMP_USER = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
 def parse_jumps(text: str) -> list[JumpHost]:
     """Parse a ProxyJump value (``gw``, ``pi@gw:2222,inner``, ``ssh://gw:22``) into jump hosts, first connected first.
 
@@ -122,7 +127,7 @@ def parse_jumps(text: str) -> list[JumpHost]:
             port = after[1:] or None
         elif hostport.count(":") == 1:
             host, port = hostport.split(":")
-        if not host or (at and not user) or host.startswith("-") or any(c.isspace() or c in "/@" for c in host):
+        if not host or (at and not user) or host.startswith("-") or not _JUMP_HOST.match(host) or (user and not _JUMP_USER.match(user)):
             raise ValueError(f"bad jump host '{item}': expected [user@]host[:port], comma-separated for a chain")
         if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ValueError(f"bad jump host '{item}': the port must be a number from 1 to 65535")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import re
 import shlex
 import socket
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ def resolve_host(host: str, port: int | None = None, user: str | None = None, ke
         port = port or int(options.get("port", 22))
     except ValueError:
         raise DeviceError(f"{ssh_config_path()}: bad Port for host '{host}'") from None
+    proxy_command = options.get("proxycommand")
+    if proxy_command:
+        _check_proxy_command_inputs(host, hostname, user, options)
     user = user or options.get("user") or getpass.getuser()
     if key:
         keys, explicit = [os.path.expanduser(key)], True
@@ -99,8 +103,26 @@ def resolve_host(host: str, port: int | None = None, user: str | None = None, ke
         keys, explicit = [k for k in keys if os.path.isfile(k)], False
     return Endpoint(
         hostname=hostname, port=port, user=user, key_files=keys, explicit_key=explicit,
-        proxy_jump=options.get("proxyjump"), proxy_command=options.get("proxycommand"),
+        proxy_jump=options.get("proxyjump"), proxy_command=proxy_command,
     )
+
+
+# What a host name or a user name can hold: nothing a shell would read as syntax. ProxyCommand's
+# %h and %r are put into a command line as they are (as OpenSSH 9.6 does, anything else is refused).
+_SAFE_HOST = re.compile(r"^[A-Za-z0-9._:%\[\]-]+$")
+_SAFE_USER = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _check_proxy_command_inputs(host: str, hostname: str, user: str | None, options) -> None:
+    """Refuse a host or user name that the ProxyCommand for HOST would put into a shell command as shell syntax."""
+    for what, value, pattern in (("host", host, _SAFE_HOST), ("host name", hostname, _SAFE_HOST),
+                                 ("user", user or options.get("user"), _SAFE_USER)):
+        if value and not pattern.match(value):
+            raise DeviceError(
+                f"the {what} '{value}' cannot be put into the ProxyCommand of {ssh_config_path()}: "
+                "it holds characters a shell would read",
+                hint="use a plain host name or address (letters, digits, '.', '-', ':') and user name",
+            )
 
 
 def resolve(device: Device) -> Endpoint:
@@ -133,6 +155,9 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint, via: str | N
         reach = f"check that the jump host {via} is on and reachable and that sshd listens on port {ep.port}"
         fix_auth = f"set User and IdentityFile for {via} in ~/.ssh/config"
         owner = f"{via}'s"
+    if isinstance(exc, paramiko.ProxyCommandFailure):  # its text holds the whole command, which may carry a token
+        return DeviceError(f"the ProxyCommand on the way to {device.name} failed: {exc.error}",
+                           hint="check ProxyCommand for this host in ~/.ssh/config (run it by hand to see what it says)")
     if isinstance(exc, paramiko.PasswordRequiredException):
         return DeviceError(
             f"the key file for {ep.where} is encrypted with a passphrase",
@@ -169,7 +194,8 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint, via: str | N
             hint=f"check that port {ep.port} is {owner} SSH port and that sshd is not overloaded",
         )
     if isinstance(exc, paramiko.SSHException):
-        return DeviceError(f"SSH to {name} at {ep.hostname}:{ep.port} failed: {exc}", hint=reach)
+        said = re.sub(r'ProxyCommand\(".*?"\)', "ProxyCommand", str(exc))  # never the command's text
+        return DeviceError(f"SSH to {name} at {ep.hostname}:{ep.port} failed: {said}", hint=reach)
     return exc
 
 

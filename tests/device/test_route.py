@@ -44,6 +44,8 @@ def test_parse_jumps_reads_what_ssh_dash_j_takes():
     ("@gw", "expected [user@]host[:port]"),
     ("-oProxyCommand=touch", "expected [user@]host[:port]"),
     ("gw host", "expected [user@]host[:port]"),
+    ("gw$(id)", "expected [user@]host[:port]"),  # never shell syntax: a gateway's shell or a ProxyCommand would run it
+    ("a;b@gw", "expected [user@]host[:port]"),
 ])
 def test_a_bad_jump_is_refused_with_one_line(bad, says):
     with pytest.raises(DeviceError) as err:
@@ -117,3 +119,14 @@ def test_check_route_refuses_an_unknown_alias_with_the_close_ones(ssh_config):
     assert err.value.hint == "did you mean lab-gateway?"
     assert [h.label for h in check_route(device(jump="lab-gateway,10.9.9.9,localhost")).jumps] == [
         "lab-gateway", "10.9.9.9", "localhost"]
+
+
+@pytest.mark.parametrize("fields", [{"host": "x;touch$IFS/tmp/pwned"}, {"user": "pi$(id)"}])
+def test_names_a_proxycommand_would_run_as_shell_syntax_are_refused(ssh_config, fields):
+    # ProxyCommand's %h and %r are put into its command line as they are: a name with shell syntax
+    # would run on the gateway (OpenSSH 9.6 refuses such names for the same reason).
+    ssh_config("Host *\n  ProxyCommand ssh gw nc %h %p\n")
+    with pytest.raises(DeviceError) as err:
+        resolve_route(device(**fields))
+    assert "cannot be put into the ProxyCommand of" in err.value.message
+    assert "it holds characters a shell would read" in err.value.message
