@@ -1181,8 +1181,13 @@ def measure_optimized(args, entry: str, meta: dict, created: bool, notes: list):
     if warm_error is not None or not checked.get("ok"):
         notes.append("the %s form in %s failed: %s; not used" % (form, entry, warm_error or checked.get("error")))
         meta["use"], meta["why"] = False, "it failed on the device: %s" % (warm_error or checked.get("error"))
+        meta["answers_ok"] = False
         write_meta(entry, meta)
         return None
+    # Checked against the reference on this device: the loader may load it when asked by name
+    # (the time to first answer does); whether it is as good as plain, and faster, is decided after.
+    meta["answers_ok"] = True
+    write_meta(entry, meta)
     tried = dict((k, v) for k, v in (meta.get("tried_warm_ms") or {}).items() if k != form and v is not None)
     return {
         "form": form,
@@ -1237,8 +1242,11 @@ def decide_use(load: dict, plain_check) -> tuple:
 
     a, b = cost(load), cost(optimized)
     if a is None or b is None:
-        return False, "no warm loads of both forms to compare"
-    return b < a, "runtime import + load + first inference %.1f ms against %.1f ms plain (medians over the warm loads)" % (b, a)
+        return False, "no warm loads of both forms to compare; " + ANSWERS_OK
+    return b < a, "runtime import + load + first inference %.1f ms against %.1f ms plain (medians over the warm loads); %s" % (b, a, ANSWERS_OK)
+
+
+ANSWERS_OK = "its answers are as good as the plain load's"  # in `why`: the form may be asked for by name (load(form=...))
 
 
 # ---------------------------------------------------------------- time to first answer
@@ -1282,7 +1290,8 @@ def first_answers(args, optimized, notes: list):
     for name, form, background in variants:
         samples = []
         for _ in range(max(args.cold_loads, 1)):
-            cmd = [sys.executable, "-c", FIRST_ANSWER_SCRIPT, folder, os.path.abspath(args.bundle), form, "1" if background else "0",
+            # -B: importing the loader leaves no __pycache__ in the bundle.
+            cmd = [sys.executable, "-B", "-c", FIRST_ANSWER_SCRIPT, folder, os.path.abspath(args.bundle), form, "1" if background else "0",
                    args.load_cache_dir or "", str(args.threads or ""), "%g" % STARTUP_WORK_MS, FIRST_ANSWER_MARK]
             try:
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S)
@@ -1994,8 +2003,11 @@ def measure(args, report: dict) -> None:
         try:
             meta = checked_entry(optimized["path"], load_cache_sha(manifest, model_path), runtime, [optimized["form"]])[0]
             if meta is not None:
-                meta.update(use=use, why=why, check=optimized.get("check"), measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                meta.update(use=use, why=why, answers_ok=ANSWERS_OK in why, check=optimized.get("check"),
+                            measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
                 write_meta(optimized["path"], meta)
+            else:  # the entry changed under the bench: the loader will not find it usable
+                optimized["used_by_loader"] = False
         except OSError as exc:
             notes.append("could not record the measurement in %s: %s" % (optimized["path"], exc.strerror or exc))
 

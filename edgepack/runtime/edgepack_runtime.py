@@ -94,15 +94,21 @@ def usable_entry(entry: str, model_sha256: str, runtime: str, version, forced: b
         return None, "%s was made for another model or runtime version" % path
     if meta.get("form") not in FORMS or not isinstance(meta.get("model"), str):
         return None, "%s names a form this loader does not know: %r" % (path, meta.get("form"))
-    for f in meta.get("files") or []:
+    files = meta.get("files")
+    if not isinstance(files, list) or not files or not all(isinstance(f, dict) and os.path.basename(str(f.get("path"))) == f.get("path") for f in files) \
+            or meta["model"] not in [f["path"] for f in files]:
+        return None, "%s does not list its files (the model among them)" % path
+    for f in files:
         try:
             st = os.stat(os.path.join(entry, f["path"]))
         except (OSError, KeyError, TypeError):
             return None, "a file of %s is missing" % entry
         if st.st_size != f.get("bytes") or st.st_mtime_ns != f.get("mtime_ns"):
             return None, "%s changed after the bench checked it" % os.path.join(entry, f["path"])
+    if meta.get("answers_ok") is not True:
+        return None, "the bench did not find the %s form's answers as good as the plain load's: %s" % (meta["form"], meta.get("why") or "not checked")
     if not forced and meta.get("use") is not True:
-        return None, "the bench found the %s form no faster or not checked: %s" % (meta["form"], meta.get("why") or "no reason given")
+        return None, "the bench found the %s form no faster: %s" % (meta["form"], meta.get("why") or "no reason given")
     return meta, None
 
 
@@ -504,6 +510,8 @@ class Model:
             xs.append(a)
         batch = self._in[0].shape[0] if self._in and self._in[0].shape else None
         n = len(xs[0]) if xs and xs[0].ndim else 1
+        if n == 0:
+            raise ValueError("an empty batch: give at least one sample")
         if batch is not None and batch != n:
             if batch != 1:
                 raise ValueError("the model takes batches of exactly %d; %d given" % (batch, n))

@@ -162,6 +162,7 @@ def test_the_agent_leaves_nothing_outside_its_workdir(tmp_path, onnx_on_device):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = dict(os.environ, TMPDIR=str(scratch))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as on a device: Python writes __pycache__ where it may
 
     proc = subprocess.run([sys.executable, str(AGENT), str(bundle), *FAST], capture_output=True, text=True, timeout=300, env=env)
 

@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -106,12 +106,22 @@ def test_background_load_returns_at_once_and_predict_waits_for_it(loader_bundles
     er = import_loader(bundle)
     x = np.load(bundle / "reference.npz")["in_0"][:2]
 
-    t0 = time.perf_counter()
-    model = er.load(bundle, background=True, cache=False)
-    returned = time.perf_counter() - t0
-    outputs = model.predict(x)  # waits for the thread
+    # The load is held until the test lets it go: load() must return before it, predict() after it.
+    release, real = threading.Event(), er.Model._load_now
 
-    assert returned < 0.05 and model.ready() is True
+    def held(self):
+        assert release.wait(60)
+        real(self)
+
+    er.Model._load_now = held
+    try:
+        model = er.load(bundle, background=True, cache=False)
+        assert model.ready() is False  # returned at once, the model still loading
+        release.set()
+        outputs = model.predict(x)  # waits for the thread
+    finally:
+        er.Model._load_now = real
+    assert model.ready() is True
     assert outputs[0].shape == (2, 10) and model.load_ms > 0 and model.form == "plain"
     assert np.allclose(outputs[0].sum(-1), 1.0, atol=0.05)  # softmax scores, dequantized
 

@@ -46,7 +46,8 @@ class Artifact:
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
     """Float values to an integer tensor: q = round(x / scale) + zero_point, clipped to the type."""
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    # In float64, as the agent and the bundle's loader do: the values checked here are those fed on the device.
+    return np.clip(np.round(np.asarray(x, np.float64) / scale + zero_point), info.min, info.max).astype(dtype)
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
