@@ -187,7 +187,7 @@ def test_workers_build_in_parallel_processes_and_the_device_benches_one_at_a_tim
     out = json.loads(result.stdout)
     assert [t["state"] for t in out["trials"]] == ["complete"] * 3
     workers = {t["built"]["worker"] for t in out["trials"]}
-    assert len(workers) == 2 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # two build processes, not this one
+    assert len(workers) == 3 and not any(w.endswith(f":{os.getpid()}") for w in workers)  # a build process each, not this one
     (a0, a1), (b0, b1) = [(t["built"]["started"], t["built"]["finished"]) for t in out["trials"][:2]]
     assert a0 < b1 and b0 < a1  # the first two builds ran at the same time
     spans.sort()
@@ -268,3 +268,25 @@ def test_settings_already_measured_are_not_built_again_and_count_once(isolated_u
     assert json.loads(result.stdout)["pareto"] == [0]  # one build, one point
     with open_store(db) as history:
         assert history.count() == 1
+
+
+def test_a_script_without_a_main_guard_runs_once_with_workers(isolated_user_dirs, digits_files):
+    # Builds in worker processes must not import the caller's script again (as a spawned
+    # multiprocessing pool would): a plain script calling edgepack.tune(workers=2) runs once.
+    import subprocess
+    import sys
+
+    model, data = digits_files
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0, 0.5]}\n")
+    script = isolated_user_dirs / "app.py"
+    script.write_text(
+        "import edgepack\n"
+        "from edgepack.benchmark import BenchOptions\n"
+        "print('script ran', flush=True)\n"
+        f"r = edgepack.tune({str(model)!r}, 'pi', {str(data)!r}, trials=2, workers=2,\n"
+        "                  options=BenchOptions(runs=10, warmup=1, min_seconds=0, cold_loads=0))\n"
+        "print('trials', len(r.trials), [t.state for t in r.trials])\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("script ran") == 1 and "trials 2 ['complete', 'complete']" in proc.stdout

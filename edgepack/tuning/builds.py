@@ -9,7 +9,7 @@ at a time from the driver, because benches on one device would disturb each othe
 Every runner has `submit(job) -> concurrent.futures.Future[BuildOutcome]` and `close(wait)`:
 
 - `InlineBuilds` builds in this process (one worker: nothing to gain from another process);
-- `PoolBuilds` builds in K spawned processes (TensorFlow is not fork-safe);
+- `PoolBuilds` builds up to K at once, each in a fresh Python process (TensorFlow is not fork-safe);
 - `RayBuilds` builds as Ray tasks on an existing cluster: the model and data travel once through
   Ray's object store, the bundle comes back as its files and is written under the study's workdir.
 """
@@ -125,31 +125,41 @@ class InlineBuilds:
 
 
 class PoolBuilds:
-    """Build up to WORKERS jobs at once, each in a spawned process of a pool."""
+    """Build up to WORKERS jobs at once, each in a fresh `python -m edgepack.tuning.builds` process.
+
+    A process of our own rather than a multiprocessing pool: spawned pool workers import the
+    caller's main script again, so a user's script calling `edgepack.tune(workers=2)` without a
+    `__main__` guard would run itself once per worker. A build that dies fails its trial only.
+    """
 
     def __init__(self, inputs: BuildInputs, profiles_dir: Path, workers: int):
         self.inputs, self.profiles_dir, self.workers = inputs, profiles_dir, workers
-        self.pool = self._pool()
-
-    def _pool(self) -> cf.ProcessPoolExecutor:
-        import multiprocessing
-
-        return cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgepack-build")
 
     def submit(self, job: BuildJob) -> cf.Future:
-        from concurrent.futures.process import BrokenProcessPool
-
         # Each trial its own profiles directory: two processes never write the same file.
-        args = (build_trial, job, self.inputs, self.profiles_dir / f"trial-{job.number}")
-        try:
-            return self.pool.submit(*args)
-        except BrokenProcessPool:  # a build process died (killed for memory): its trials failed; the study goes on
-            self.pool.shutdown(wait=False)
-            self.pool = self._pool()
-            return self.pool.submit(*args)
+        return self.pool.submit(_build_in_a_process, job, self.inputs, self.profiles_dir / f"trial-{job.number}")
 
     def close(self, wait: bool = True) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _build_in_a_process(job: BuildJob, inputs: BuildInputs, profiles_dir: Path) -> BuildOutcome:
+    """Run `build_trial` in a new Python process (this module's main); its outcome comes back through a file."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
+        result = Path(tmp) / "outcome.pickle"
+        proc = subprocess.run([sys.executable, "-m", "edgepack.tuning.builds", str(result)], input=pickle.dumps((job, inputs, profiles_dir)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if proc.returncode != 0 or not result.exists():
+            said = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+            return BuildOutcome(job.number, error=True,
+                                failures=[f"the build process exited with {proc.returncode}" + (f": {said[-1][:200]}" if said else "")])
+        return pickle.loads(result.read_bytes())  # written by this module, in the process just run
 
 
 def _files_of(path: Path) -> dict[str, bytes]:
@@ -257,3 +267,13 @@ class RayBuilds:
         import ray
 
         ray.shutdown()  # tasks of this driver still running are cancelled with it
+
+
+if __name__ == "__main__":  # one trial's build, for PoolBuilds: the job on stdin, the outcome to the file named
+    import pickle
+    import sys
+
+    from edgepack.tuning import builds  # the module's own classes, not __main__'s copies: the parent unpickles them
+
+    job, inputs, profiles_dir = pickle.loads(sys.stdin.buffer.read())
+    Path(sys.argv[1]).write_bytes(pickle.dumps(builds.build_trial(job, inputs, profiles_dir)))
