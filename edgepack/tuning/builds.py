@@ -75,10 +75,10 @@ def trial_profiles(target_profile, trial_name: str, build_overrides: dict[str, A
 
 def build_trial(job: BuildJob, inputs: BuildInputs, profiles_dir: Path) -> BuildOutcome:
     """Build JOB from INPUTS into JOB.out (its profiles written to PROFILES_DIR); never raises for a failed build."""
+    import time
+
     from edgepack.builder.pipeline import build
     from edgepack.profile.store import Catalog, SearchDir
-
-    import time
 
     outcome = BuildOutcome(job.number)
     started = time.time()
@@ -86,13 +86,14 @@ def build_trial(job: BuildJob, inputs: BuildInputs, profiles_dir: Path) -> Build
         profiles_dir.mkdir(parents=True, exist_ok=True)
         for name, text in job.profiles.items():
             (profiles_dir / name).write_text(text)
+    except OSError as exc:
+        outcome.error, outcome.failures = True, [f"cannot write the trial's profiles in {profiles_dir}: {exc.strerror or exc}"]
+        return outcome
+    try:
         built = build(inputs.model, job.trial_name, inputs.data, inputs.eval_data, out=job.out,
                       catalog=Catalog([SearchDir("tune", profiles_dir)]), train_data=inputs.train_data)
     except EdgepackError as exc:
         outcome.error, outcome.failures = True, [exc.message]
-        return outcome
-    except OSError as exc:
-        outcome.error, outcome.failures = True, [f"cannot write the trial's profiles in {profiles_dir}: {exc.strerror or exc}"]
         return outcome
     except Exception as exc:  # a bug or a library's error in one trial: recorded, and the study goes on
         outcome.error, outcome.failures = True, [f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
