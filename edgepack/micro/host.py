@@ -16,7 +16,7 @@ from importlib import metadata
 
 import numpy as np
 
-from edgepack.builder.convert.tflite import TfliteRunner
+from edgepack.model.tflite_runner import TfliteRunner
 from edgepack.errors import BuildError
 from edgepack.micro.arena import ArenaFigure, align
 from edgepack.micro.graph import Graph, read_graph

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgepack.bundle import TensorSpec
+from edgepack.model.tflite_runner import dequantize, quantize  # noqa: F401  (the exporters' (de)quantization)
 from edgepack.profile.schema import Format
 
 EXPORTERS: dict[Format, str] = {
@@ -41,18 +42,6 @@ class Artifact:
     @property
     def size_bytes(self) -> int:
         return len(self.files[self.artifact])
-
-
-def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
-    """Float values to an integer tensor: q = round(x / scale) + zero_point, clipped to the type."""
-    info = np.iinfo(dtype)
-    # In float64, as the agent and the bundle's loader do: the values checked here are those fed on the device.
-    return np.clip(np.round(np.asarray(x, np.float64) / scale + zero_point), info.min, info.max).astype(dtype)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Integer tensor back to float values: x = scale * (q - zero_point)."""
-    return (q.astype(np.float32) - zero_point) * scale
 
 
 def exporter(fmt: Format) -> Callable:

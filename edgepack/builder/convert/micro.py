@@ -11,7 +11,8 @@ the build (exit 1) and keep the bundle for inspection.
 from __future__ import annotations
 
 from edgepack.builder.convert import Artifact
-from edgepack.builder.convert.tflite import TfliteRunner, convert_tflite
+from edgepack.builder.convert.tflite import convert_tflite
+from edgepack.model.tflite_runner import TfliteRunner
 from edgepack.errors import BuildError
 from edgepack.micro.graph import Graph
 from edgepack.model.data import Dataset
