@@ -154,7 +154,7 @@ def stage_losses(pruned, final) -> str:
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
     from edgepack.builder.recover import build_artifact, recovery_notes
-    from edgepack.builder.recover.tflite import layer_precisions
+    from edgepack.builder.layers import layer_precisions
     from edgepack.builder.verify import check_size, verify
     from edgepack.model.data import load_data, split, synthetic
     from edgepack.model.source import load_model
