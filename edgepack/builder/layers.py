@@ -26,7 +26,7 @@ def layer_names(content: bytes, model: SourceModel) -> dict[str, str]:
         return {}
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from edgepack.builder.prune import all_layers
+    from edgepack.builder.prune.keras import all_layers
 
     kernels = {}
     for layer in all_layers(model.keras_model):

@@ -1,12 +1,20 @@
-"""Turn a profile and the user's inputs into the list of build stages, checked before any work."""
+"""Turn a profile and the user's inputs into the build's stages, checked before any work.
+
+Each stage carries what it runs (a function of the build's state, `edgepack.builder.steps`):
+the pipeline runs the plan's stages in order, and `edgepack build --dry-run` prints the same plan.
+`plan_build` is the one planner both call: it resolves the target's profile and makes the plan.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from edgepack.builder import steps
 from edgepack.builder.convert import EXPORTERS
+from edgepack.builder.package import package
+from edgepack.builder.recover.common import ladder, recoverable
 from edgepack.errors import BuildError, DataError, ModelError
 from edgepack.profile.schema import Format, Precision, Profile
 
@@ -15,6 +23,7 @@ from edgepack.profile.schema import Format, Precision, Profile
 class Stage:
     name: str
     detail: str
+    run: Callable[[steps.BuildState], None]  # what the stage does to the build's state
 
 
 @dataclass
@@ -29,6 +38,31 @@ class Plan:
     explain: bool = False  # per-layer quantization error even when the build passes
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input name
     train_data: Optional[Path] = None  # fine-tuning data after pruning (--train-data), apart from calibration and evaluation
+
+
+def plan_build(
+    model: Path,
+    target: str,
+    data: Path | None = None,
+    eval_data: Path | None = None,
+    out: Path | None = None,
+    synthetic_calibration: bool = False,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    train_data: Path | None = None,
+    catalog=None,
+    explain: bool = False,
+) -> Plan:
+    """Resolve TARGET's profile and make the plan for building MODEL with it (see `make_plan`).
+
+    Raises:
+        EdgepackError: an unknown or invalid target, or anything `make_plan` refuses.
+    """
+    from edgepack.profile.store import Catalog
+
+    profile = (catalog or Catalog()).load(target).profile
+    plan = make_plan(Path(model), profile, data, eval_data, out, synthetic_calibration, input_shapes, train_data)
+    plan.explain = explain
+    return plan
 
 
 def default_out(model: Path, target: str) -> Path:
@@ -127,13 +161,16 @@ def make_plan(
     plan.input_shapes = dict(input_shapes or {})
     plan.train_data = Path(train_data) if train_data else None
     shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
-    plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else "")))
+    plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else ""), steps.load))
     if pruning:
         no_tune = " (ONNX weights: no fine-tuning)" if onnx_source and b.prune.fine_tune_epochs > 0 else ""
-        plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}"))
+        plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}", steps.prune))
         if fine_tune:
             on = f"{train_data}" if train_data else "the calibration data"
-            plan.stages.append(Stage("fine-tune", f"at most {b.prune.fine_tune_epochs} epochs on {on}, {b.prune.schedule.value} sparsity, early stopping"))
+            detail = f"at most {b.prune.fine_tune_epochs} epochs on {on}, {b.prune.schedule.value} sparsity, early stopping"
+            plan.stages.append(Stage("fine-tune", detail, steps.fine_tune))
+        lower = f"; where it misses the gate, sparsity down to {b.prune.min_sparsity:.0%}" if b.prune.min_sparsity is not None else ""
+        plan.stages.append(Stage("verify-pruned", f"the pruned float model against the original{lower}", steps.verify_pruned))
     calibration = ""
     if b.precision is Precision.int8:
         source = "SYNTHETIC random inputs" if data is None else f"{data}"
@@ -141,9 +178,10 @@ def make_plan(
     io = f", {b.io_dtype.value} input/output" if b.precision is Precision.int8 else ""
     if b.format is Format.onnx and b.precision is Precision.int8:
         io = f" (QDQ, {b.onnx.calibration_method.value} calibration)" + io
-    plan.stages.append(Stage("convert", f"{b.format.value} {b.precision.value}{io}{calibration}"))
+    detail = f"{b.format.value} {b.precision.value}{io}{calibration}"
     if b.format is Format.tflite_micro:
-        plan.stages[-1].detail += "; TFLite Micro op check, tensor arena, flash/RAM fit, C source"
+        detail += "; TFLite Micro op check, tensor arena, flash/RAM fit, C source"
+    plan.stages.append(Stage("convert", detail, steps.convert))
     evaluation = eval_data or data
     budgets = profile.budgets
     plan.stages.append(
@@ -152,7 +190,13 @@ def make_plan(
             f"against the original on {evaluation or 'SYNTHETIC random inputs'}; "
             f"max accuracy drop {budgets.max_accuracy_drop:.2%}"
             + (f", max model {budgets.max_model_kb:.0f} KB" if budgets.max_model_kb else ""),
+            steps.verify,
         )
     )
-    plan.stages.append(Stage("package", f"{plan.out}/"))
+    ways = (["other ways to quantize, layers kept in float"] if recoverable(profile) else []) + (
+        ["precision ladder " + " -> ".join(p.value for p in ladder(profile))] if ladder(profile) else []
+    )
+    if ways:
+        plan.stages.append(Stage("recover", "where the gate is missed: " + "; ".join(ways), steps.recover))
+    plan.stages.append(Stage("package", f"{plan.out}/", package))
     return plan

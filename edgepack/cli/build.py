@@ -32,29 +32,24 @@ def build_command(
     ),
 ) -> None:
     """Prune, quantize and convert MODEL for a target, verify it, and write a bundle."""
+    from edgepack.builder.plan import plan_build
     from edgepack.model.input_shape import parse_input_shapes
 
     shapes = parse_input_shapes(input_shape or [])
+    plan = plan_build(model, target, data, eval_data, out, synthetic_calibration, shapes, train_data, explain=explain)
     if dry_run:
-        from edgepack.builder.plan import make_plan
-        from edgepack.profile.store import Catalog
-
-        plan = make_plan(model, Catalog().load(target).profile, data, eval_data, out, synthetic_calibration, shapes, train_data)
         if as_json:
-            typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": [s.__dict__ for s in plan.stages]}, indent=2))
+            stages = [{"name": s.name, "detail": s.detail} for s in plan.stages]
+            typer.echo(json.dumps({"target": target, "out": str(plan.out), "stages": stages}, indent=2))
             return
         console.print(f"plan for [bold]{plain(model)}[/] -> [bold]{plain(target)}[/] (nothing is built)", highlight=False)
         for i, s in enumerate(plan.stages, 1):
-            console.print(f"  {i}. {s.name:<10} {plain(s.detail)}", highlight=False)
+            console.print(f"  {i}. {s.name:<13} {plain(s.detail)}", highlight=False)
         return
 
-    from edgepack.builder.pipeline import build
+    from edgepack.builder.pipeline import run_planned
 
-    result = build(
-        model, target, data, eval_data, out, use_cache=not no_cache,
-        synthetic_calibration=synthetic_calibration, on_stage=None if as_json else show_stage, input_shapes=shapes,
-        explain=explain, train_data=train_data,
-    )
+    result = run_planned(plan, use_cache=not no_cache, on_stage=None if as_json else show_stage)
     if as_json:
         typer.echo(json.dumps(build_summary(result), indent=2))
     else:
@@ -68,9 +63,9 @@ def build_command(
 
 def show_stage(name: str, detail: str, seconds: float | None) -> None:
     if seconds is None:
-        err_console.print(f"[dim]… {name:<10} {plain(detail)}[/]", highlight=False)
+        err_console.print(f"[dim]… {name:<13} {plain(detail)}[/]", highlight=False)
     else:
-        err_console.print(f"[green]✓[/] {name:<10} {seconds:6.2f} s", highlight=False)
+        err_console.print(f"[green]✓[/] {name:<13} {seconds:6.2f} s", highlight=False)
 
 
 def build_summary(result) -> dict:

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 from edgepack.builder.convert import Artifact
 from edgepack.builder.verify import Fidelity
+from edgepack.errors import BuildError
 from edgepack.profile.schema import Fallback, Format, Precision, Profile
 
 EXPLAIN_SAMPLES = 32
@@ -56,6 +57,7 @@ class Outcome:
     explain_error: Optional[str] = None  # why there is no per-layer table, where it could not be made
     precision: Optional[Precision] = None  # the rung of the precision ladder chosen, where recovery climbed it
     speed_note: Optional[str] = None  # what the comparison with fp32 on the host found, where it changed or failed
+    failure: Optional[BuildError] = None  # what the plain export raised, re-raised where nothing else works
 
     def facts(self) -> dict:
         return {

@@ -1,13 +1,19 @@
-"""Magnitude pruning of an ONNX model's weights (initializers), per tensor.
+"""Magnitude pruning of an ONNX model's weights (initializers), per tensor (the prune step for ONNX sources).
 
 The weights are the constant kernels of Conv, ConvTranspose, Gemm and MatMul nodes; biases and
-normalisation parameters are left alone, as in `edgepack.builder.prune` for Keras. An ONNX graph has
+normalisation parameters are left alone, as in `edgepack.builder.prune.keras`. An ONNX graph has
 no training loop here, so there is no fine-tuning afterwards: keep the sparsity moderate.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+
+from edgepack.builder.prune import Pruned, PruneReport
+from edgepack.errors import BuildError
+from edgepack.model.source import SourceModel
 
 # op type -> the input positions that hold a weight kernel
 KERNEL_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (1,), "MatMul": (0, 1)}
@@ -54,3 +60,19 @@ def magnitude_prune(model, sparsity: float):
         zeros += int(np.count_nonzero(w == 0))
         total += w.size
     return pruned, (zeros / total if total else 0.0), sorted(names)
+
+
+def prune(original: SourceModel, p) -> Pruned:
+    """Zero the smallest weights of ORIGINAL's kernels as P (build.prune) says; channels cannot be pruned here.
+
+    Raises:
+        BuildError: channel pruning was asked for (it rebuilds Keras layers).
+    """
+    if p.channels > 0:
+        raise BuildError(
+            f"{original.path}: channel pruning rebuilds Keras layers; it cannot edit an ONNX graph",
+            hint="set build.prune.channels: 0 (build.prune.sparsity works on ONNX weights), or build from the Keras model",
+        )
+    pruned, sparsity, _ = magnitude_prune(original.onnx_model, p.sparsity)
+    report = PruneReport(params_before=original.params, params_after=original.params, sparsity=sparsity)
+    return Pruned(replace(original, onnx_model=pruned, _runner=None), report)

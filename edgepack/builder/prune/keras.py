@@ -1,4 +1,4 @@
-"""Prune Keras 3 models: per-layer magnitude sparsity, and structured channel removal.
+"""Prune Keras 3 models (the prune step for Keras sources): per-layer magnitude sparsity, and structured channel removal.
 
 tensorflow-model-optimization cannot prune Keras 3 models, so this is edgepack's own:
 - magnitude: zero the smallest weights of each Dense/Conv kernel; masks are re-applied after
@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.builder.prune import Pruned, PruneReport
 from edgepack.errors import BuildError
+from edgepack.model.source import SourceModel
 
 # Layers that carry channels through unchanged and have no weights to slice.
 _PASS_THROUGH = {
@@ -24,15 +26,6 @@ _PASS_THROUGH = {
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling1D", "GlobalMaxPooling1D",
     "ZeroPadding2D", "Cropping2D", "Identity", "GaussianNoise", "Rescaling",
 }
-
-
-@dataclass
-class PruneReport:
-    params_before: int
-    params_after: int
-    sparsity: float = 0.0  # fraction of zeros in the pruned kernels
-    channels_removed: dict[str, int] = field(default_factory=dict)  # layer -> filters/units removed
-    fine_tune: dict[str, Any] | None = None  # FineTuneReport's fields, where the model was fine-tuned
 
 
 def prunable_kernels(model) -> list[Any]:
@@ -254,3 +247,37 @@ def _chain(model) -> list:
             raise BuildError(f"channel pruning: layer '{layer.name}' is a nested model, which it cannot slice")
         previous = layer.output
     return layers
+
+
+def prune(original: SourceModel, p) -> Pruned:
+    """Remove channels and, without fine-tuning, zero weights of a copy of ORIGINAL as P (build.prune) says."""
+    import keras
+
+    working = keras.models.clone_model(original.keras_model)
+    working.set_weights(original.keras_model.get_weights())
+    removed: dict[str, int] = {}
+    if p.channels > 0:
+        working, removed = channel_prune(working, p.channels)
+    # Without fine-tuning, all of the sparsity at once; with it, on the way (the schedule).
+    masks = magnitude_masks(working, p.sparsity) if p.sparsity > 0 and p.fine_tune_epochs == 0 else []
+    return _pruned(original, working, removed, masks, None)
+
+
+def tune(original: SourceModel, pruned: Pruned, training, p, progress) -> Pruned:
+    """Fine-tune the pruned model on TRAINING (the --train-data, else the calibration data), sparsifying it on the way."""
+    targets, loss, how = recovery_objective(original.predict(training.x), training.y)
+    progress(f"at most {p.fine_tune_epochs} epochs on {len(training)} samples, {how}, {p.schedule.value}")
+    masks, tuned = fine_tune(pruned.working, training.x, targets, loss, p, p.sparsity)
+    return _pruned(original, pruned.working, pruned.report.channels_removed, masks, tuned)
+
+
+def _pruned(original: SourceModel, working, removed: dict[str, int], masks, tuned) -> Pruned:
+    report = PruneReport(
+        params_before=original.params,
+        params_after=int(working.count_params()),
+        sparsity=measured_sparsity(masks) if masks else 0.0,
+        channels_removed=removed,
+        fine_tune=tuned.__dict__ if tuned else None,
+    )
+    model = SourceModel(original.path, "keras", original.sha256, original.inputs, original.outputs, keras_model=working)
+    return Pruned(model, report, working)
