@@ -273,52 +273,6 @@ def test_a_healthy_pruned_build_says_what_each_stage_cost(isolated_user_dirs, di
     assert f"pruning {-100 * f.pruning.accuracy_drop:+.2f} points" in note
 
 
-def test_75_percent_sparsity_holds_accuracy_with_the_default_fine_tuning(isolated_user_dirs, digits_files, digits):
-    # 300 labelled samples, the default schedule (gradual, early stopping, best weights kept).
-    # One-shot pruning with 2 epochs on the same data lost 27 points here.
-    import numpy as np
-
-    model, _ = digits_files
-    x, y = digits
-    np.savez(isolated_user_dirs / "labelled.npz", x=x[1200:1500], y=y[1200:1500])
-    np.savez(isolated_user_dirs / "eval.npz", x=x[1500:], y=y[1500:])
-    name = write_target(isolated_user_dirs, "sparse", "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.75}}\n")
-    result = build(model, name, data=isolated_user_dirs / "labelled.npz", eval_data=isolated_user_dirs / "eval.npz")
-    f = result.manifest.fidelity
-    assert result.manifest.build["prune_result"]["sparsity"] >= 0.74
-    assert f.pruning.accuracy_drop <= 0.03, f.pruning
-    tuned = result.manifest.build["prune_result"]["fine_tune"]
-    assert tuned["held_out"] > 0 and 1 <= tuned["best_epoch"] <= tuned["epochs"] <= 30
-
-
-def test_train_data_is_what_fine_tuning_learns_from(isolated_user_dirs, digits_files, digits):
-    import numpy as np
-
-    model, data = digits_files
-    x, y = digits
-    np.savez(isolated_user_dirs / "train.npz", x=x[:1000], y=y[:1000])
-    name = write_target(isolated_user_dirs, "sparse", "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.5, fine_tune_epochs: 3}}\n")
-    result = build(model, name, data=data, train_data=isolated_user_dirs / "train.npz")
-    tuned = result.manifest.build["prune_result"]["fine_tune"]
-    assert tuned["samples"] + tuned["held_out"] == 1000
-    assert result.manifest.build["train_data"].endswith("train.npz")
-    assert not any("calibration samples only" in n for n in result.manifest.notes)
-
-
-def test_a_pruning_loss_is_won_back_by_pruning_less_within_the_profiles_limit(isolated_user_dirs, digits_files):
-    model, data = digits_files
-    name = write_target(
-        isolated_user_dirs, "pruned",
-        "extends: raspberry-pi-4\nbuild: {precision: fp32, prune: {sparsity: 0.95, min_sparsity: 0.5, fine_tune_epochs: 5}}\n"
-        "budgets: {max_accuracy_drop: 0.03}\n",
-    )
-    result = build(model, name, data=data)
-    reached = result.manifest.build["prune_result"]["sparsity"]
-    assert result.passed and 0.49 <= reached < 0.9, (reached, result.manifest.notes)
-    tries = [n for n in result.manifest.notes if n.startswith("pruning at 95% missed the gate")]
-    assert tries and tries[-1].endswith("holds") and all(n.endswith("misses it too") for n in tries[:-1])
-
-
 def test_a_recovered_variant_slower_than_fp32_on_the_host_gives_way_to_fp32(isolated_user_dirs, map_models, monkeypatch):
     import edgepack.builder.host_latency as host_latency
 
@@ -354,12 +308,3 @@ def test_a_conversion_that_raises_climbs_the_ladder_even_without_layer_fallback(
     result = build(model, name, data=data)
     attempts = quantization(result)["attempts"]
     assert "FULLY_CONNECTED v12" in attempts[0]["error"] and result.passed and result.manifest.precision.value == "fp16"
-
-
-def test_min_sparsity_above_sparsity_is_refused(isolated_user_dirs):
-    from edgepack.errors import ProfileError
-    from edgepack.profile.store import load_target
-
-    write_target(isolated_user_dirs, "bad", "extends: raspberry-pi-4\nbuild: {prune: {sparsity: 0.5, min_sparsity: 0.7}}\n")
-    with pytest.raises(ProfileError, match="min_sparsity 0.7 is above sparsity 0.5"):
-        load_target("bad")
