@@ -50,12 +50,11 @@ def stage_losses(pruned, final) -> str:
 def make_manifest(state: BuildState) -> tuple[Manifest, dict, dict]:
     """Return the manifest, the artifact's files and the reference inputs/outputs of what the stages made."""
     from edgepack.builder.layers import layer_precisions
-    from edgepack.builder.recover.engine import recovery_notes
 
     plan, profile, outcome, original, evaluation = state.plan, state.profile, state.outcome, state.original, state.evaluation
     b = profile.build
     artifact, fidelity, pruned = outcome.artifact, outcome.fidelity, state.pruned_fidelity
-    notes = state.notes + recovery_notes(outcome, b.precision)
+    notes = list(state.notes)  # recovery's notes among them, where a recover stage ran
     if pruned is not None:
         fidelity.pruning = pruned
         notes.append(stage_losses(pruned, fidelity))

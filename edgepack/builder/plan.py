@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from edgepack.builder import steps
 from edgepack.builder.convert import EXPORTERS
 from edgepack.builder.package import package
-from edgepack.builder.recover.common import ladder, recoverable
+from edgepack.builder.recover.common import ladder, quantized, recoverable
 from edgepack.errors import BuildError, DataError, ModelError
 from edgepack.profile.schema import Format, Precision, Profile
 
@@ -38,6 +38,10 @@ class Plan:
     explain: bool = False  # per-layer quantization error even when the build passes
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --input-shape, by input name
     train_data: Optional[Path] = None  # fine-tuning data after pruning (--train-data), apart from calibration and evaluation
+    # What the profile's precision allows, resolved once here: the stages only read it.
+    quantized: bool = False  # a precision below fp32: per-layer errors can be explained
+    layer_fallback: bool = False  # recovery may try other ways to quantize and layers kept in float
+    rungs: list[Precision] = field(default_factory=list)  # the precision ladder recovery may climb
 
 
 def plan_build(
@@ -193,8 +197,9 @@ def make_plan(
             steps.verify,
         )
     )
-    ways = (["other ways to quantize, layers kept in float"] if recoverable(profile) else []) + (
-        ["precision ladder " + " -> ".join(p.value for p in ladder(profile))] if ladder(profile) else []
+    plan.quantized, plan.layer_fallback, plan.rungs = quantized(profile), recoverable(profile), ladder(profile)
+    ways = (["other ways to quantize, layers kept in float"] if plan.layer_fallback else []) + (
+        ["precision ladder " + " -> ".join(p.value for p in plan.rungs)] if plan.rungs else []
     )
     if ways:
         plan.stages.append(Stage("recover", "where the gate is missed: " + "; ".join(ways), steps.recover))

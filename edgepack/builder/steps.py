@@ -156,20 +156,23 @@ def convert(state: BuildState) -> None:
     """Export the artifact at the profile's precision."""
     from edgepack.builder.recover.engine import export_plain
 
-    export_plain(state.model, state.profile, state.calibration, state.outcome, recover=not state.pruning_failed)
+    recovers = (state.plan.layer_fallback or bool(state.plan.rungs)) and not state.pruning_failed
+    export_plain(state.model, state.profile, state.calibration, state.outcome, recovers)
 
 
 def verify(state: BuildState) -> None:
     """Verify the artifact against the original; explain the layers where it misses the gate (or --explain)."""
     from edgepack.builder.recover.engine import verify_plain
 
-    verify_plain(state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, state.plan.explain, state.progress)
+    plan = state.plan
+    verify_plain(state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, plan.quantized, plan.explain, state.progress)
 
 
 def recover(state: BuildState) -> None:
     """Where the artifact misses the gate: other ways to quantize, layers kept in float, the precision ladder."""
-    from edgepack.builder.recover.engine import recover_or_fail
+    from edgepack.builder.recover.engine import recover_or_fail, recovery_notes
 
-    recover_or_fail(
-        state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, not state.pruning_failed, state.progress
-    )
+    plan, allowed = state.plan, not state.pruning_failed  # a loss that pruning made is not quantization's
+    layer_fallback, rungs = plan.layer_fallback and allowed, plan.rungs if allowed else []
+    recover_or_fail(state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, layer_fallback, rungs, state.progress)
+    state.notes += recovery_notes(state.outcome, state.profile.build.precision)

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgepack.builder.recover import recovery
 from edgepack.builder.recover.common import (
-    EXPLAIN_SAMPLES, TOP_LAYERS, Check, LayerError, Outcome, ladder, quantized, record_attempt, recoverable, try_variant, worst_first,
+    EXPLAIN_SAMPLES, TOP_LAYERS, Check, LayerError, Outcome, record_attempt, try_variant, worst_first,
 )
 from edgepack.errors import BuildError
 from edgepack.model.data import Dataset
@@ -24,17 +24,16 @@ from edgepack.profile.schema import Precision, Profile
 Progress = Callable[[str], None]  # says what a stage is doing now
 
 
-def export_plain(model: SourceModel, profile: Profile, calibration: Dataset | None, outcome: Outcome, recover: bool = True) -> None:
-    """Export the artifact as the profile says. With recovery allowed (and RECOVER: a loss would be
+def export_plain(model: SourceModel, profile: Profile, calibration: Dataset | None, outcome: Outcome, recovers: bool) -> None:
+    """Export the artifact as the profile says. Where RECOVERS (the plan may recover, and a loss would be
     quantization's), whatever the quantizer raises is the first failed attempt: `recover_or_fail` re-raises it."""
     from edgepack.builder.convert import exporter
 
     b = profile.build
-    can_recover = recover and recoverable(profile)
     try:
         outcome.artifact = exporter(b.format)(model, profile, calibration)
     except Exception as exc:  # with recovery, whatever the quantizer raises is a failed attempt
-        if not (can_recover or (recover and ladder(profile))):
+        if not recovers:
             raise
         failure = exc if isinstance(exc, BuildError) else BuildError(
             f"{b.format.value} {b.precision.value} conversion failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -46,14 +45,14 @@ def export_plain(model: SourceModel, profile: Profile, calibration: Dataset | No
 
 def verify_plain(
     model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome,
-    explain: bool, progress: Progress,
+    quantized: bool, explain: bool, progress: Progress,
 ) -> None:
-    """Verify the exported artifact; where it misses the gate (or EXPLAIN), measure the error each layer adds."""
+    """Verify the exported artifact; where it is QUANTIZED and misses the gate (or EXPLAIN), measure the error each layer adds."""
     if outcome.artifact is not None:
         outcome.fidelity = check(outcome.artifact)
         outcome.attempts.append(record_attempt("plain", outcome.artifact, outcome.fidelity))
     fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
-    if quantized(profile) and outcome.artifact is not None and (explain or fidelity_failed):
+    if quantized and outcome.artifact is not None and (explain or fidelity_failed):
         progress("explain: per-layer error")
         try:
             outcome.layers = explain_layers(model, profile, calibration, evaluation, outcome.artifact)
@@ -63,25 +62,23 @@ def verify_plain(
 
 def recover_or_fail(
     model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome,
-    recover: bool, progress: Progress,
+    layer_fallback: bool, rungs: list[Precision], progress: Progress,
 ) -> None:
-    """Where the plain artifact misses the gate and the profile allows it (and RECOVER: the loss is
-    quantization's): other ways to quantize, then the precision ladder, then the speed check.
+    """Where the plain artifact misses the gate: other ways to quantize (LAYER_FALLBACK), then the
+    precision ladder's RUNGS, then the speed check — as far as the plan allows (none where the loss is pruning's).
 
     Raises:
         BuildError: the export failed, and no other way of quantizing worked (the export's own
             error, with what else was tried in its details).
     """
     b = profile.build
-    can_recover = recover and recoverable(profile)
     fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
-    if can_recover and fidelity_failed:
+    if layer_fallback and fidelity_failed:
         progress("trying other ways to quantize")
         try:
             recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
         except Exception as exc:  # a quantizer, calibrator or debugger that raises is a failed attempt, never a crash
             outcome.attempts.append(record_attempt("layer fallback", None, None, error=one_line(exc)))
-    rungs = ladder(profile) if recover else []
     if rungs and (outcome.fidelity is None or outcome.fidelity.accuracy_failed):
         progress("ladder: " + " -> ".join(p.value for p in rungs))
         climb(model, profile, calibration, check, outcome, rungs)
