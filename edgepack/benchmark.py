@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import cannot_write, write_atomic
-from edgepack.bundle import LOADER, LOADER_SOURCE, MANIFEST, Manifest, bundle_id, check_files, read_manifest
+from edgepack.bundle import LOADER, LOADER_SOURCE, MANIFEST, Manifest, bundle_id, bundle_sha256, check_files, read_manifest
 from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
@@ -225,7 +225,16 @@ def bench(
             from edgepack.results.store import open_store
 
             with open_store(db) as history:
-                out.run_id = history.add_result(out)
+                out.run_id = history.add(
+                    device=device,
+                    manifest=manifest,
+                    report=report,
+                    bundle_sha=bundle_sha256(bundle),
+                    bundle_path=str(bundle),
+                    budget_failures=out.budget_failures,
+                    seconds=seconds,
+                    trial=trial,
+                )
     finally:
         try:
             write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")

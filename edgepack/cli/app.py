@@ -78,12 +78,12 @@ def _root(
 
 
 def _register() -> None:
-    from edgepack.cli import bench, build, targets
+    from edgepack.cli import bench, build, deploy, targets
 
     app.add_typer(targets.app, name="targets")
     app.command("build")(build.build_command)
     app.command("bench")(bench.bench_command)
-    app.command("deploy")(bench.deploy_command)
+    app.command("deploy")(deploy.deploy_command)
     from edgepack.cli import devices
 
     app.add_typer(devices.app, name="devices")

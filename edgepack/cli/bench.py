@@ -1,4 +1,6 @@
-"""`edgepack bench` and `edgepack deploy`: measure bundles on a device, or on several at once.
+"""`edgepack bench`: measure a bundle on a device, or on several at once; what bench and deploy show.
+
+`edgepack deploy` (`edgepack.cli.deploy`) shows its results with `Progress` and `render_deployment` from here.
 
 Exit codes: 2 when a device could not be measured (unreachable, agent failed; in a fleet run
 the others are still measured, stored and summarised first), else 1 when a budget or the
@@ -10,20 +12,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from edgepack.cli.options import ColdLoads, Db, Devices, Inventory, Json, MinSeconds, Runs, Threads, Timeout, Warmup
+from edgepack.cli.options import (
+    BASELINE,
+    MAX_CONNECTIONS,
+    MAX_REGRESSION,
+    ColdLoads,
+    Db,
+    Devices,
+    Inventory,
+    Json,
+    MinSeconds,
+    Runs,
+    Threads,
+    Timeout,
+    Warmup,
+)
 from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import GateFailed
 
-MAX_CONNECTIONS = typer.Option(8, "--max-connections", min=1, help="With several devices: how many are connected and measured at once.")
-BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against this stored run (#12, 12, last, last~1): exit 1 when p90 latency, peak memory or model size regress.")
-MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")
 
-
-def _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False):
+def bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False):
+    """Return the BenchOptions the command line asks for (None: the profile's setting)."""
     from edgepack.benchmark import BenchOptions
 
     return BenchOptions(
@@ -58,7 +71,7 @@ def bench_command(
     progress = Progress(as_json, Path(bundle).resolve().name, max_connections)
     try:
         deployment = measure(
-            bundle, devices, _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed), inventory, db, baseline, max_regression,
+            bundle, devices, bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed), inventory, db, baseline, max_regression,
             max_connections, on_step=progress.step, on_change=progress.change,
         )
     finally:
@@ -78,40 +91,6 @@ def _bench_micro(bundle: Path, as_json: bool) -> None:
         console.print(render_micro_summary(summary))
     if not summary["fits"]:
         raise GateFailed(f"{summary['target']}: the model does not fit the device", hint="the table above says where it is short")
-
-
-def deploy_command(
-    model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
-    targets: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target profile; repeat to compare targets [default: each device's target]."),
-    devices: Devices = None,
-    data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
-    runs: Runs = None,
-    warmup: Warmup = None,
-    threads: Threads = None,
-    min_seconds: MinSeconds = None,
-    cold_loads: ColdLoads = None,
-    timeout: Timeout = None,
-    inventory: Inventory = None,
-    max_connections: int = MAX_CONNECTIONS,
-    db: Db = None,
-    baseline: Optional[str] = BASELINE,
-    max_regression: Optional[str] = MAX_REGRESSION,
-    as_json: Json = False,
-) -> None:
-    """Build MODEL for each target (using the build cache) and measure it on a device, or on several at once."""
-    from edgepack.cli.build import show_stage
-    from edgepack.deployment import deploy
-
-    progress = Progress(as_json, max_connections=max_connections)
-    try:
-        deployment = deploy(
-            model, targets, devices, data, _options(runs, warmup, threads, min_seconds, cold_loads, timeout), inventory, db, baseline,
-            max_regression, max_connections, on_stage=None if as_json else show_stage, on_part=progress.part,
-            on_step=progress.step, on_change=progress.change,
-        )
-    finally:
-        progress.close()
-    render_deployment(deployment, as_json)
 
 
 class Progress:
@@ -144,7 +123,7 @@ class Progress:
         if self.quiet:
             return
         if self._fleet is None:
-            from edgepack.cli.fleet import FleetProgress
+            from edgepack.cli.fleet_view import FleetProgress
 
             self._fleet = FleetProgress(self.name, len(runs), self.max_connections)
         self._fleet.update(runs)
@@ -157,7 +136,7 @@ class Progress:
 
 def render_runs(part, title: str) -> None:
     """Show one bundle's devices: the full table for one device, the fleet summary for several."""
-    from edgepack.cli.fleet import render_fleet_summary
+    from edgepack.cli.fleet_view import render_fleet_summary
 
     if len(part.runs) == 1 and part.runs[0].result is not None:
         render_bench(part.runs[0].result)
@@ -187,7 +166,7 @@ def render_deployment(deployment, as_json: bool) -> None:
 def deployment_json(deployment):
     """Return a bench (one bundle) or a deploy (a build per target) as the JSON the CLI prints."""
     from edgepack.cli.build import build_summary
-    from edgepack.cli.fleet import fleet_json
+    from edgepack.cli.fleet_view import fleet_json
 
     gate = deployment.gate
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
+
+from edgepack.markup import plain  # noqa: F401  (the CLI's modules take the escape from here)
 
 console = Console(soft_wrap=True)  # long lines stay whole: paths and messages are copied from them
 err_console = Console(stderr=True, soft_wrap=True)
@@ -24,13 +25,3 @@ def shown_path(path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def plain(text) -> str:
-    """Escape TEXT for rich, so that '[host]:22' or '[old]' in a message prints as written.
-
-    The one escape for the CLI: every user-supplied value (a name, host, path, profile value,
-    message) printed through rich, in markup, a table cell, a column header or a title, goes
-    through here; our own numbers and constants need nothing.
-    """
-    return escape(str(text))

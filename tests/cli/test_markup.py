@@ -235,7 +235,7 @@ def test_build_tables_show_layer_names_and_errors_as_written(capsys):
 
 
 def test_fleet_table_and_progress_show_names_and_messages_as_written(capsys):
-    from edgepack.cli import fleet
+    from edgepack.cli import fleet_view as fleet
 
     failed = SimpleNamespace(device=CLOSE, state="failed", seconds=1.0, result=None,
                              error=SimpleNamespace(message=f"{STYLED} is down"), step=None)
