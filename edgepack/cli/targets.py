@@ -128,7 +128,9 @@ def validate(
 def new(
     name: str = typer.Argument(..., help="Name of the new profile (the file will be NAME.yaml)."),
     base: str = typer.Option(..., "--from", help="The profile it extends."),
-    directory: Path = typer.Option(Path("targets"), "--dir", help="Where to write it."),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", help="Where to write it [default: ./targets, or the user profile folder where ./targets holds the built-ins]."
+    ),
 ) -> None:
     """Write a commented profile that extends another; never overwrites."""
     from edgepack.profile.edit import new_profile

@@ -37,6 +37,21 @@ def user_dir() -> Path:
     return Path(platformdirs.user_config_dir("edgepack")) / "targets"
 
 
+def own_profile_dir() -> Path:
+    """Return where a new profile of the user's goes: ``./targets/``, or the user directory where
+    ``./targets/`` is the built-in folder (run from a source checkout), so a user's profiles
+    never land among the shipped ones."""
+    project = Path.cwd() / "targets"
+    if project.resolve() == builtin_dir().resolve():
+        return user_dir()
+    return project
+
+
+def is_builtin_dir(path: Path) -> bool:
+    """Whether PATH is the folder of the built-in profiles."""
+    return Path(path).resolve() == builtin_dir().resolve()
+
+
 @dataclass(frozen=True)
 class SearchDir:
     origin: str  # "project", "user" or "builtin"

@@ -359,19 +359,21 @@ TUNED_MARK = "# Tuned by `edgepack tune`"
 
 
 def _tuned_path(name: str, target: str) -> Path:
-    """Check the tuned profile's NAME and return its path, ./targets/NAME.yaml.
+    """Check the tuned profile's NAME and return its path, ./targets/NAME.yaml (the user's profile
+    folder where ./targets holds the built-ins).
 
     Raises:
         EdgepackError: not a profile name, the target itself, or a file that a person wrote (never overwritten).
     """
     from edgepack.profile.edit import NAME_PATTERN
+    from edgepack.profile.store import own_profile_dir
 
     if not NAME_PATTERN.match(name) or name == target:
         raise EdgepackError(
             f"--save-as {name}: " + ("the tuned profile cannot replace the target it extends" if name == target else "not a profile name"),
             hint=f"use lower-case letters, digits, '.', '_' and '-', e.g. --save-as {target}-tuned",
         )
-    path = Path("targets") / f"{name}.yaml"
+    path = own_profile_dir() / f"{name}.yaml"
     if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
         raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
     return path

@@ -172,3 +172,24 @@ def test_an_unwritable_profile_directory_is_one_line():
     assert result.exit_code == 2, result.output
     assert "cannot write the profile /sys/edgepack-targets/lab.yaml" in " ".join(result.output.split())
     assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_new_from_the_source_checkout_never_writes_among_the_builtins(monkeypatch, isolated_user_dirs):
+    from edgepack.profile.store import builtin_dir, user_dir
+
+    monkeypatch.chdir(builtin_dir().parent)  # ./targets is the built-in folder here
+    stray = builtin_dir() / "lab-checkout.yaml"
+    try:
+        created = run("targets", "new", "lab-checkout", "--from", "pixel-8")
+        assert created.exit_code == 0, created.output
+        assert not stray.exists()
+        assert (user_dir() / "lab-checkout.yaml").is_file() and str(user_dir()) in created.output.replace("\n", "")
+        edited = run("targets", "set", "lab-checkout", "build.precision=int8")
+        assert edited.exit_code == 0, edited.output
+        assert "precision: int8" in run("targets", "show", "lab-checkout", "--resolved").output
+        into_builtins = run("targets", "new", "lab-checkout2", "--from", "pixel-8", "--dir", "targets")
+        assert into_builtins.exit_code == 2 and "built-in" in into_builtins.output
+        assert not (builtin_dir() / "lab-checkout2.yaml").exists()
+    finally:
+        stray.unlink(missing_ok=True)
+        (builtin_dir() / "lab-checkout2.yaml").unlink(missing_ok=True)
