@@ -25,8 +25,26 @@ def report_error(exc: EdgepackError) -> None:
         err_console.print(f"[yellow]hint:[/] {plain(exc.hint)}", highlight=False)
 
 
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
 class ErrorBoundary(TyperGroup):
     """Turn EdgepackError (and any other failure) into a short message and an exit code."""
+
+    def parse_args(self, ctx, args):
+        # typer's --show-completion / --install-completion take a shell's name only where they cannot
+        # detect one from the parent processes, and ignore it otherwise: `--show-completion bash`
+        # failed in a detached job ("Shell  not supported"). A named shell is used as named.
+        if len(args) >= 2 and args[0] in ("--show-completion", "--install-completion") and args[1] in SHELLS:
+            from typer.completion import get_completion_script, install
+
+            if args[0] == "--show-completion":
+                typer.echo(get_completion_script(prog_name="edgepack", complete_var="_EDGEPACK_COMPLETE", shell=args[1]))
+            else:
+                shell, path = install(shell=args[1], prog_name="edgepack", complete_var="_EDGEPACK_COMPLETE")
+                typer.echo(f"{shell} completion installed in {path}; it takes effect in a new terminal")
+            ctx.exit(0)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
