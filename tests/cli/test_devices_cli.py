@@ -143,3 +143,21 @@ def test_add_refuses_a_key_that_is_missing_or_not_a_private_key(tmp_path):
         result = run("devices", "add", "pi", "--host", "h", "--key", key, "--inventory", inventory)
         assert result.exit_code == 2 and expected in result.output, result.output
     assert not (tmp_path / "lab.yaml").exists()
+
+
+def test_a_piped_device_list_prints_every_path_whole(tmp_path):
+    import os
+
+    inventory = tmp_path / "lab.yaml"
+    python = "/opt/lab-tools/raspberry-pi-4-field-kit/virtual-environments/edgepack-device/bin/python3.11"
+    added = run("devices", "add", "field-pi-with-a-long-name", "--host", "pi-4-in-the-greenhouse.lab.example.org", "--user", "pi",
+                "--python", python, "--workdir", "/srv/edgepack/benches/field-pi-with-a-long-name", "--inventory", str(inventory))
+    assert added.exit_code == 0, added.output
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "edgepack", "devices", "list", "--inventory", str(inventory)],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    for value in (python, "pi-4-in-the-greenhouse.lab.example.org", "field-pi-with-a-long-name", "/srv/edgepack/benches/field-pi-with-a-long-name"):
+        assert any(value in line for line in lines), (value, piped.stdout)
+    assert "…" not in piped.stdout

@@ -193,3 +193,15 @@ def test_new_from_the_source_checkout_never_writes_among_the_builtins(monkeypatc
     finally:
         stray.unlink(missing_ok=True)
         (builtin_dir() / "lab-checkout2.yaml").unlink(missing_ok=True)
+
+
+def test_a_piped_target_list_prints_every_column_whole():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "edgepack", "targets", "list"], capture_output=True, text=True, timeout=60, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout
+    header = next(line for line in piped.stdout.splitlines() if "name" in line)
+    assert all(col in header for col in ("family", "format", "precision", "engine", "source"))
+    assert any("raspberry-pi-4" in line and "raspberry-pi" in line.split("raspberry-pi-4", 1)[1] for line in piped.stdout.splitlines())
