@@ -117,7 +117,7 @@ def tune(
     import optuna
 
     from edgepack.benchmark import BenchOptions
-    from edgepack.profile.store import Catalog
+    from edgepack.profile.store import Catalog, is_profile_path
     from edgepack.tuning.space import search_space
 
     if not 1 <= trials <= MAX_TRIALS:
@@ -135,6 +135,8 @@ def tune(
             raise EdgepackError(f"{option} {path}: no such file or directory", hint=f"check the {'model' if option == 'MODEL' else 'data'} path")
     catalog = Catalog()
     profile = catalog.load(target).profile
+    if is_profile_path(target):  # a profile file: the tuned profile extends it by its full path
+        target = str(Path(target).resolve())
     space = search_space(profile)
     if data is None and "int8" in space["precision"]:
         raise EdgepackError(
@@ -142,7 +144,7 @@ def tune(
             hint="pass --data FILE, or narrow it in the profile: tune: {precision: [fp16]}",
         )
     _check_device(device, inventory)
-    tuned_path = _tuned_path(save_as or f"{target}-tuned", target)
+    tuned_path = _tuned_path(save_as or f"{profile.name}-tuned", profile.name)
 
     from edgepack.model.source import sha256_path
 
@@ -150,7 +152,7 @@ def tune(
     # data and resolved profile (budgets included); anything else is a new study.
     basis = json.dumps({"space": space, "objectives": list(objectives), "profile": profile.model_dump(mode="json"),
                         "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
-    name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
+    name = study_name or f"{sha256_path(model)[:12]}-{profile.name}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
     work = (Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}").resolve()
     from edgepack.tuning.builds import BuildInputs
 

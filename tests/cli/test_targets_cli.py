@@ -205,3 +205,23 @@ def test_a_piped_target_list_prints_every_column_whole():
     header = next(line for line in piped.stdout.splitlines() if "name" in line)
     assert all(col in header for col in ("family", "format", "precision", "engine", "source"))
     assert any("raspberry-pi-4" in line and "raspberry-pi" in line.split("raspberry-pi-4", 1)[1] for line in piped.stdout.splitlines())
+
+
+def test_a_profile_file_path_works_wherever_a_target_name_does(isolated_user_dirs):
+    from edgepack.profile.store import load_target
+
+    lab = isolated_user_dirs / "my-lab"
+    lab.mkdir()
+    (lab / "pi.yaml").write_text("extends: raspberry-pi-4\nbuild: {precision: fp16}\n")
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "pi-tuned.yaml").write_text("extends: raspberry-pi-4\n")
+    assert load_target("./my-lab/pi.yaml").build.precision.value == "fp16"
+    shown = run("targets", "show", "targets/pi-tuned.yaml")
+    assert shown.exit_code == 0 and "extends: raspberry-pi-4" in shown.output
+    resolved = run("targets", "show", "./my-lab/pi.yaml", "--resolved")
+    assert resolved.exit_code == 0 and "precision: fp16" in resolved.output
+    edited = run("targets", "set", "my-lab/pi.yaml", "bench.runs=50")
+    assert edited.exit_code == 0, edited.output
+    assert "runs: 50" in (lab / "pi.yaml").read_text()
+    missing = run("targets", "show", "./my-lab/nope.yaml")
+    assert missing.exit_code == 2 and "my-lab/nope.yaml: no such file" in missing.output and "Traceback" not in missing.output
