@@ -68,3 +68,19 @@ def test_a_named_shell_gets_its_completion_script_with_no_shell_among_the_parent
     for shell, mark in (("bash", "_edgepack_completion()"), ("zsh", "#compdef edgepack")):
         result = subprocess.run([sys.executable, "-c", DETACHED, "--show-completion", shell], capture_output=True, text=True, timeout=60)
         assert mark in result.stdout, (shell, result.stdout, result.stderr)
+
+
+def test_help_reads_as_written_no_bool_types_no_braces_no_lost_defaults():
+    import re
+
+    for args in (["build", "--help"], ["bench", "--help"], ["deploy", "--help"], ["targets", "set", "--help"], ["--help"]):
+        result = run(*args, env={"COLUMNS": "200"})
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "<bool>" not in out, args
+        assert not re.search(r"\{\w+\}", out), args  # "{model}" in a usage line
+        assert not re.search(r"\w \.(\s|$)", out, re.M), args  # "Timed runs ." where "[default: ...]" was swallowed
+    build = run("build", "--help", env={"COLUMNS": "200"}).stdout
+    assert "Usage: edgepack build [OPTIONS] MODEL" in build and "Bundle directory [default: build/<model>-<target>]." in build
+    bench = run("bench", "--help", env={"COLUMNS": "200"}).stdout
+    assert "Timed runs [default: the profile's bench.runs]." in bench
