@@ -290,3 +290,31 @@ def test_a_script_without_a_main_guard_runs_once_with_workers(isolated_user_dirs
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("script ran") == 1 and "trials 2 ['complete', 'complete']" in proc.stdout
+
+
+def _start_study(model, **kw):
+    """Create (or reopen) a study without running a trial: the time allowed is over before the first."""
+    from edgepack.tuning.study import tune as run_tune
+
+    return run_tune(model, "pi", trials=1, timeout_s=1e-9, study_name="lab", **kw)
+
+
+def test_a_named_study_is_refused_for_another_model_or_data(isolated_user_dirs, tmp_path):
+    from edgepack.errors import EdgepackError
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    first.write_bytes(b"model a")
+    second.write_bytes(b"model b")
+    _start_study(first)
+    _start_study(first)  # the same model again: the study goes on
+    with pytest.raises(EdgepackError) as exc:
+        _start_study(second)
+    assert exc.value.message == "study 'lab' was run with another model" and "--study" in exc.value.hint
+    data = tmp_path / "d.npz"
+    import numpy as np
+
+    np.savez(data, x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2, np.int64))
+    with pytest.raises(EdgepackError) as exc:
+        _start_study(first, eval_data=data)
+    assert exc.value.message == "study 'lab' was run with other data"

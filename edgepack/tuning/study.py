@@ -148,11 +148,14 @@ def tune(
 
     from edgepack.model.source import sha256_path
 
-    # What the stored trials depend on: a study is only continued with the same space, objectives,
-    # data and resolved profile (budgets included); anything else is a new study.
-    basis = json.dumps({"space": space, "objectives": list(objectives), "profile": profile.model_dump(mode="json"),
+    # What the stored trials depend on: a study is only continued with the same model, device, space,
+    # objectives, data and resolved profile (budgets included); anything else is a new study, and a
+    # name given with --study that was used for anything else is refused.
+    model_sha = sha256_path(model)
+    basis = json.dumps({"model": model_sha, "device": device, "space": space, "objectives": list(objectives),
+                        "profile": profile.model_dump(mode="json"),
                         "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
-    name = study_name or f"{sha256_path(model)[:12]}-{profile.name}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
+    name = study_name or f"{model_sha[:12]}-{profile.name}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
     work = (Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}").resolve()
     from edgepack.tuning.builds import BuildInputs
 
@@ -168,7 +171,7 @@ def tune(
         )
         if study.user_attrs.get("basis", basis) != basis:
             raise EdgepackError(
-                f"study '{name}' was run with another search space, objectives, data or profile",
+                f"study '{name}' was run with {_what_differs(study.user_attrs.get('basis'), basis)}",
                 hint="drop --study to start a study for these settings, or give a new name",
             )
         study.set_user_attr("basis", basis)
@@ -181,6 +184,17 @@ def tune(
         raise
     runner.close()
     return _summarise(study, name, target, device, list(objectives), tuned_path, work)
+
+
+def _what_differs(stored: str | None, basis: str) -> str:
+    """Say what a study was run with that differs from BASIS: "another model", "another device and data"..."""
+    try:
+        old, new = json.loads(stored), json.loads(basis)
+    except (TypeError, ValueError):
+        return "settings this edgepack cannot read"
+    words = {"model": "another model", "device": "another device", "space": "another search space", "objectives": "other objectives",
+             "profile": "another profile", "data": "other data"}
+    return " and ".join([word for key, word in words.items() if old.get(key) != new.get(key)] or ["other settings"])
 
 
 def _runner(inputs, work: Path, workers: int, ray_address: str | None):
