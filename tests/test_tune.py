@@ -318,3 +318,69 @@ def test_a_named_study_is_refused_for_another_model_or_data(isolated_user_dirs, 
     with pytest.raises(EdgepackError) as exc:
         _start_study(first, eval_data=data)
     assert exc.value.message == "study 'lab' was run with other data"
+
+
+def _tune_cli(tmp_path, *extra):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"model")
+    return runner.invoke(app, ["tune", str(model), "-t", "pi", "--trials", "1", *extra])
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("data-is-a-file", "cannot make"),
+    ("store-is-a-directory", "is a directory, not the tune studies' database"),
+    ("store-is-text", "it is not an SQLite database"),
+    ("store-of-another-revision", "written by another version of Optuna"),
+])
+def test_an_unusable_tune_store_is_one_line_and_exit_2(isolated_user_dirs, tmp_path, monkeypatch, storage, expected):
+    import sqlite3
+
+    from edgepack.tuning.study import storage_path
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    if storage == "data-is-a-file":
+        blocker = tmp_path / "data-file"
+        blocker.write_text("not a folder")
+        monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+    else:
+        path = storage_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if storage == "store-is-a-directory":
+            path.mkdir()
+        elif storage == "store-is-text":
+            path.write_text("these are my notes, not a database\n" * 100)
+        else:
+            _start_study(tmp_path / "m.keras") if (tmp_path / "m.keras").write_bytes(b"model") else None
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.z'")
+    result = _tune_cli(tmp_path)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_a_save_as_name_too_long_or_a_directory_in_the_way_is_one_line(isolated_user_dirs, tmp_path):
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    long_name = _tune_cli(tmp_path, "--save-as", "p" * 300)
+    assert long_name.exit_code == 2 and "longer than 100 characters" in long_name.output, long_name.output
+    (isolated_user_dirs / "targets" / "pi-tuned.yaml").mkdir()
+    in_the_way = _tune_cli(tmp_path)
+    assert in_the_way.exit_code == 2 and "pi-tuned.yaml is a directory" in in_the_way.output, in_the_way.output
+
+
+def test_two_tunes_making_a_fresh_store_at_once_both_open_it(isolated_user_dirs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from edgepack.tuning.study import make_sampler, open_study\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        "open_study(sys.argv[2], ['minimize'], make_sampler('random'))\n"
+        "print('opened')\n"
+    )
+    start = __import__("time").time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), f"s{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ)) for i in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]

@@ -65,13 +65,67 @@ class TuneResult:
         return {"study": self.study, "trials": [t.to_dict() for t in self.trials], "pareto": self.pareto, "chosen": chosen}
 
 
-def storage_url() -> str:
-    """The durable Optuna storage: ``<user data dir>/tune.sqlite3``."""
+def storage_path() -> Path:
+    """Where the studies live: ``<user data dir>/tune.sqlite3``."""
     import platformdirs
 
-    path = Path(platformdirs.user_data_dir("edgepack")) / "tune.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(platformdirs.user_data_dir("edgepack")) / "tune.sqlite3"
+
+
+def storage_url() -> str:
+    """The durable Optuna storage: ``<user data dir>/tune.sqlite3``.
+
+    Raises:
+        EdgepackError: its folder cannot be made, or a directory stands in its place."""
+    path = storage_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgepackError(f"cannot make {path.parent} for the tune studies: {exc.strerror}",
+                            hint="make that folder writable, or set XDG_DATA_HOME to one that is") from None
+    if path.is_dir():
+        raise EdgepackError(f"{path} is a directory, not the tune studies' database", hint="move it aside; edgepack makes a new database there")
     return f"sqlite:///{path}"
+
+
+def open_study(name: str, directions: list[str], sampler):
+    """Create or reopen the study NAME in the durable storage.
+
+    Two tunes that make a fresh storage at once race to create its tables: the loser tries again.
+
+    Raises:
+        EdgepackError: a storage that is not a readable, writable SQLite database of a known revision.
+    """
+    import time
+
+    import optuna
+
+    url = storage_url()
+    attempts = 8
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=url, directions=directions, sampler=sampler, load_if_exists=True)
+        except Exception as exc:  # sqlalchemy's, sqlite3's and optuna's errors alike: the storage cannot be used
+            text = str(exc)
+            racing = any(n in text for n in ("already exists", "UNIQUE constraint failed", "is locked"))
+            if racing and attempt < attempts - 1:  # another tune made the tables (or the study) meanwhile
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            raise EdgepackError(
+                f"cannot use {storage_path()} for the tune studies: {_storage_problem(text)}",
+                hint="move that file aside (edgepack makes a new one; its studies are then forgotten), or make it writable",
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _storage_problem(text: str) -> str:
+    lowered = text.lower()
+    for needle, words in (("readonly", "it is read-only"), ("read-only", "it is read-only"), ("not a database", "it is not an SQLite database"),
+                          ("unable to open", "it cannot be opened"), ("revision", "it was written by another version of Optuna"),
+                          ("no longer compatible", "it was written by another version of Optuna"), ("is locked", "it is locked by another process")):
+        if needle in lowered:
+            return words
+    return (text.splitlines() or ["unknown error"])[0][:200]
 
 
 def tune(
@@ -162,13 +216,7 @@ def tune(
     runner = _runner(BuildInputs(model, data, eval_data, train_data), work, workers, ray_address)  # Ray joined before anything is written
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage_url(),
-            directions=["minimize"] * len(objectives),
-            sampler=make_sampler(sampler, workers),
-            load_if_exists=True,
-        )
+        study = open_study(name, ["minimize"] * len(objectives), make_sampler(sampler, workers))
         if study.user_attrs.get("basis", basis) != basis:
             raise EdgepackError(
                 f"study '{name}' was run with {_what_differs(study.user_attrs.get('basis'), basis)}",
@@ -384,12 +432,16 @@ def _tuned_path(name: str, target: str) -> Path:
     from edgepack.profile.edit import NAME_PATTERN
     from edgepack.profile.store import own_profile_dir
 
-    if not NAME_PATTERN.match(name) or name == target:
+    if not NAME_PATTERN.match(name) or name == target or len(name) > 100:
         raise EdgepackError(
-            f"--save-as {name}: " + ("the tuned profile cannot replace the target it extends" if name == target else "not a profile name"),
+            f"--save-as {name[:60]}{'…' if len(name) > 60 else ''}: "
+            + ("the tuned profile cannot replace the target it extends" if name == target
+               else "longer than 100 characters" if len(name) > 100 else "not a profile name"),
             hint=f"use lower-case letters, digits, '.', '_' and '-', e.g. --save-as {target}-tuned",
         )
     path = own_profile_dir() / f"{name}.yaml"
+    if path.is_dir():
+        raise EdgepackError(f"{path} is a directory: the tuned profile cannot be written there", hint="move it aside, or pick another --save-as")
     if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
         raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
     return path
