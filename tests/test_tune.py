@@ -384,3 +384,38 @@ def test_two_tunes_making_a_fresh_store_at_once_both_open_it(isolated_user_dirs,
                               text=True, env=dict(os.environ)) for i in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
+
+
+def test_benches_on_one_device_wait_for_each_other_across_processes(isolated_user_dirs):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from edgepack.tuning.study import device_lock
+
+    holder = ("import sys\nfrom edgepack.tuning.study import device_lock\n"
+              "with device_lock('pi4'):\n    print('held', flush=True)\n    sys.stdin.readline()\n")
+    for release in ("done", "killed"):
+        proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+        assert proc.stdout.readline().strip() == "held"
+        entered = threading.Event()
+
+        def bench_here():
+            with device_lock("pi4"):
+                entered.set()
+
+        other = threading.Thread(target=bench_here)
+        other.start()
+        with device_lock("orin"):  # another device is not held up
+            pass
+        assert not entered.wait(0.5)  # the other process benches on pi4: this one waits
+        if release == "done":
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(signal.SIGKILL)  # a killed tune leaves no stale lock
+        assert entered.wait(30)
+        other.join()
+        proc.wait(timeout=30)

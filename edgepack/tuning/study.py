@@ -20,112 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgepack.errors import EdgepackError
+from edgepack.tuning.outcome import OBJECTIVES, TrialResult, TuneResult, summarise, tuned_path, what_differs
+from edgepack.tuning.storage import device_lock, make_sampler, open_study, storage_path, storage_url
+
+__all__ = ["tune", "TrialResult", "TuneResult", "make_sampler", "open_study", "storage_path", "storage_url", "device_lock"]
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-OBJECTIVES = {"p90": "p90_ms", "size": "size_kb", "memory": "peak_mb"}
 DEFAULT_OBJECTIVES = ("p90", "size")
 MAX_TRIALS = 10_000
 MAX_WORKERS = 64
-
-
-@dataclass
-class TrialResult:
-    number: int
-    params: dict[str, Any]
-    state: str  # complete | failed
-    values: dict[str, Optional[float]] = field(default_factory=dict)  # p90_ms, size_kb, peak_mb, accuracy, top1_agreement
-    meets_budgets: bool = False
-    failures: list[str] = field(default_factory=list)  # budgets missed, or the error that failed the trial
-    bundle: Optional[str] = None
-    built: dict[str, Any] = field(default_factory=dict)  # what the build became (recovery may climb to another precision)
-    same_as: Optional[int] = None  # the earlier trial whose build this one's settings make: its figures, not measured again
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {k: (v if v is None or math.isfinite(v) else None) for k, v in self.values.items()}  # unmeasured: null
-        return {"number": self.number, "params": self.params, "values": values, "state": self.state,
-                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle, "built": self.built,
-                "same_as": self.same_as}
-
-
-@dataclass
-class TuneResult:
-    study: str
-    target: str
-    device: str
-    objectives: list[str]
-    trials: list[TrialResult]
-    pareto: list[int]  # trial numbers on the Pareto front, among those meeting every budget
-    chosen: Optional[TrialResult] = None
-    profile: Optional[Path] = None  # the tuned profile written for the chosen trial
-
-    def to_dict(self) -> dict[str, Any]:
-        chosen = None
-        if self.chosen is not None:
-            chosen = {"number": self.chosen.number, "profile": str(self.profile) if self.profile else None, "bundle": self.chosen.bundle}
-        return {"study": self.study, "trials": [t.to_dict() for t in self.trials], "pareto": self.pareto, "chosen": chosen}
-
-
-def storage_path() -> Path:
-    """Where the studies live: ``<user data dir>/tune.sqlite3``."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("edgepack")) / "tune.sqlite3"
-
-
-def storage_url() -> str:
-    """The durable Optuna storage: ``<user data dir>/tune.sqlite3``.
-
-    Raises:
-        EdgepackError: its folder cannot be made, or a directory stands in its place."""
-    path = storage_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgepackError(f"cannot make {path.parent} for the tune studies: {exc.strerror}",
-                            hint="make that folder writable, or set XDG_DATA_HOME to one that is") from None
-    if path.is_dir():
-        raise EdgepackError(f"{path} is a directory, not the tune studies' database", hint="move it aside; edgepack makes a new database there")
-    return f"sqlite:///{path}"
-
-
-def open_study(name: str, directions: list[str], sampler):
-    """Create or reopen the study NAME in the durable storage.
-
-    Two tunes that make a fresh storage at once race to create its tables: the loser tries again.
-
-    Raises:
-        EdgepackError: a storage that is not a readable, writable SQLite database of a known revision.
-    """
-    import time
-
-    import optuna
-
-    url = storage_url()
-    attempts = 8
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(study_name=name, storage=url, directions=directions, sampler=sampler, load_if_exists=True)
-        except Exception as exc:  # sqlalchemy's, sqlite3's and optuna's errors alike: the storage cannot be used
-            text = str(exc)
-            racing = any(n in text for n in ("already exists", "UNIQUE constraint failed", "is locked"))
-            if racing and attempt < attempts - 1:  # another tune made the tables (or the study) meanwhile
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            raise EdgepackError(
-                f"cannot use {storage_path()} for the tune studies: {_storage_problem(text)}",
-                hint="move that file aside (edgepack makes a new one; its studies are then forgotten), or make it writable",
-            ) from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _storage_problem(text: str) -> str:
-    lowered = text.lower()
-    for needle, words in (("readonly", "it is read-only"), ("read-only", "it is read-only"), ("not a database", "it is not an SQLite database"),
-                          ("unable to open", "it cannot be opened"), ("revision", "it was written by another version of Optuna"),
-                          ("no longer compatible", "it was written by another version of Optuna"), ("is locked", "it is locked by another process")):
-        if needle in lowered:
-            return words
-    return (text.splitlines() or ["unknown error"])[0][:200]
 
 
 def tune(
@@ -198,7 +101,7 @@ def tune(
             hint="pass --data FILE, or narrow it in the profile: tune: {precision: [fp16]}",
         )
     _check_device(device, inventory)
-    tuned_path = _tuned_path(save_as or f"{profile.name}-tuned", profile.name)
+    out_path = tuned_path(save_as or f"{profile.name}-tuned", profile.name)
 
     from edgepack.model.source import sha256_path
 
@@ -219,7 +122,7 @@ def tune(
         study = open_study(name, ["minimize"] * len(objectives), make_sampler(sampler, workers))
         if study.user_attrs.get("basis", basis) != basis:
             raise EdgepackError(
-                f"study '{name}' was run with {_what_differs(study.user_attrs.get('basis'), basis)}",
+                f"study '{name}' was run with {what_differs(study.user_attrs.get('basis'), basis)}",
                 hint="drop --study to start a study for these settings, or give a new name",
             )
         study.set_user_attr("basis", basis)
@@ -231,18 +134,7 @@ def tune(
         runner.close(wait=False)  # Ctrl-C or an error: builds still running are not waited for
         raise
     runner.close()
-    return _summarise(study, name, target, device, list(objectives), tuned_path, work)
-
-
-def _what_differs(stored: str | None, basis: str) -> str:
-    """Say what a study was run with that differs from BASIS: "another model", "another device and data"..."""
-    try:
-        old, new = json.loads(stored), json.loads(basis)
-    except (TypeError, ValueError):
-        return "settings this edgepack cannot read"
-    words = {"model": "another model", "device": "another device", "space": "another search space", "objectives": "other objectives",
-             "profile": "another profile", "data": "other data"}
-    return " and ".join([word for key, word in words.items() if old.get(key) != new.get(key)] or ["other settings"])
+    return summarise(study, name, target, device, list(objectives), out_path, work)
 
 
 def _runner(inputs, work: Path, workers: int, ray_address: str | None):
@@ -354,8 +246,13 @@ class _Search:
         if not outcome.passed:
             return _unmeasured(result)
         try:
-            measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
-                             trial={"study": self.study.study_name, "number": number})
+            with device_lock(self.device):  # never two benches on one device, whichever process runs them
+                same = _same_build(self.study, params)  # another tune of this study measured it meanwhile: its figures
+                if same is not None:
+                    original = same["same_as"] if same.get("same_as") is not None else same["number"]
+                    return TrialResult(**{**same, "number": number, "params": params, "same_as": original})
+                measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
+                                 trial={"study": self.study.study_name, "number": number})
         except EdgepackError as exc:
             result.failures = [exc.message]
             return result
@@ -397,96 +294,6 @@ def _unmeasured(result: TrialResult) -> TrialResult:
     return result
 
 
-def _summarise(study, name: str, target: str, device: str, objectives: list[str], tuned_path: Path, work: Path) -> TuneResult:
-    results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
-    feasible = [r for r in results if r.state == "complete" and r.meets_budgets and r.same_as is None
-                and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]  # a repeated build counts once
-    pareto = _pareto(feasible, [OBJECTIVES[o] for o in objectives])
-    chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
-    out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
-    if chosen is not None:
-        out.profile = write_tuned_profile(chosen, target, tuned_path, name, len(results))
-    return out
-
-
-def _pareto(results: list[TrialResult], keys: list[str]) -> list[TrialResult]:
-    def dominated(a: TrialResult) -> bool:
-        return any(
-            all(b.values[k] <= a.values[k] for k in keys) and any(b.values[k] < a.values[k] for k in keys)
-            for b in results if b is not a
-        )
-
-    return sorted((r for r in results if not dominated(r)), key=lambda r: r.number)
-
-
-TUNED_MARK = "# Tuned by `edgepack tune`"
-
-
-def _tuned_path(name: str, target: str) -> Path:
-    """Check the tuned profile's NAME and return its path, ./targets/NAME.yaml (the user's profile
-    folder where ./targets holds the built-ins).
-
-    Raises:
-        EdgepackError: not a profile name, the target itself, or a file that a person wrote (never overwritten).
-    """
-    from edgepack.profile.edit import NAME_PATTERN
-    from edgepack.profile.store import own_profile_dir
-
-    if not NAME_PATTERN.match(name) or name == target or len(name) > 100:
-        raise EdgepackError(
-            f"--save-as {name[:60]}{'…' if len(name) > 60 else ''}: "
-            + ("the tuned profile cannot replace the target it extends" if name == target
-               else "longer than 100 characters" if len(name) > 100 else "not a profile name"),
-            hint=f"use lower-case letters, digits, '.', '_' and '-', e.g. --save-as {target}-tuned",
-        )
-    path = own_profile_dir() / f"{name}.yaml"
-    if path.is_dir():
-        raise EdgepackError(f"{path} is a directory: the tuned profile cannot be written there", hint="move it aside, or pick another --save-as")
-    if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
-        raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
-    return path
-
-
-def write_tuned_profile(chosen: TrialResult, target: str, path: Path, study: str, n_trials: int) -> Path:
-    """Write PATH (./targets/NAME.yaml): the target extended by the chosen trial's settings as built, each commented with what it measured."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    from edgepack.atomic import cannot_write, write_atomic
-    from edgepack.tuning.space import overrides
-
-    v = chosen.values
-    measured = f"p90 {v['p90_ms']:.3f} ms, {v['size_kb']:.1f} KB" + (f", peak {v['peak_mb']:.1f} MB" if v.get("peak_mb") else "")
-    if v.get("accuracy") is not None:
-        measured += f", accuracy {100 * v['accuracy']:.2f}%"
-    elif v.get("top1_agreement") is not None:
-        measured += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
-    doc = CommentedMap(name=path.stem, extends=target)
-    doc.yaml_set_start_comment(f"{TUNED_MARK[2:]} (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
-    build = CommentedMap()
-    params = dict(chosen.params, precision=chosen.built.get("precision") or chosen.params["precision"])  # what recovery made of it
-    for key, value in overrides(params).items():
-        if isinstance(value, dict):
-            section = CommentedMap(value)
-            for sub in value:
-                section.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", sub)
-            build[key] = section
-        else:
-            build[key] = value
-            build.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", key)
-    doc["build"] = build
-    import io
-
-    buf = io.StringIO()
-    YAML(typ="rt").dump(doc, buf)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buf.getvalue())
-    except OSError as exc:
-        raise cannot_write(path, exc, "the tuned profile") from None
-    return path
-
-
 def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The stored result of a finished trial whose settings make the same build as PARAMS, if any."""
     from edgepack.tuning.space import overrides
@@ -497,27 +304,6 @@ def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
         if result and result["state"] == "complete" and overrides(result["params"]) == wanted:
             return result
     return None
-
-
-def make_sampler(kind: str, workers: int = 1, seed: int = 0):
-    """The Optuna sampler `edgepack tune --sampler KIND` uses (seeded: a study is repeatable)."""
-    import optuna
-
-    # Several builds at once: TPE assumes the running trials land where it last looked (constant
-    # liar), so that they do not all ask for the same point.
-    # Multivariate TPE models the settings together (precision and pruning interact): on the
-    # digits grid of scripts/bench_tune.py it needs about a third fewer trials than independent TPE.
-    if kind == "tpe":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, constant_liar=workers > 1)
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    # random, and the grid: every grid point is enqueued in turn (optuna's GridSampler stops the
-    # study from inside `tell`, which only works under `optimize`); the sampler fills the rest.
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _grid_left(space: dict[str, list[Any]], finished) -> list[dict[str, Any]]:
