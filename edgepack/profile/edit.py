@@ -67,8 +67,9 @@ def set_values(catalog: Catalog, name: str, assignments: list[str]) -> LoadedPro
     yaml = YAML(typ="rt")
     yaml.width = 4096  # never re-wrap the user's lines
     yaml.dump(doc, buf)
+    target = source.path.resolve()  # a linked profile is written through its link, the link kept
     try:
-        write_atomic(source.path, buf.getvalue())
+        write_atomic(target, buf.getvalue())
     except OSError as exc:
         raise cannot_write(source.path, exc, "the profile") from None
     return loaded

@@ -225,3 +225,21 @@ def test_a_profile_file_path_works_wherever_a_target_name_does(isolated_user_dir
     assert "runs: 50" in (lab / "pi.yaml").read_text()
     missing = run("targets", "show", "./my-lab/nope.yaml")
     assert missing.exit_code == 2 and "my-lab/nope.yaml: no such file" in missing.output and "Traceback" not in missing.output
+
+
+def test_set_writes_through_a_linked_profile(isolated_user_dirs):
+    real = isolated_user_dirs / "dotfiles" / "lab.yaml"
+    real.parent.mkdir()
+    real.write_text("extends: raspberry-pi-4\n")
+    (isolated_user_dirs / "targets").mkdir()
+    link = isolated_user_dirs / "targets" / "lab.yaml"
+    link.symlink_to(real)
+    assert run("targets", "set", "lab", "bench.runs=50").exit_code == 0
+    assert link.is_symlink() and "runs: 50" in real.read_text()
+
+
+def test_a_tune_section_beyond_the_builds_limits_is_refused_up_front(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "lab.yaml").write_text("extends: raspberry-pi-4\ntune: {fine_tune_epochs: [10, 5000]}\n")
+    result = run("targets", "validate", "targets/lab.yaml")
+    assert result.exit_code == 2 and "tune.fine_tune_epochs values are at least 1 and at most 1000" in result.output, result.output
