@@ -419,3 +419,56 @@ def test_benches_on_one_device_wait_for_each_other_across_processes(isolated_use
         assert entered.wait(30)
         other.join()
         proc.wait(timeout=30)
+
+
+def test_a_trial_left_running_by_a_killed_tune_is_failed_by_the_next(isolated_user_dirs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    from edgepack.tuning.study import open_study
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    killed = ("import time\nfrom edgepack.tuning.study import make_sampler, open_study\nfrom edgepack.tuning.storage import claim_trial\n"
+              "study = open_study('lab', ['minimize', 'minimize'], make_sampler('random'))\n"
+              "claim_trial(study.ask())\nprint('asked', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", killed], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    assert proc.stdout.readline().strip() == "asked"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    model = tmp_path / "a.keras"
+    model.write_bytes(b"model a")
+    _start_study(model)
+    study = open_study("lab", ["minimize", "minimize"], None)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_build_process_ends_when_its_tune_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = "import time\nfrom edgepack.tuning.builds import exit_with_parent\nexit_with_parent()\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    parent = ("import subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True)\n"
+              "print(p.pid, p.stdout.readline().strip(), flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    pid, state = proc.stdout.readline().split()
+    build = int(pid)
+    assert state == "ready"  # the build runs, watching its parent
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for _ in range(100):
+        try:
+            os.kill(build, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(build, signal.SIGKILL)
+        raise AssertionError("the build process outlived its tune")

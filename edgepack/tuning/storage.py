@@ -80,6 +80,47 @@ def _storage_problem(text: str) -> str:
 
 
 
+def claim_trial(trial) -> None:
+    """Record which process runs TRIAL (host and pid), so that a later run can tell it was orphaned."""
+    import os
+    import socket
+
+    trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def fail_orphans(study) -> list[int]:
+    """Mark failed the trials of STUDY left running by a process of this host that is gone (killed mid-study).
+
+    Returns:
+        The numbers of the trials it failed.
+    """
+    import os
+    import socket
+
+    import optuna
+
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner") or {}
+        if owner.get("host") != host or not isinstance(owner.get("pid"), int) or _alive(owner["pid"]) or owner["pid"] == os.getpid():
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
+
+
 def lock_path(device: str) -> Path:
     """The lock file of DEVICE's benches (in the user cache directory)."""
     import platformdirs

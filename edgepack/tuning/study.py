@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from edgepack.errors import EdgepackError
 from edgepack.tuning.outcome import OBJECTIVES, TrialResult, TuneResult, summarise, tuned_path, what_differs
-from edgepack.tuning.storage import device_lock, make_sampler, open_study, storage_path, storage_url
+from edgepack.tuning.storage import claim_trial, device_lock, fail_orphans, make_sampler, open_study, storage_path, storage_url
 
 __all__ = ["tune", "TrialResult", "TuneResult", "make_sampler", "open_study", "storage_path", "storage_url", "device_lock"]
 
@@ -126,6 +126,7 @@ def tune(
                 hint="drop --study to start a study for these settings, or give a new name",
             )
         study.set_user_attr("basis", basis)
+        fail_orphans(study)  # trials a killed run left "running": failed, never counted
         (work / "targets").mkdir(parents=True, exist_ok=True)
         search = _Search(study=study, space=space, objectives=list(objectives), profile=profile, device=device, inventory=inventory,
                          db=db, options=options or BenchOptions(), work=work, on_trial=on_trial, on_start=on_start)
@@ -188,6 +189,7 @@ class _Search:
                             break
                         self.study.enqueue_trial(points.pop(0))
                     trial, left = self.study.ask(), left - 1
+                    claim_trial(trial)
                     self.asked[trial.number] = trial
                     params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
                     if self._tell_same_build(trial, params):
