@@ -61,7 +61,8 @@ def what_differs(stored: str | None, basis: str) -> str:
     return " and ".join([word for key, word in words.items() if old.get(key) != new.get(key)] or ["other settings"])
 
 
-def summarise(study, name: str, target: str, device: str, objectives: list[str], tuned_path: Path, work: Path) -> TuneResult:
+def summarise(study, name: str, target: str, device: str, objectives: list[str], profile_path: Path, work: Path) -> TuneResult:
+    """Read every finished trial of STUDY, find the Pareto front and the chosen trial, and write its profile to PROFILE_PATH."""
     results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
     feasible = [r for r in results if r.state == "complete" and r.meets_budgets and r.same_as is None
                 and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]  # a repeated build counts once
@@ -69,7 +70,7 @@ def summarise(study, name: str, target: str, device: str, objectives: list[str],
     chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
     out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
     if chosen is not None:
-        out.profile = write_tuned_profile(chosen, target, tuned_path, name, len(results))
+        out.profile = write_tuned_profile(chosen, target, profile_path, name, len(results))
     return out
 
 
