@@ -159,7 +159,13 @@ def render_deployment(deployment, as_json: bool) -> None:
             from edgepack.results.report import gate_table
 
             for check in deployment.gate.checks:
-                console.print(gate_table(check.rows, deployment.gate.baseline.run.label, f"{check.run.label} ({check.run.target} on {check.run.device})"))
+                this = f"{check.run.label} ({check.run.target} on {check.run.device})"
+                if check.baseline is None:
+                    console.print(f"[yellow]regression gate:[/] {plain(this)}: {plain(check.note)}", highlight=False)
+                    continue
+                console.print(gate_table(check.rows, check.baseline.label, this))
+                if check.note:
+                    console.print(f"[yellow]note:[/] {plain(check.note)}", highlight=False)
     deployment.raise_for_failures()
 
 
@@ -172,6 +178,11 @@ def deployment_json(deployment):
 
     def with_gate(doc: dict, run_id) -> dict:
         rows = gate.rows_for(run_id) if gate else None
+        check = next((c for c in gate.checks if c.run.id == run_id), None) if gate else None
+        if check is not None:
+            doc["baseline"] = check.baseline.id if check.baseline is not None else None
+            if check.note:
+                doc["baseline_note"] = check.note
         if rows is not None:
             doc["regression"] = [
                 {"measure": g.measure, "unit": g.unit, "baseline": g.baseline, "current": g.current,
@@ -236,8 +247,12 @@ def render_bench(result) -> None:
 
     load = r.load
     if load:
-        table.add_row("load, cold (median)", f"{fmt_num(_median(load.cold_ms))} ms" + ("" if load.cold_evicted else " (cache not evicted)"), "")
-        table.add_row("load, warm (median)", f"{fmt_num(_median(load.warm_ms))} ms", "")
+        cold, warm = _median(load.cold_ms), _median(load.warm_ms)
+        cold_note = "" if load.cold_evicted else " (cache not evicted)"
+        if cold is not None and warm is not None and cold < warm:  # an evicted file cannot load faster: the spread of a few loads
+            cold_note += " [yellow]below the warm load: noise, not a faster start[/]"
+        table.add_row(f"load, cold: fresh process, file evicted (median of {len(load.cold_ms)})", f"{fmt_num(cold)} ms{cold_note}", "")
+        table.add_row(f"load, warm: fresh process, file cached (median of {len(load.warm_ms)})", f"{fmt_num(warm)} ms", "")
         _load_rows(table, load, r.memory)
     table.add_row("first inference", f"{fmt_num(r.first_inference_ms)} ms", "")
     lat = r.latency_ms
@@ -275,7 +290,7 @@ def _load_rows(table, load, memory) -> None:
     """The load's detail: its phases and memory, the load-optimised form beside it, and time to first answer."""
     phases = getattr(load, "phases_ms", None)
     if phases:
-        _phase_rows(table, "load phases (warm, median)", phases)
+        _phase_rows(table, "warm load by phase (median of each, summed; timed apart from the loads above)", phases)
     if getattr(load, "import_ms", None) is not None:
         table.add_row("runtime import (warm, median)", f"{fmt_num(load.import_ms)} ms", "")
     if memory is not None and getattr(memory, "load_mb", None) is not None:
@@ -283,7 +298,10 @@ def _load_rows(table, load, memory) -> None:
     opt = getattr(load, "optimized", None)
     if opt is not None:
         plain_warm, warm = _median(load.warm_ms), _median(opt.warm_ms)
-        faster = f", {plain_warm / warm:.1f}x the plain warm load" if plain_warm and warm else ""
+        faster = ""
+        if plain_warm and warm:
+            ratio = plain_warm / warm
+            faster = f", {ratio:.1f}x faster than the plain warm load" if ratio >= 1 else f", {1 / ratio:.1f}x slower than the plain warm load"
         table.add_row(f"load, {plain(opt.form)} cold / warm", f"{fmt_num(_median(opt.cold_ms))} / {fmt_num(warm)} ms{faster}", "")
         if opt.import_ms is not None and load.import_ms is not None and opt.import_ms > 2 * load.import_ms + 50:
             table.add_row("  its runtime import", f"{fmt_num(opt.import_ms)} ms", "")
