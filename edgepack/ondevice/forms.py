@@ -101,8 +101,9 @@ t0 = time.perf_counter_ns()
 sys.path.insert(0, sys.argv[1])
 import json
 import edgepack_runtime
+providers = {"providers": sys.argv[9].split(",")} if sys.argv[9] else {}  # the bench's, for an ONNX artifact
 model = edgepack_runtime.load(sys.argv[2], background=sys.argv[4] == "1", form=sys.argv[3], cache_dir=sys.argv[5] or None,
-                              threads=int(sys.argv[6]) if sys.argv[6] else None)
+                              threads=int(sys.argv[6]) if sys.argv[6] else None, **providers)
 time.sleep(float(sys.argv[7]) / 1000.0)  # the app's other start-up work
 import numpy as np
 inputs = [np.zeros([d if d is not None else 1 for d in spec.get("shape") or []], dtype="float32") for spec in model.inputs]
@@ -120,12 +121,17 @@ def find_loader(bundle: str):
     return None
 
 
-def first_answers(args, optimized, notes: list):
-    """Time import-to-first-answer with the loader in fresh processes: plain and optimised, foreground and background."""
+def first_answers(args, optimized, notes: list, engine: str = "tflite"):
+    """Time import-to-first-answer with the loader in fresh processes: plain and optimised, foreground and background.
+
+    An ONNX model is loaded with the bench's execution providers (--providers, else the CPU, as the bench ran),
+    not the profile's: the figure belongs beside the bench's other figures.
+    """
     folder = find_loader(args.bundle)
     if folder is None:
         notes.append("no %s in the bundle or beside the agent: time to first answer not measured" % LOADER)
         return None
+    providers = ",".join(args.providers or ["CPUExecutionProvider"]) if engine != "tflite" else ""
     variants = [("plain", "plain", False), ("plain", "plain", True)]
     if optimized is not None:
         variants += [(optimized["form"], "optimized", False), (optimized["form"], "optimized", True)]
@@ -135,7 +141,7 @@ def first_answers(args, optimized, notes: list):
         for _ in range(max(args.cold_loads, 1)):
             # -B: importing the loader leaves no __pycache__ in the bundle.
             cmd = [sys.executable, "-B", "-c", FIRST_ANSWER_SCRIPT, folder, os.path.abspath(args.bundle), form, "1" if background else "0",
-                   args.load_cache_dir or "", str(args.threads or ""), "%g" % STARTUP_WORK_MS, FIRST_ANSWER_MARK]
+                   args.load_cache_dir or "", str(args.threads or ""), "%g" % STARTUP_WORK_MS, FIRST_ANSWER_MARK, providers]
             try:
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=PROBE_TIMEOUT_S)
             except subprocess.TimeoutExpired:

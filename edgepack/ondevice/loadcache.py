@@ -54,6 +54,8 @@ def checked_entry(entry: str, sha: str, runtime, forms: list):
     recorded again, so that edgepack_runtime.py (which checks only those) uses it.
     """
     path = os.path.join(entry, META)
+    if os.path.islink(entry):
+        return None, "is a symbolic link (the cache holds real directories only)"
     if not os.path.isdir(entry):
         return None, None
     try:
@@ -174,6 +176,8 @@ def prepare_load_cache(args, engine: str, runtime, sha: str, notes: list):
         return entry, meta, False
     if why is not None:
         notes.append("load cache entry %s %s: made again, not used" % (entry, why))
+        if os.path.islink(entry):
+            os.unlink(entry)  # the link itself, never what it points to
         shutil.rmtree(entry, ignore_errors=True)
     prefix = sha[:32] + "-"
     for name in os.listdir(cache_dir):  # the same model's entries for another runtime version are stale now

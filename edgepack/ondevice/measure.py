@@ -49,6 +49,10 @@ def measure_loads(args, report: dict, manifest: dict, model_path: str, engine: s
     if args.load_cache == "off":
         notes.append("runtime.load_cache is off: no load-optimised form made or measured")
         return
+    if os.path.islink(args.load_cache_dir):  # its entries are removed and rewritten: never in a folder it points to
+        report["errors"].append("the load cache %s is a symbolic link: the agent removes and writes files there, so it uses "
+                                "only a real directory (remove the link, or pass --load-cache-dir)" % args.load_cache_dir)
+        return
     prepared = prepare_load_cache(args, engine, runtime, load_cache_sha(manifest, model_path), notes)
     if prepared is not None:
         report["load"]["optimized"] = measure_optimized(args, *prepared, notes=notes)
@@ -83,7 +87,7 @@ def measure(args, report: dict) -> None:
 
     measure_loads(args, report, manifest, model_path, engine, runtime)
     load = report["load"]
-    first_answer = first_answers(args, load.get("optimized"), notes) if not report["errors"] else None
+    first_answer = first_answers(args, load.get("optimized"), notes, engine) if not report["errors"] else None
     load["first_answer"] = first_answer
 
     # The model's memory: the peak is reset (or read) around each step, so the reference check's
