@@ -6,7 +6,8 @@ import hashlib
 import json
 import os
 
-from .common import AgentFailure, SUFFIX_ENGINE, SUFFIX_ENGINES, np, sha256_file
+from .agentbase import AgentFailure, SUFFIX_ENGINE, SUFFIX_ENGINES
+from .common import np, sha256_file
 
 
 def read_bundle(bundle: str, check: bool = True):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from .common import AgentFailure, MAX_RUNS, Spec, np
+from .agentbase import AgentFailure, MAX_RUNS, Spec
+from .common import np
 
 
 def match(manifest_specs, runtime_specs) -> list:

@@ -41,7 +41,7 @@ import sys
 import threading
 import traceback
 
-from .common import AgentFailure, ENGINES, LIMITS, PROTOCOL_VERSION, StdoutGuard, describe
+from .agentbase import AgentFailure, ENGINES, LIMITS, PROTOCOL_VERSION, StdoutGuard, describe
 from .measure import measure
 from .probes import load_probe
 

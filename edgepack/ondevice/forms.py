@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 
-from .common import FIRST_ANSWER_MARK, LOADER, PROBE_TIMEOUT_S, STARTUP_WORK_MS, np
+from .agentbase import FIRST_ANSWER_MARK, LOADER, PROBE_TIMEOUT_S, STARTUP_WORK_MS
+from .common import np
 from .loadcache import write_meta
 from .probes import median_of, median_phases, probe_command, probe_loads, run_probe
 
@@ -101,7 +102,9 @@ t0 = time.perf_counter_ns()
 sys.path.insert(0, sys.argv[1])
 import json
 import edgepack_runtime
-providers = {"providers": sys.argv[9].split(",")} if sys.argv[9] else {}  # the bench's, for an ONNX artifact
+code = edgepack_runtime.load.__code__  # a loader from before providers= takes the profile's
+takes = "providers" in code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+providers = {"providers": sys.argv[9].split(",")} if sys.argv[9] and takes else {}  # the bench's, for an ONNX artifact
 model = edgepack_runtime.load(sys.argv[2], background=sys.argv[4] == "1", form=sys.argv[3], cache_dir=sys.argv[5] or None,
                               threads=int(sys.argv[6]) if sys.argv[6] else None, **providers)
 time.sleep(float(sys.argv[7]) / 1000.0)  # the app's other start-up work
@@ -109,7 +112,7 @@ import numpy as np
 inputs = [np.zeros([d if d is not None else 1 for d in spec.get("shape") or []], dtype="float32") for spec in model.inputs]
 model.predict(*inputs)
 ms = (time.perf_counter_ns() - t0) / 1e6
-print("%s%s" % (sys.argv[8], json.dumps({"ms": ms, "form": model.form, "load_ms": model.load_ms})))
+print("%s%s" % (sys.argv[8], json.dumps({"ms": ms, "form": model.form, "load_ms": model.load_ms, "providers": bool(providers)})))
 """
 
 
@@ -132,6 +135,7 @@ def first_answers(args, optimized, notes: list, engine: str = "tflite"):
         notes.append("no %s in the bundle or beside the agent: time to first answer not measured" % LOADER)
         return None
     providers = ",".join(args.providers or ["CPUExecutionProvider"]) if engine != "tflite" else ""
+    older = "time to first answer: the bundle's %s predates load(providers=...), so it loaded with the profile's providers" % LOADER
     variants = [("plain", "plain", False), ("plain", "plain", True)]
     if optimized is not None:
         variants += [(optimized["form"], "optimized", False), (optimized["form"], "optimized", True)]
@@ -157,6 +161,8 @@ def first_answers(args, optimized, notes: list, engine: str = "tflite"):
                 notes.append("time to first answer: the loader loaded %s, not %s" % (result.get("form"), name))
                 return None
             samples.append(float(result["ms"]))
+            if providers and not result.get("providers") and older not in notes:
+                notes.append(older)
         runs.append({"form": name, "background": background, "ms": samples})
     return {
         "startup_work_ms": STARTUP_WORK_MS,

@@ -8,7 +8,8 @@ import shutil
 import tempfile
 import time
 
-from .common import CACHE_FORMAT, FORM_FILES, META, ONNX_FORMS, STAGING_STALE_S, TFLITE_FORMS, entry_name, first_line, sha256_file
+from .agentbase import FORM_FILES, ONNX_FORMS, STAGING_STALE_S, TFLITE_FORMS, first_line
+from .common import CACHE_FORMAT, META, entry_name, sha256_file
 from .probes import median_of, probe_command, probe_loads, run_probe
 from .tflite import LiteRtCompiled
 

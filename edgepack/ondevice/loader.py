@@ -46,8 +46,7 @@ import time
 from .artifact import AppSpec, LoadError, artifact_sha256, listed_artifact, profile_runtime, read_manifest
 from .backends import AppOrt, AppTFLite
 from .cachemeta import usable_entry
-from .common import LOAD_CACHE_DIR, entry_name, np
-from .system import usable_cores
+from .common import LOAD_CACHE_DIR, entry_name, np, usable_cores
 
 LOADED = {}  # (artifact sha256, threads, form, cache dir, providers) -> Model: what cache=True reuses
 LOADED_LOCK = threading.Lock()

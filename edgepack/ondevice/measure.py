@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import time
 
+from .agentbase import AgentFailure, TRTEXEC_PATHS, first_line
 from .bundle import load_cache_sha, pick_engine, read_bundle
 from .check import check_outputs, match, quantize, reference_calls, stats, timed_runs
-from .common import AgentFailure, LOAD_CACHE_DIR, NUMPY_ERROR, TRTEXEC_PATHS, first_line, np
+from .common import LOAD_CACHE_DIR, NUMPY_ERROR, np, usable_cores
 from .forms import ANSWERS_OK, decide_use, first_answers, measure_optimized
 from .loadcache import checked_entry, prepare_load_cache, write_meta
 from .probes import make_runtime, median_of, median_phases, probe_loads, timed_load
-from .system import reset_peak, rss_mb, system_info, usable_cores
+from .system import reset_peak, rss_mb, system_info
 from .tensorrt import measure_trtexec
 from .trtexec import find_trtexec
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 
-from .common import AgentFailure, FORM_FILES, ORT_DTYPES, Spec, first_line
+from .agentbase import AgentFailure, FORM_FILES, ORT_DTYPES, Spec, first_line
 
 
 class OrtRuntime:

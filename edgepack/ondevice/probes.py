@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 
+from .agentbase import AgentFailure, FORM_FILES, GPU_PROVIDERS, ONNX_FORMS, PROBE_TIMEOUT_S, StdoutGuard, describe, first_line
 from .bundle import pick_engine, read_bundle
 from .check import check_outputs, match
-from .common import AgentFailure, FORM_FILES, GPU_PROVIDERS, NUMPY_ERROR, ONNX_FORMS, PROBE_TIMEOUT_S, StdoutGuard, describe, first_line, np
+from .common import NUMPY_ERROR, np
 from .ort import OrtRuntime
 from .system import evict_page_cache
 from .tflite import LiteRtCompiled, TFLiteRuntime

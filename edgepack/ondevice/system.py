@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 
+from .common import usable_cores
 
 
 def system_info() -> dict:
@@ -41,13 +42,6 @@ def cpu_model():
     except OSError:
         pass
     return platform.processor() or None
-
-
-def usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
 
 
 def memory_total_mb():

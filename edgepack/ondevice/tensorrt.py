@@ -9,8 +9,9 @@ import re
 import shutil
 import tempfile
 
+from .agentbase import AgentFailure, Spec, TRTEXEC_TIMEOUT_S, TRT_CHECK_CALLS
 from .check import check_outputs, quantize, reference_calls, stats
-from .common import AgentFailure, Spec, TRTEXEC_TIMEOUT_S, TRT_CHECK_CALLS, np, sha256_file
+from .common import np, sha256_file
 from .system import evict_page_cache
 from .trtexec import TrtexecRunner, parse_trtexec, run_trtexec, trt_name
 

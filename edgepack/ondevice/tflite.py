@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from .agentbase import AgentFailure, Spec, first_line
+from .common import DELEGATE_LIBRARIES, np
 from .runtimes import import_tflite
-from .common import AgentFailure, DELEGATE_LIBRARIES, Spec, first_line, np
 
 
 class TFLiteRuntime:

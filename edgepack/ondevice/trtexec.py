@@ -8,7 +8,8 @@ import re
 import shutil
 import subprocess
 
-from .common import AgentFailure, TRTEXEC_PATHS, TRTEXEC_TIMEOUT_S, np
+from .agentbase import AgentFailure, TRTEXEC_PATHS, TRTEXEC_TIMEOUT_S
+from .common import np
 
 
 def find_trtexec():
