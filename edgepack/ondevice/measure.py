@@ -90,7 +90,21 @@ def measure(args, report: dict) -> None:
     load = report["load"]
     first_answer = first_answers(args, load.get("optimized"), notes, engine) if not report["errors"] else None
     load["first_answer"] = first_answer
+    bound, out_specs = measure_in_process(args, report, runtime, manifest, model_path, reference)
+    if hasattr(runtime, "placement"):  # after the memory figures: a second session must not inflate them
+        record_placement(runtime, model_path, bound, out_specs, notes)
+    report["runtime"] = runtime.info()
+    if load.get("optimized") is not None:
+        record_use(report, runtime, load_cache_sha(manifest, model_path))
 
+
+def measure_in_process(args, report: dict, runtime, manifest: dict, model_path: str, reference) -> tuple:
+    """Load in this process, time the first inference and the runs, check the answers, read the memory figures.
+
+    Returns:
+        (the timed inputs as the runtime takes them, the output specs): what the node placement runs.
+    """
+    notes, load = report["notes"], report["load"]
     # The model's memory: the peak is reset (or read) around each step, so the reference check's
     # arrays are never counted as the model's.
     reset = reset_peak()
@@ -154,31 +168,38 @@ def measure(args, report: dict) -> None:
                "/proc/self/clear_refs was not writable: the peaks may include the agent's own start-up (the check is not included)")
         ),
     }
-    if hasattr(runtime, "placement"):  # after the memory figures: a second session must not inflate them
-        try:
-            runtime.nodes_by_provider = runtime.placement(model_path, bound, out_specs)
-            notes.append(
-                "nodes_by_provider: kernels per execution provider from ONNX Runtime's profiler over one inference, "
-                "after graph optimisation (fused QDQ shows as QLinearConv, QGemm, ...; TensorRT subgraphs as one kernel each)"
-            )
-            off_cpu = [p for p in runtime.nodes_by_provider if p != "CPUExecutionProvider"]
-            if runtime.providers[0] != "CPUExecutionProvider" and "CPUExecutionProvider" in runtime.nodes_by_provider and off_cpu:
-                notes.append("%d kernels fell back to CPUExecutionProvider" % sum(runtime.nodes_by_provider["CPUExecutionProvider"].values()))
-        except Exception as exc:
-            notes.append("node placement not available: %s" % first_line(exc))
-    report["runtime"] = runtime.info()
-    optimized = load.get("optimized")
-    if optimized is not None:
-        use, why = decide_use(load, report.get("check"))
-        optimized["used_by_loader"] = use
-        notes.append("the loader (edgepack_runtime.py) %s the %s form: %s" % ("uses" if use else "does not use", optimized["form"], why))
-        try:
-            meta = checked_entry(optimized["path"], load_cache_sha(manifest, model_path), runtime, [optimized["form"]])[0]
-            if meta is not None:
-                meta.update(use=use, why=why, answers_ok=ANSWERS_OK in why, check=optimized.get("check"),
-                            measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-                write_meta(optimized["path"], meta)
-            else:  # the entry changed under the bench: the loader will not find it usable
-                optimized["used_by_loader"] = False
-        except OSError as exc:
-            notes.append("could not record the measurement in %s: %s" % (optimized["path"], exc.strerror or exc))
+    return bound, out_specs
+
+
+def record_placement(runtime, model_path: str, bound, out_specs, notes: list) -> None:
+    """Count the kernels per execution provider with ONNX Runtime's profiler (a note where it cannot)."""
+    try:
+        runtime.nodes_by_provider = runtime.placement(model_path, bound, out_specs)
+        notes.append(
+            "nodes_by_provider: kernels per execution provider from ONNX Runtime's profiler over one inference, "
+            "after graph optimisation (fused QDQ shows as QLinearConv, QGemm, ...; TensorRT subgraphs as one kernel each)"
+        )
+        off_cpu = [p for p in runtime.nodes_by_provider if p != "CPUExecutionProvider"]
+        if runtime.providers[0] != "CPUExecutionProvider" and "CPUExecutionProvider" in runtime.nodes_by_provider and off_cpu:
+            notes.append("%d kernels fell back to CPUExecutionProvider" % sum(runtime.nodes_by_provider["CPUExecutionProvider"].values()))
+    except Exception as exc:
+        notes.append("node placement not available: %s" % first_line(exc))
+
+
+def record_use(report: dict, runtime, sha: str) -> None:
+    """Decide whether the loader uses the optimised form, and record it in the form's meta.json."""
+    notes, load = report["notes"], report["load"]
+    optimized = load["optimized"]
+    use, why = decide_use(load, report.get("check"))
+    optimized["used_by_loader"] = use
+    notes.append("the loader (edgepack_runtime.py) %s the %s form: %s" % ("uses" if use else "does not use", optimized["form"], why))
+    try:
+        meta = checked_entry(optimized["path"], sha, runtime, [optimized["form"]])[0]
+        if meta is not None:
+            meta.update(use=use, why=why, answers_ok=ANSWERS_OK in why, check=optimized.get("check"),
+                        measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            write_meta(optimized["path"], meta)
+        else:  # the entry changed under the bench: the loader will not find it usable
+            optimized["used_by_loader"] = False
+    except OSError as exc:
+        notes.append("could not record the measurement in %s: %s" % (optimized["path"], exc.strerror or exc))
