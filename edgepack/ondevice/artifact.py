@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
-from .common import NUMPY_ERROR, np, sha256_file
+from .common import NUMPY_ERROR, artifact_problem, manifest_of, np, sha256_file
 
 
 class LoadError(RuntimeError):
@@ -25,24 +24,12 @@ def read_manifest(bundle_dir: str) -> dict:
     """
     if np is None:
         raise LoadError("numpy is not importable: %s" % NUMPY_ERROR)
-    path = os.path.join(bundle_dir, "manifest.json")
-    if not os.path.isfile(path):
-        raise LoadError("%s is not a bundle: it has no manifest.json" % bundle_dir)
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise LoadError("unreadable %s: %s" % (path, exc))
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifact"), str):
-        raise LoadError("%s names no artifact" % path)
-    artifact = manifest["artifact"]
-    if os.path.basename(artifact) != artifact or artifact in ("", ".", ".."):
-        raise LoadError("%s names the artifact %r: a bundle's artifact is a file of the bundle, named without a path" % (path, artifact))
-    full = os.path.join(bundle_dir, artifact)
-    if not os.path.isfile(full):
-        raise LoadError("%s: the artifact %s is missing" % (bundle_dir, artifact))
-    if os.path.dirname(os.path.realpath(full)) != os.path.realpath(bundle_dir):
-        raise LoadError("%s: the artifact %s is a link to a file outside the bundle" % (bundle_dir, artifact))
+    manifest, why = manifest_of(bundle_dir)
+    if why is not None:
+        raise LoadError(why)
+    why = artifact_problem(bundle_dir, manifest["artifact"])
+    if why is not None:
+        raise LoadError("%s: %s" % (bundle_dir, why))
     return manifest
 
 

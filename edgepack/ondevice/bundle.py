@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 from .agentbase import AgentFailure, SUFFIX_ENGINE, SUFFIX_ENGINES
-from .common import np, sha256_file
+from .common import artifact_problem, manifest_of, np, sha256_file
 
 
 def read_bundle(bundle: str, check: bool = True):
     """Return (manifest dict, model path, reference dict or None); with CHECK, every file is checked against the manifest."""
     if not os.path.isdir(bundle):
         raise AgentFailure("no such bundle directory: %s" % bundle)
-    manifest_path = os.path.join(bundle, "manifest.json")
-    if not os.path.isfile(manifest_path):
-        raise AgentFailure("not a bundle (no manifest.json): %s" % bundle)
-    try:
-        with open(manifest_path, "r", encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise AgentFailure("unreadable manifest.json: %s" % exc)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifact"), str):
-        raise AgentFailure("manifest.json names no artifact")
+    manifest, why = manifest_of(bundle)
+    if why is not None:
+        raise AgentFailure(why)
     model_path = os.path.join(bundle, manifest["artifact"])
     if not os.path.isfile(model_path):
         raise AgentFailure("artifact %s is missing from the bundle" % manifest["artifact"])
+    why = artifact_problem(bundle, manifest["artifact"])  # the rule the loader keeps: a file of the bundle itself
+    if why is not None:
+        raise AgentFailure(why)
     if check:
         check_files(bundle, manifest.get("files") or [])
     reference = None

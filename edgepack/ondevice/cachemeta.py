@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 
-from .common import CACHE_FORMAT, META
+from .common import CACHE_FORMAT, META, read_json
 
 FORMS = ("onnx-optimized", "ort-format", "xnnpack-weight-cache")
 
@@ -34,11 +33,9 @@ def usable_entry(entry: str, model_sha256: str, runtime: str, version, forced: b
         return None, "%s is a symbolic link: the loader does not follow links in the load cache" % (entry if os.path.islink(entry) else path)
     if not os.path.isfile(path):
         return None, "no load-optimised form in %s" % entry
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        return None, "unreadable %s: %s" % (path, exc)
+    meta, why = read_json(path)
+    if why is not None:
+        return None, "unreadable %s: %s" % (path, why)
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         return None, "%s is not load-cache format %d" % (path, CACHE_FORMAT)
     rt = meta.get("runtime") or {}

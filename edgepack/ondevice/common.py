@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
@@ -53,3 +54,37 @@ def usable_cores():
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count()
+
+
+def artifact_problem(bundle_dir: str, artifact: str):
+    """Why ARTIFACT is not a file of the bundle BUNDLE_DIR itself (a path, a link out of it, missing), or None."""
+    if os.path.basename(artifact) != artifact or artifact in ("", ".", ".."):
+        return "the manifest names the artifact %r: a bundle's artifact is a file of the bundle, named without a path" % artifact
+    full = os.path.join(bundle_dir, artifact)
+    if not os.path.isfile(full):
+        return "the artifact %s is missing from the bundle" % artifact
+    if os.path.dirname(os.path.realpath(full)) != os.path.realpath(bundle_dir):
+        return "the artifact %s is a link to a file outside the bundle" % artifact
+    return None
+
+
+def manifest_of(bundle_dir: str):
+    """Return (BUNDLE_DIR's manifest.json as a dict naming an artifact, None), else (None, why not)."""
+    path = os.path.join(bundle_dir, "manifest.json")
+    if not os.path.isfile(path):
+        return None, "not a bundle (no manifest.json): %s" % bundle_dir
+    manifest, why = read_json(path)
+    if why is not None:
+        return None, "unreadable %s: %s" % (path, why)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifact"), str):
+        return None, "%s names no artifact" % path
+    return manifest, None
+
+
+def read_json(path: str):
+    """Return (the JSON document in PATH, None), else (None, why it cannot be read)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f), None
+    except (OSError, ValueError) as exc:
+        return None, str(exc)

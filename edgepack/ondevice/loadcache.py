@@ -8,8 +8,8 @@ import shutil
 import tempfile
 import time
 
-from .agentbase import FORM_FILES, ONNX_FORMS, STAGING_STALE_S, TFLITE_FORMS, first_line
-from .common import CACHE_FORMAT, META, entry_name, sha256_file
+from .agentbase import FORM_FILES, ONNX_FORMS, STAGING_STALE_S, TFLITE_FORMS
+from .common import CACHE_FORMAT, META, entry_name, read_json, sha256_file
 from .probes import median_of, probe_command, probe_loads, run_probe
 from .tflite import LiteRtCompiled
 
@@ -59,11 +59,9 @@ def checked_entry(entry: str, sha: str, runtime, forms: list):
         return None, "is a symbolic link (the cache holds real directories only)"
     if not os.path.isdir(entry):
         return None, None
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        return None, "has an unreadable meta.json (%s)" % first_line(exc)
+    meta, why = read_json(path)
+    if why is not None:
+        return None, "has an unreadable meta.json (%s)" % why
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         return None, "is not load-cache format %d" % CACHE_FORMAT
     rt = meta.get("runtime") or {}
