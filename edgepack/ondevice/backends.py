@@ -17,8 +17,9 @@ from .runtimes import import_tflite, quiet_stderr
 def private_copy(path: str) -> str:
     """Copy the cache file PATH (never through a link) into a directory of this process's own; return the copy.
 
-    LiteRT opens its XNNPACK weight cache for writing and rewrites a file it does not accept: the
-    app's load uses this copy, so the shared cache is only ever read. The directory goes at exit.
+    LiteRT (ai_edge_litert 2.3.0) leaves a valid XNNPACK weight cache as it is but rewrites one it
+    does not accept in place, and creates a missing one: the app's load uses this copy, so the shared
+    cache is only ever read. The directory goes at exit.
     """
     folder = tempfile.mkdtemp(prefix="edgepack-weight-cache-")
     atexit.register(shutil.rmtree, folder, True)

@@ -34,7 +34,7 @@ beside the bundle directory (the device workdir edgepack benches in) and ``entry
 entry only when its meta.json names this model, this runtime and version, a form it knows,
 ``"use": true``, and every file with the size and modification time the agent recorded after
 checking its sha256; anything else is loaded plain. The loader never writes to the cache: it follows no symbolic link
-there, and LiteRT (which opens its weight cache for writing) gets a private copy of the cache file.
+there, and LiteRT (which rewrites a weight cache file it does not accept, in place) gets a private copy of it.
 """
 
 from __future__ import annotations
