@@ -88,3 +88,19 @@ def read_json(path: str):
             return json.load(f), None
     except (OSError, ValueError) as exc:
         return None, str(exc)
+
+
+def stamp_name(model_sha256: str) -> str:
+    """The load cache's record that the bench checked an artifact of this sha256: ``verified-<sha256[:32]>.json``."""
+    return "verified-%s.json" % model_sha256[:32]
+
+
+def artifact_stamp(path: str, model_sha256: str) -> dict:
+    """What identifies the file at PATH as the one whose sha256 was checked: where it is, its size, its times, its inode.
+
+    The change time is set by the kernel on every write and cannot be set back, so a file replaced
+    after the check (even with its old size and modification time restored) no longer matches.
+    """
+    st = os.stat(path)
+    return {"format": CACHE_FORMAT, "path": os.path.realpath(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "device": st.st_dev, "sha256": model_sha256}

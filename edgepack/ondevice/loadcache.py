@@ -9,7 +9,7 @@ import tempfile
 import time
 
 from .agentbase import FORM_FILES, ONNX_FORMS, STAGING_STALE_S, TFLITE_FORMS
-from .common import CACHE_FORMAT, META, entry_name, read_json, sha256_file
+from .common import CACHE_FORMAT, META, artifact_stamp, entry_name, read_json, sha256_file, stamp_name
 from .probes import median_of, probe_command, probe_loads, run_probe
 from .tflite import LiteRtCompiled
 
@@ -31,12 +31,21 @@ def possible_forms(engine: str, runtime, notes: list) -> list:
     return list(ONNX_FORMS)
 
 
-def write_meta(entry: str, meta: dict) -> None:
-    """Write ENTRY's meta.json whole or not at all."""
-    part = os.path.join(entry, META + ".part%d" % os.getpid())
+def write_meta(entry: str, meta: dict, name: str = META) -> None:
+    """Write ENTRY's meta.json (or NAME) whole or not at all."""
+    part = os.path.join(entry, name + ".part%d" % os.getpid())
     with open(part, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
-    os.replace(part, os.path.join(entry, META))
+    os.replace(part, os.path.join(entry, name))
+
+
+def record_checked_artifact(cache_dir: str, model_path: str, sha: str, notes: list) -> None:
+    """Record in CACHE_DIR that this bench checked the artifact's sha256, so that the loader need not hash it again."""
+    try:
+        write_meta(cache_dir, artifact_stamp(model_path, sha), stamp_name(sha))
+    except OSError as exc:
+        notes.append("could not record the checked artifact in %s (%s): the loader hashes it at each start"
+                     % (cache_dir, exc.strerror or exc))
 
 
 def file_entries(entry: str, names: list) -> list:

@@ -96,7 +96,9 @@ class Model:
 
     def _load_now(self) -> None:
         model_path = os.path.join(self.bundle, self.manifest["artifact"])
-        sha = artifact_sha256(self.manifest, self.bundle)  # a replaced model is refused here, in the load's own thread
+        t0 = time.perf_counter_ns()
+        sha = artifact_sha256(self.manifest, self.bundle, self._cache_dir)  # a replaced model is refused here, in the load's thread
+        self.phases_ms["check_artifact"] = (time.perf_counter_ns() - t0) / 1e6
         runtime = profile_runtime(self.manifest)
         if self.engine == "tflite":
             backend = AppTFLite(model_path, self.threads, runtime.get("delegates") or [], self.notes, self.phases_ms)

@@ -10,7 +10,7 @@ from .bundle import load_cache_sha, pick_engine, read_bundle
 from .check import check_outputs, match, quantize, reference_calls, stats, timed_runs
 from .common import LOAD_CACHE_DIR, NUMPY_ERROR, np, usable_cores
 from .forms import ANSWERS_OK, decide_use, first_answers, measure_optimized
-from .loadcache import checked_entry, prepare_load_cache, write_meta
+from .loadcache import checked_entry, prepare_load_cache, record_checked_artifact, write_meta
 from .probes import make_runtime, median_of, median_phases, probe_loads, timed_load
 from .system import reset_peak, rss_mb, system_info
 from .tensorrt import measure_trtexec
@@ -55,6 +55,8 @@ def measure_loads(args, report: dict, manifest: dict, model_path: str, engine: s
                                 "only a real directory (remove the link, or pass --load-cache-dir)" % args.load_cache_dir)
         return
     prepared = prepare_load_cache(args, engine, runtime, load_cache_sha(manifest, model_path), notes)
+    if os.path.isdir(args.load_cache_dir):  # never made for this record alone
+        record_checked_artifact(args.load_cache_dir, model_path, load_cache_sha(manifest, model_path), notes)
     if prepared is not None:
         report["load"]["optimized"] = measure_optimized(args, *prepared, notes=notes)
 

@@ -287,3 +287,24 @@ def test_time_to_first_answer_loads_with_the_bench_providers_not_the_profiles(on
     assert opt is not None and report.load.first_answer is not None, report.notes
     assert {(r.form, r.background) for r in report.load.first_answer.runs} == {
         ("plain", False), ("plain", True), (opt.form, False), (opt.form, True)}
+
+
+def test_the_loader_takes_the_bench_check_of_the_artifact_until_the_file_is_written_again(onnx_on_device):
+    bundle = onnx_on_device
+    proc, report = run_agent(bundle)
+    assert proc.returncode == 0, report.errors
+    sha = next(f["sha256"] for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["path"] == "model.onnx")
+    assert (bundle.parent / "load-cache" / f"verified-{sha[:32]}.json").is_file()
+    er = loader(bundle)
+    hashed, real = [], er.sha256_file
+    er.sha256_file = lambda path: hashed.append(path) or real(path)
+
+    er.load(bundle, cache=False)
+    assert hashed == []  # the bench checked this very file: no hashing at the app's start
+
+    model = bundle / "model.onnx"
+    st = model.stat()
+    model.write_bytes(model.read_bytes())  # written again, its size and modification time put back
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    loaded = er.load(bundle, cache=False)
+    assert len(hashed) == 1 and loaded.phases_ms["check_artifact"] > 0  # the change time moved: hashed again
