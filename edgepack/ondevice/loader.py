@@ -12,8 +12,9 @@ edgepack/ondevice/ into this one file). An app uses it like this::
     scores = model.predict(image)[0]                              # waits for the load if need be
 
 ``load(bundle_dir, background=False, cache=True)`` returns a `Model`. The artifact is checked against
-the manifest's size and sha256 first (hashed once per process while the file is unchanged) and must
-be a file of the bundle itself; a replaced model is a LoadError, never loaded.
+the manifest's size and sha256 first (hashed once per process while the file is unchanged, and not at
+all where the bench on this device recorded that it checked this very file) and must be a file of
+the bundle itself; a replaced model is a LoadError, never loaded.
 
 
 - ``Model.predict(*arrays) -> list``: one float array per input, in the manifest's order; the
