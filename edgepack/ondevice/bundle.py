@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from .agentbase import AgentFailure, SUFFIX_ENGINE, SUFFIX_ENGINES
@@ -43,11 +42,7 @@ def check_files(bundle: str, entries) -> None:
         path = os.path.join(bundle, entry["path"])
         if not os.path.isfile(path):
             raise AgentFailure("%s is missing from the bundle" % entry["path"])
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if os.path.getsize(path) != entry.get("bytes") or h.hexdigest() != entry.get("sha256"):
+        if os.path.getsize(path) != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
             raise AgentFailure("%s does not match the manifest (its size or sha256 changed after the build)" % entry["path"])
 
 
