@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from edgepack.agent.assemble import agent_file, loader_file
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import cannot_write, write_atomic
-from edgepack.bundle import LOADER, LOADER_SOURCE, MANIFEST, Manifest, bundle_id, bundle_sha256, check_files, read_manifest
+from edgepack.bundle import LOADER, MANIFEST, Manifest, bundle_id, bundle_sha256, check_files, read_manifest
 from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
@@ -26,7 +27,6 @@ from edgepack.profile.schema import Engine, Format
 if TYPE_CHECKING:
     from edgepack.device.fleet import DeviceRun
 
-AGENT = Path(__file__).resolve().parent / "agent" / "edgepack_agent.py"
 OnStep = Callable[[str], None]
 
 
@@ -180,9 +180,9 @@ def bench(
     manifest, gate_failures = measurable(bundle, options)
     files = {f.path: bundle / f.path for f in manifest.files}
     files[MANIFEST] = bundle / MANIFEST
-    files["edgepack_agent.py"] = AGENT
+    files["edgepack_agent.py"] = agent_file()  # assembled from edgepack/ondevice/: the same bytes every time
     # A bundle from before the loader has none: the agent measures time to first answer with this one.
-    files.setdefault(LOADER, LOADER_SOURCE)
+    files.setdefault(LOADER, loader_file())
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -279,3 +279,10 @@ def bench_fleet(
         on_change=on_change,
     )
 
+
+
+def __getattr__(name: str):
+    """AGENT: the agent pushed to devices, assembled from edgepack/ondevice/ (once per process)."""
+    if name == "AGENT":
+        return agent_file()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
