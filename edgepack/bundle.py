@@ -361,9 +361,3 @@ def check_files(bundle: Path, manifest: Manifest) -> None:
                 hint="rebuild the bundle with edgepack build (its manifest describes what was built and checked)",
             )
 
-
-def __getattr__(name: str):
-    """LOADER_SOURCE: the loader copied into bundles, assembled from edgepack/ondevice/ (once per process)."""
-    if name == "LOADER_SOURCE":
-        return loader_file()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

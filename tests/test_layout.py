@@ -37,9 +37,8 @@ LAYERS: list[dict[str, str]] = [
         "bundle": "the bundle and its typed manifest",
         "profile": "target profiles",
         "model": "model sources and data",
-        "agent": "the agent's report schema (host side) and the agent",
-        "runtime": "the loader shipped inside bundles",
     },
+    {"agent": "the agent's report schema (host side); the agent and the bundle's loader assembled from ondevice/"},
     {
         "atomic": "atomic writes",
         "limits": "size and time limits",

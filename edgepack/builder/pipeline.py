@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from edgepack.agent.assemble import loader_file
 from edgepack.builder import cache
 from edgepack.builder.package import tool_versions
 from edgepack.builder.plan import Plan, plan_build
 from edgepack.builder.steps import BuildState
-from edgepack.bundle import LOADER_SOURCE, Manifest, read_manifest, sha256_file
+from edgepack.bundle import Manifest, read_manifest, sha256_file
 from edgepack.profile.store import Catalog
 from edgepack.quiet import quiet
 
@@ -144,7 +145,7 @@ def cache_key(plan: Plan, tools: dict[str, str]) -> str:
     # its bench settings and budgets from there, so a changed budget must not hit an old entry.
     settings = {"profile": plan.profile.model_dump(mode="json"), "synthetic": plan.synthetic_calibration}
     # A cached bundle carries the loader for apps as it was: a changed loader is a new build.
-    settings["loader_sha256"] = sha256_file(LOADER_SOURCE)
+    settings["loader_sha256"] = sha256_file(loader_file())
     if plan.input_shapes:
         settings["input_shapes"] = {k: list(v) for k, v in plan.input_shapes.items()}
     return cache.cache_key(sha256_path(plan.model), data_sha, settings, tools)
