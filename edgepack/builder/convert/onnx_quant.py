@@ -35,12 +35,18 @@ DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization
 def to_fp16(proto, io_dtype: IoDtype, keep_float: Sequence[str] = ()):
     """Return PROTO with float16 weights and arithmetic, except in the nodes named in KEEP_FLOAT;
     inputs and outputs stay float32 unless IO_DTYPE is float16."""
+    import warnings
+
     from onnxconverter_common import float16
 
+    # Weights as initializers: a node kept in float then keeps its weights in float32 too.
+    proto, _ = constants_to_initializers(proto)
     try:
-        return float16.convert_float_to_float16(
-            proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
-        )
+        with warnings.catch_warnings():  # "the float32 number ... will be truncated": the verification says what it cost
+            warnings.simplefilter("ignore", UserWarning)
+            return float16.convert_float_to_float16(
+                proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
+            )
     except Exception as exc:
         raise BuildError(f"fp16 conversion failed: {first_line(exc)}", hint="try build.precision: fp32 or int8") from None
 
