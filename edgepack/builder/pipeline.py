@@ -13,6 +13,7 @@ import numpy as np
 
 from edgepack._version import __version__
 from edgepack.builder import cache
+from edgepack.builder.memory import peak_rss_mb
 from edgepack.builder.plan import Plan, make_plan
 from edgepack.builder.prune import PruneReport
 from edgepack.bundle import (
@@ -235,6 +236,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         evaluation_samples=len(evaluation),
         synthetic_calibration=plan.synthetic_calibration,
         data_preparation=evaluation.notes,
+        peak_rss_mb=round(peak_rss_mb(), 1),  # this process's peak so far: the build's own
     )
     if plan.input_shapes:
         settings["input_shapes"] = {s.name: list(s.shape) for s in original.inputs}
