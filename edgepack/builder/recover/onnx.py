@@ -152,21 +152,25 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
     fp32, facts = fp32_graph(model, b.onnx.opset)
     sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
 
+    def artifact(made):  # a graph, or (an int8 graph, what its quantization was)
+        proto, quantization = made if isinstance(made, tuple) else (made, None)
+        return onnx_artifact(proto, dict(facts, onnx_quantization=quantization) if quantization else facts)
+
     def attempt(strategy: str, make, float_layers=()) -> bool:
-        return try_variant(outcome, check, strategy, lambda: onnx_artifact(make(), facts), float_layers)
+        return try_variant(outcome, check, strategy, lambda: artifact(make()), float_layers)
 
     if b.precision is Precision.int8 and calibration is not None:
         if _int8_layers(fp32, profile, calibration, sample, outcome, attempt):
             return
         if b.onnx.calibration_method is not CalibrationMethod.percentile:
             variant = _with_onnx(profile, calibration_method=CalibrationMethod.percentile)
-            if attempt("percentile calibration", lambda: quantize_int8(fp32, variant, calibration)[0]):
+            if attempt("percentile calibration", lambda: quantize_int8(fp32, variant, calibration)):
                 return
-        if attempt("16-bit activations x int8 weights", lambda: quantize_int8(fp32, profile, calibration, wide_activations=True)[0]):
+        if attempt("16-bit activations x int8 weights", lambda: quantize_int8(fp32, profile, calibration, wide_activations=True)):
             return
         if b.onnx.calibration_method is not CalibrationMethod.entropy:
             variant = _with_onnx(profile, calibration_method=CalibrationMethod.entropy)
-            attempt("entropy calibration", lambda: quantize_int8(fp32, variant, calibration)[0])
+            attempt("entropy calibration", lambda: quantize_int8(fp32, variant, calibration))
     elif b.precision is Precision.fp16:
         over, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
         current = to_fp16(fp32, b.io_dtype, kept)
@@ -196,7 +200,7 @@ def _int8_layers(fp32, profile: Profile, calibration: Dataset, sample: Dataset, 
     first = len(outcome.attempts)
     for i, error in enumerate(worst_first(errors)[:INT8_FLOAT_LAYERS], 1):
         kept += [name for name in segments[error.tensor] if name not in kept]
-        if attempt(f"int8 with {i} layer(s) in float", lambda k=tuple(kept): quantize_int8(fp32, profile, calibration, k)[0], kept):
+        if attempt(f"int8 with {i} layer(s) in float", lambda k=tuple(kept): quantize_int8(fp32, profile, calibration, k), kept):
             return True
         if stalled(outcome.attempts[first:]):
             return False
