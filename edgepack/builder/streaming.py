@@ -124,6 +124,7 @@ class IntermediateRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor as it is named
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # an arena keeps its largest batch's buffers for good
         with tempfile.TemporaryDirectory(prefix="edgepack-stream-") as tmp:
             path = Path(tmp) / "augmented.onnx"  # a file, not bytes: models over 2 GB
             onnx.save(augmented, str(path))

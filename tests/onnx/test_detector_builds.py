@@ -123,8 +123,8 @@ def test_comparing_every_tensor_of_two_graphs_stays_far_below_collecting_every_a
     script = tmp_path / "peak.py"
     script.write_text(PEAK_SCRIPT)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run([sys.executable, str(script), "192", "48"], capture_output=True, text=True, env=env, timeout=600, check=True)
+    out = subprocess.run([sys.executable, str(script), "128", "32"], capture_output=True, text=True, env=env, timeout=600, check=True)
 
     growth_mb, collected_mb = map(float, out.stdout.split())
-    assert collected_mb > 1000  # large enough that holding every activation would show
+    assert collected_mb > 400  # large enough that holding every activation would show
     assert growth_mb < collected_mb / 10

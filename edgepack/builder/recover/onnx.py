@@ -30,6 +30,7 @@ from edgepack.profile.schema import CalibrationMethod, Precision, Profile
 
 FP16_MAX = 65504.0
 FP16_HEADROOM = 0.5  # a tensor past half float16's range on the calibration data will pass it on other data
+EXPLAIN_IMAGES = 8  # samples enough for per-tensor errors of image-sized tensors (each holds thousands of values)
 INT8_FLOAT_LAYERS = 3  # int8 layer fallback: a few layers, or it is not worth its (de)quantize ops
 PASSTHROUGH = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"}
 _LAST: dict = {}  # the last int8 artifact's errors: recovery reuses what the explanation measured
@@ -40,11 +41,18 @@ def explain(model: SourceModel, profile: Profile, calibration: Dataset | None, s
     from edgepack.builder.convert.onnx import fp32_graph
 
     fp32, _ = fp32_graph(model, profile.build.onnx.opset)
+    sample = _explain_sample(sample)
     if profile.build.precision is Precision.int8:
         return _qdq_errors(fp32, profile, _proto(artifact), sample)[0]
     if profile.build.precision is Precision.fp16:
         return _tensor_errors(fp32, _proto(artifact), sample)
     return []
+
+
+def _explain_sample(sample: Dataset) -> Dataset:
+    """Fewer samples where each is large (an image): the errors are sums over every value, not over samples."""
+    per_sample = sum(int(np.prod(x.shape[1:])) for x in sample.x)
+    return sample.take(np.arange(min(len(sample), EXPLAIN_IMAGES))) if per_sample >= 4096 else sample
 
 
 def _proto(artifact):
@@ -150,7 +158,7 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
 
     b = profile.build
     fp32, facts = fp32_graph(model, b.onnx.opset)
-    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    sample = _explain_sample(evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation)))))
 
     def artifact(made):  # a graph, or (an int8 graph, what its quantization was)
         proto, quantization = made if isinstance(made, tuple) else (made, None)
