@@ -168,6 +168,9 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
         return try_variant(outcome, check, strategy, lambda: artifact(make()), float_layers)
 
     if b.precision is Precision.int8 and calibration is not None:
+        if outcome.artifact is None and b.onnx.per_channel:  # the quantizer raised: the per-channel path is the usual culprit
+            if attempt("per-tensor weights", lambda: quantize_int8(fp32, _with_onnx(profile, per_channel=False), calibration)):
+                return
         if _int8_layers(fp32, profile, calibration, sample, outcome, attempt):
             return
         if b.onnx.calibration_method is not CalibrationMethod.percentile:
