@@ -27,6 +27,7 @@ from edgepack.profile.schema import CalibrationMethod, Engine, IoDtype, OnnxBuil
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension is dynamic
+CALIBRATION_VALUES = 1 << 20  # ... and at most about this many input values per run
 # Dynamic quantization pays where weights dominate: MatMul/attention/recurrent graphs. Conv is left
 # in float: ConvInteger has uint8-only CPU kernels and is slower than the float Conv it replaces.
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
@@ -95,7 +96,10 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
         raise BuildError(f"the model takes batches of {fixed}, more than the {n} calibration samples", hint="give more data")
     # Batches of one size: the histogram calibrators (entropy, percentile) cannot stack ragged ones.
     # A fixed batch leaves the remainder out; a dynamic one takes the largest size that divides N.
-    step = fixed or max(d for d in range(1, min(CALIBRATION_BATCH, n) + 1) if n % d == 0)
+    # Large samples (images) go a few at a time: each run holds every activation of its batch.
+    per_sample = sum(int(np.prod(x.shape[1:])) for x in calibration.x) or 1
+    cap = max(1, min(CALIBRATION_BATCH, CALIBRATION_VALUES // per_sample))
+    step = fixed or max(d for d in range(1, min(cap, n) + 1) if n % d == 0)
     chunks = [slice(i, i + step) for i in range(0, n - n % step, step)]
 
     class Reader(CalibrationDataReader):
