@@ -10,6 +10,7 @@ from importlib import metadata
 
 from edgepack._version import __version__
 from edgepack.builder import cache
+from edgepack.builder.memory import peak_rss_mb
 from edgepack.builder.steps import BuildState
 from edgepack.bundle import Facts, Manifest, QuantizationFacts, SourceInfo, Status, now_utc, read_manifest, write_bundle
 
@@ -80,6 +81,7 @@ def make_manifest(state: BuildState) -> tuple[Manifest, dict, dict]:
         evaluation_samples=len(evaluation),
         synthetic_calibration=plan.synthetic_calibration,
         data_preparation=evaluation.notes,
+        peak_rss_mb=round(peak_rss_mb(), 1),  # this process's peak so far: the build's own
     )
     if plan.input_shapes:
         settings["input_shapes"] = {s.name: list(s.shape) for s in original.inputs}

@@ -83,6 +83,7 @@ def build_summary(result) -> dict:
         "facts": {k: v for k, v in m.facts.model_dump(mode="json").items() if v is not None},
         "notes": m.notes,
         "stage_seconds": result.stage_seconds,
+        "peak_rss_mb": m.peak_rss_mb,
     }
 
 
@@ -104,6 +105,8 @@ def render_build(result, explain: bool = False) -> None:
         parts.append(f"accuracy {100 * f.accuracy_original:.2f}% -> {100 * f.accuracy_artifact:.2f}%")
     parts.append(f"max |err| {f.max_abs_error:.4g}")
     console.print("   verify: " + ", ".join(parts), highlight=False)
+    if m.peak_rss_mb is not None:
+        console.print(f"   build: peak memory {m.peak_rss_mb:.0f} MB", highlight=False)
     for o in f.outputs:
         if o.kind == "dense" or len(f.outputs) > 1:  # a single class-scores output is the line above
             top1 = f", top-1 {100 * o.top1_agreement:.2f}%" if o.top1_agreement is not None else ""

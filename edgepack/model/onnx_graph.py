@@ -15,6 +15,9 @@ import numpy as np
 from edgepack.errors import ModelError, first_line
 
 BATCH = 64  # samples per run where the model's batch dimension is dynamic
+# ... fewer where samples are large: a run holds every activation of its samples (a 320x320
+# detector: about 60 MB a sample), so a run takes at most this many input values
+RUN_VALUES = 1 << 20
 # ONNX TensorProto element types edgepack can feed and read (onnx.TensorProto values).
 ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
 ORT_DTYPES = {
@@ -166,7 +169,8 @@ class OnnxRunner:
         n = len(xs[0])
         first = self.inputs[feeds[0]].shape[0] if self.inputs[feeds[0]].shape else None
         fixed = isinstance(first, int) and first > 0
-        step = first if fixed else BATCH
+        per_sample = sum(int(np.prod(x.shape[1:])) for x in xs) or 1
+        step = first if fixed else max(1, min(BATCH, RUN_VALUES // per_sample))
         if fixed and n % step:
             raise ModelError(f"the ONNX model takes batches of {step}, which {n} samples do not fill")
         chunks: list[list[np.ndarray]] = []

@@ -40,14 +40,17 @@ def export_onnx(model: SourceModel, profile: Profile, calibration: Dataset | Non
         if not any(p in onnx_quant.GPU_PROVIDERS for p in profile.runtime.providers) and profile.runtime.engine.value != "tensorrt":
             facts["fp16"]["note"] = "onnxruntime's CPU provider has few fp16 kernels: on CPU it casts back to float32"
     elif precision in (Precision.int8, Precision.dynamic_int8):
-        proto, facts = _at_least_opset(proto, facts, MIN_QUANT_OPSET)
         if precision is Precision.int8:
             if calibration is None or len(calibration) == 0:
                 raise BuildError("static int8 needs calibration data", hint="pass --data, or --synthetic-calibration")
+            # quantize_int8 upgrades the opset itself, and quantizes per-tensor where onnx cannot
             proto, facts["onnx_quantization"] = onnx_quant.quantize_int8(proto, profile, calibration)
+            if "opset_upgraded" in facts["onnx_quantization"]:
+                facts["opset_upgraded"] = facts["onnx_quantization"].pop("opset_upgraded")
             if b.io_dtype in (IoDtype.int8, IoDtype.uint8):
                 proto, quant = onnx_quant.strip_edge_quantization(proto, b.io_dtype)
         else:
+            proto, facts = _at_least_opset(proto, facts, MIN_QUANT_OPSET)
             proto, facts["onnx_quantization"] = onnx_quant.quantize_dynamic_int8(proto, profile)
     return onnx_artifact(proto, facts, quant)
 

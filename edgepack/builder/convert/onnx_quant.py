@@ -4,10 +4,16 @@
 Static int8 runs `quant_pre_process` (shape inference, including the symbolic one that needs
 sympy, and graph optimisation) and then `quantize_static` fed by the calibration data through a
 `CalibrationDataReader`.
+Before that, weights written as `Constant` nodes (as some exporters do) become initializers, so that
+they are quantized, and an opset older than 13 is upgraded for per-channel QDQ (per-tensor weights
+where onnx cannot convert it). onnxruntime's tools write scratch files into the working
+directory (symbolic shape inference that gives up); they run inside the build's temporary one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,11 +22,12 @@ import numpy as np
 
 from edgepack.errors import BuildError, first_line
 from edgepack.model.data import Dataset
-from edgepack.model.onnx_graph import graph_inputs
+from edgepack.model.onnx_graph import ai_onnx_opset, graph_inputs
 from edgepack.profile.schema import CalibrationMethod, Engine, IoDtype, OnnxBuild, Profile, QuantType
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension is dynamic
+CALIBRATION_VALUES = 1 << 20  # ... and at most about this many input values per run
 # Dynamic quantization pays where weights dominate: MatMul/attention/recurrent graphs. Conv is left
 # in float: ConvInteger has uint8-only CPU kernels and is slower than the float Conv it replaces.
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
@@ -29,12 +36,18 @@ DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization
 def to_fp16(proto, io_dtype: IoDtype, keep_float: Sequence[str] = ()):
     """Return PROTO with float16 weights and arithmetic, except in the nodes named in KEEP_FLOAT;
     inputs and outputs stay float32 unless IO_DTYPE is float16."""
+    import warnings
+
     from onnxconverter_common import float16
 
+    # Weights as initializers: a node kept in float then keeps its weights in float32 too.
+    proto, _ = constants_to_initializers(proto)
     try:
-        return float16.convert_float_to_float16(
-            proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
-        )
+        with warnings.catch_warnings():  # "the float32 number ... will be truncated": the verification says what it cost
+            warnings.simplefilter("ignore", UserWarning)
+            return float16.convert_float_to_float16(
+                proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
+            )
     except Exception as exc:
         raise BuildError(f"fp16 conversion failed: {first_line(exc)}", hint="try build.precision: fp32 or int8") from None
 
@@ -65,9 +78,10 @@ def int8_types(profile: Profile) -> tuple[QuantType, QuantType, bool, str]:
     return activation, q.weight_type, symmetric, why
 
 
-def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Sequence[str] = ()) -> tuple[object, dict]:
+def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Sequence[str] = (), wide_activations: bool = False) -> tuple[object, dict]:
     """Static int8 in QDQ format, calibrated on CALIBRATION, leaving the nodes named in KEEP_FLOAT
-    (names after `preprocess`) in float; return (model, facts)."""
+    (names after `preprocess`) in float; return (model, facts). WIDE_ACTIVATIONS: 16-bit activations
+    x int8 weights (onnxruntime's QDQ with 16-bit Q/DQ, com.microsoft ops below opset 21)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod, QuantFormat, QuantType as OrtType
     from onnxruntime.quantization import quantize_static
 
@@ -82,7 +96,10 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
         raise BuildError(f"the model takes batches of {fixed}, more than the {n} calibration samples", hint="give more data")
     # Batches of one size: the histogram calibrators (entropy, percentile) cannot stack ragged ones.
     # A fixed batch leaves the remainder out; a dynamic one takes the largest size that divides N.
-    step = fixed or max(d for d in range(1, min(CALIBRATION_BATCH, n) + 1) if n % d == 0)
+    # Large samples (images) go a few at a time: each run holds every activation of its batch.
+    per_sample = sum(int(np.prod(x.shape[1:])) for x in calibration.x) or 1
+    cap = max(1, min(CALIBRATION_BATCH, CALIBRATION_VALUES // per_sample))
+    step = fixed or max(d for d in range(1, min(cap, n) + 1) if n % d == 0)
     chunks = [slice(i, i + step) for i in range(0, n - n % step, step)]
 
     class Reader(CalibrationDataReader):
@@ -94,19 +111,24 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
             return next(self.feeds, None)
 
         def rewind(self):
-            self.feeds = iter([{name: np.ascontiguousarray(x[s]) for name, x in zip(names, calibration.x)} for s in chunks])
+            self.feeds = (({name: np.ascontiguousarray(x[s]) for name, x in zip(names, calibration.x)}) for s in chunks)
 
-    facts = {"activation_type": activation.value, "weight_type": weight.value, "activation_symmetric": symmetric,
-             "per_channel": q.per_channel, "reduce_range": q.reduce_range, "calibration_method": q.calibration_method.value,
-             "quant_format": "QDQ", "why_types": why, "float_nodes": list(keep_float)}
-    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+    pre_proto, prepared = int8_input(proto, q.per_channel)
+    per_channel = prepared.pop("per_channel")
+    activation_ort = ort_type[activation]
+    if wide_activations:
+        activation_ort = OrtType.QInt16 if activation is QuantType.int8 else OrtType.QUInt16
+    facts = {"activation_type": f"{activation.value[:-1]}16" if wide_activations else activation.value, "weight_type": weight.value,
+             "activation_symmetric": symmetric, "per_channel": per_channel, "reduce_range": q.reduce_range,
+             "calibration_method": q.calibration_method.value, "quant_format": "QDQ", "why_types": why, "float_nodes": list(keep_float), **prepared}
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp, working_directory(tmp):
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        pre_proto, facts["pre_process"] = preprocess(proto)
         _save(pre_proto, pre)
+        del pre_proto
         try:
             quantize_static(
-                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=q.per_channel, nodes_to_exclude=list(keep_float),
-                reduce_range=q.reduce_range, activation_type=ort_type[activation], weight_type=ort_type[weight],
+                str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel, nodes_to_exclude=list(keep_float),
+                reduce_range=q.reduce_range, activation_type=activation_ort, weight_type=ort_type[weight],
                 calibrate_method=method[q.calibration_method],
                 extra_options={
                     "ActivationSymmetric": symmetric,
@@ -114,6 +136,8 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
                     # Integer inputs need a QuantizeLinear right at the input, even where the first op
                     # is a layout op (Reshape, Transpose) that is otherwise left in float.
                     "ForceQuantizeNoInputCheck": profile.build.io_dtype in (IoDtype.int8, IoDtype.uint8),
+                    # 16-bit Q/DQ before opset 21: onnxruntime's com.microsoft ops, rather than an opset bump.
+                    "UseQDQContribOps": wide_activations,
                 },
             )
         except Exception as exc:
@@ -127,12 +151,84 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
     return model, facts
 
 
+def int8_input(proto, per_channel: bool) -> tuple[object, dict]:
+    """The graph the int8 quantizer reads: `Constant` weights as initializers, opset 13 or newer for
+    per-channel weights, `quant_pre_process` run. Returns (model, facts, with the per_channel used)."""
+    facts: dict = {}
+    proto, moved = constants_to_initializers(proto)
+    if moved:
+        facts["constants_to_initializers"] = moved
+    if per_channel:
+        proto, upgrade = upgrade_opset(proto, MIN_PER_CHANNEL_OPSET)
+        if upgrade:
+            facts["opset_upgraded"] = upgrade
+        if (ai_onnx_opset(proto) or MIN_PER_CHANNEL_OPSET) < MIN_PER_CHANNEL_OPSET:
+            per_channel = False
+            facts["per_channel_note"] = f"per-tensor weights: per-channel QDQ needs opset {MIN_PER_CHANNEL_OPSET} and onnx could not convert the model"
+    proto, facts["pre_process"] = preprocess(proto)
+    facts["per_channel"] = per_channel
+    return proto, facts
+
+
+MIN_PER_CHANNEL_OPSET = 13  # QuantizeLinear/DequantizeLinear's axis (per-channel) arrived in opset 13
+
+
+def upgrade_opset(proto, opset: int) -> tuple[object, str | None]:
+    """PROTO at OPSET or newer where onnx can convert it; returns (model, what changed or None)."""
+    current = ai_onnx_opset(proto)
+    if current is None or current >= opset:
+        return proto, None
+    import onnx.version_converter
+
+    try:
+        return onnx.version_converter.convert_version(proto, opset), f"{current} -> {opset} (per-channel QDQ needs opset {opset})"
+    except Exception:
+        return proto, None
+
+
+def constants_to_initializers(proto) -> tuple[object, int]:
+    """Move the tensors of `Constant` nodes into initializers, so that the quantizer sees them as
+    weights; returns (model, how many moved). Scalars and integer constants move too: harmless."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    moved = [n for n in graph.node if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"]
+    if not moved:
+        return proto, 0
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = numpy_helper.from_array(numpy_helper.to_array(node.attribute[0].t), node.output[0])
+            graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return out, len(moved)
+
+
+@contextlib.contextmanager
+def working_directory(path):
+    """Run the block with PATH as the working directory (onnxruntime's tools write scratch files there)."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def preprocess(proto) -> tuple[object, str]:
     """Run `quant_pre_process` (shape inference and graph optimisation) on PROTO; return (model, what ran)."""
     import onnx
     from onnxruntime.quantization import quant_pre_process
 
-    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp, working_directory(tmp):
         src, pre = Path(tmp) / "model.onnx", Path(tmp) / "pre.onnx"
         _save(proto, src)
         try:
@@ -155,7 +251,7 @@ def quantize_dynamic_int8(proto, profile: Profile) -> tuple[object, dict]:
     facts = {"weight_type": q.weight_type.value, "per_channel": q.per_channel, "quantized_op_types": DYNAMIC_OPS}
     if ops.count("Conv") > ops.count("MatMul") + ops.count("Gemm"):
         facts["advice"] = "a convolutional graph: dynamic int8 leaves Conv in float; precision int8 (static QDQ) is usually faster"
-    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp, working_directory(tmp):
         src, out = Path(tmp) / "model.onnx", Path(tmp) / "dynamic.onnx"
         _save(proto, src)
         try:

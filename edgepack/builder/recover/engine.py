@@ -170,4 +170,6 @@ def recovery_notes(outcome: Outcome, precision: Precision) -> list[str]:
         cost = f" at {chosen.size_bytes / plain.size_bytes:.2f}x the {precision.value} size ({(chosen.size_bytes - plain.size_bytes) / 1024:+.1f} KB)"
     kept = f" (kept in float: {', '.join(chosen.float_layers)})" if chosen.float_layers else ""
     notes = [f"plain {precision.value} missed the gate{why}; recovered with {outcome.strategy}{kept}{cost}"]
+    if outcome.precision is Precision.fp32 and outcome.layers:  # nothing at the precision asked for held: say where it broke
+        notes.append(f"no {precision.value} variant met the budgets; the layers with the largest error: {', '.join(e.layer for e in outcome.layers[:3])}")
     return notes + ([outcome.speed_note] if outcome.speed_note else [])

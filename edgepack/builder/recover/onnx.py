@@ -1,20 +1,23 @@
 """Explain and recover ONNX builds (see `edgepack.builder.recover` for the scheme).
 
-int8 (QDQ): onnxruntime's QDQ debugging helpers collect every activation of the float and the
-quantized graph on the same inputs; a tensor's own error is the noise its QuantizeLinear /
-DequantizeLinear pair adds (noise over signal, the inverse of its SQNR). Recovery tries the
-other calibration methods and per-tensor weights, then keeps the noisiest tensors in float by
-excluding the nodes that read them (`nodes_to_exclude`), one at a time.
+Every comparison streams (`edgepack.builder.streaming`): the float and the candidate graph run on
+the same few samples at a time and each tensor keeps running sums only, so memory does not grow
+with the number of samples or the model's depth.
 
-fp16: each intermediate tensor of the fp16 graph is compared with the fp32 graph's; recovery
-keeps nodes in fp32 through onnxconverter-common's `node_block_list`, re-measuring after each,
-as an overflow spreads to every later tensor.
+int8 (QDQ): a tensor's error is the SQNR it lost against the float graph since the tensors it was
+computed from. Recovery, cheapest first: keep the few layers that dominate the error in float (with
+the activations around them, so that the outlier stays unquantized), percentile calibration,
+16-bit activations x int8 weights (onnxruntime's QDQ with 16-bit Q/DQ ops: still int8 weights, so
+the size holds), entropy calibration.
+
+fp16: an overflow check on the calibration data first: the nodes that make or read a tensor past
+float16's range stay in fp32 (onnxconverter-common's `node_block_list`); then, where the gate still
+fails, the worst nodes one at a time, re-measured after each.
 """
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import hashlib
 
 import numpy as np
 
@@ -25,7 +28,12 @@ from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import CalibrationMethod, Precision, Profile
 
-SQNR_CAP_DB = 150.0  # about float32's own noise floor; identical tensors measure infinite
+FP16_MAX = 65504.0
+FP16_HEADROOM = 0.5  # a tensor past half float16's range on the calibration data will pass it on other data
+EXPLAIN_IMAGES = 8  # samples enough for per-tensor errors of image-sized tensors (each holds thousands of values)
+INT8_FLOAT_LAYERS = 3  # int8 layer fallback: a few layers, or it is not worth its (de)quantize ops
+PASSTHROUGH = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"}
+_LAST: dict = {}  # the last int8 artifact's errors: recovery reuses what the explanation measured
 
 
 def explain(model: SourceModel, profile: Profile, calibration: Dataset | None, sample: Dataset, artifact) -> list[LayerError]:
@@ -33,14 +41,18 @@ def explain(model: SourceModel, profile: Profile, calibration: Dataset | None, s
     from edgepack.builder.convert.onnx import fp32_graph
 
     fp32, _ = fp32_graph(model, profile.build.onnx.opset)
+    sample = _explain_sample(sample)
     if profile.build.precision is Precision.int8:
-        from edgepack.builder.convert.onnx_quant import preprocess
-
-        pre, _ = preprocess(fp32)
-        return _qdq_errors(pre, _proto(artifact), sample)[0]
+        return _qdq_errors(fp32, profile, _proto(artifact), sample)[0]
     if profile.build.precision is Precision.fp16:
         return _tensor_errors(fp32, _proto(artifact), sample)
     return []
+
+
+def _explain_sample(sample: Dataset) -> Dataset:
+    """Fewer samples where each is large (an image): the errors are sums over every value, not over samples."""
+    per_sample = sum(int(np.prod(x.shape[1:])) for x in sample.x)
+    return sample.take(np.arange(min(len(sample), EXPLAIN_IMAGES))) if per_sample >= 4096 else sample
 
 
 def _proto(artifact):
@@ -49,47 +61,24 @@ def _proto(artifact):
     return onnx.load_from_string(artifact.files[artifact.artifact])
 
 
-def _activations(proto, sample: Dataset) -> dict[str, np.ndarray]:
-    """Every intermediate tensor of PROTO on SAMPLE (one sample per run), by name."""
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
-    from onnxruntime.quantization.qdq_loss_debug import collect_activations, modify_model_output_intermediate_tensors
-
-    names = [i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter([{n: x[i : i + 1] for n, x in zip(names, sample.x)} for i in range(len(sample))])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    with tempfile.TemporaryDirectory(prefix="edgepack-explain-") as tmp:
-        src, augmented = Path(tmp) / "model.onnx", Path(tmp) / "augmented.onnx"
-        src.write_bytes(proto.SerializeToString())
-        modify_model_output_intermediate_tensors(str(src), str(augmented))
-        collected = collect_activations(str(augmented), Reader(), execution_providers=["CPUExecutionProvider"])
-    activations = {name: np.concatenate([np.asarray(v, dtype=np.float64) for v in values]) for name, values in collected.items()}
-    # The graph inputs are no node's output, yet quantizing them can be what hurts (an outlier feature).
-    activations.update({n: x.astype(np.float64) for n, x in zip(names, sample.x)})
-    return activations
-
-
-def _qdq_errors(pre, quantized, sample: Dataset) -> tuple[list[LayerError], dict[str, list[str]]]:
+def _qdq_errors(fp32, profile: Profile, quantized, sample: Dataset) -> tuple[list[LayerError], dict[str, list[str]]]:
     """The SQNR (dB) lost between consecutive measured tensors, each measured against the float
     graph from the model's inputs on, and the nodes in between (a fused Gemm + Relu is measured
     only after the Relu). The loss counts those nodes' own quantization and what quantizing their
     inputs cost them — an outlier feature that drowns a whole input tensor shows only there: the
     input's own SQNR stays high while the first layer's output is ruined.
 
-    Returns (errors, output tensor -> the names of the nodes that produced it since the last measurement)."""
-    from onnxruntime.quantization.qdq_loss_debug import compute_activation_error, create_activation_matching
+    Returns (errors, output tensor -> the names of the nodes to keep in float for it)."""
+    from edgepack.builder.convert.onnx_quant import int8_input
+    from edgepack.builder.streaming import compare_graphs
 
-    matched = create_activation_matching(
-        {k: [v] for k, v in _activations(quantized, sample).items()}, {k: [v] for k, v in _activations(pre, sample).items()}
-    )
-    # A tensor the float graph lacks (a node the quantizer added or renamed) cannot be compared.
-    matched = {t: m for t, m in matched.items() if "float" in m and "pre_qdq" in m}
-    sqnr = {t: float(np.clip(e["xmodel_err"], -SQNR_CAP_DB, SQNR_CAP_DB)) for t, e in compute_activation_error(matched).items()}
+    content = quantized.SerializeToString()
+    key = (hashlib.sha256(content).hexdigest(), len(sample), hashlib.sha256(np.ascontiguousarray(sample.x[0][:1]).tobytes()).hexdigest())
+    if key in _LAST:
+        return _LAST[key]
+    pre, _ = int8_input(fp32, profile.build.onnx.per_channel)
+    stats = compare_graphs(pre, quantized, sample)
+    sqnr = {t: s.sqnr_db for t, s in stats.items() if s.comparable}
     nodes = list(pre.graph.node)
     producer = {out: i for i, node in enumerate(nodes) for out in node.output}
     errors, segments = [], {}
@@ -108,64 +97,96 @@ def _qdq_errors(pre, quantized, sample: Dataset) -> tuple[list[LayerError], dict
         if segment and sources:
             first = nodes[min(segment)]
             errors.append(LayerError(tensor, first.name, first.op_type, max(min(sources) - value, 0.0), "SQNR drop dB", min(segment)))
-            segments[tensor] = [nodes[i].name for i in sorted(segment)]
+            segments[tensor] = _float_around(nodes, producer, sorted(segment))
+    _LAST.clear()
+    _LAST[key] = (errors, segments)
     return errors, segments
 
 
+def _float_around(nodes, producer: dict[str, int], segment: list[int]) -> list[str]:
+    """The nodes to exclude from quantization so that SEGMENT computes from float inputs: the
+    segment, the producers of its inputs back through activations and layout ops to the layer that
+    computed them, and every reader of those tensors (a tensor stays float only when none of its
+    producers and readers is quantized)."""
+    readers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for name in node.input:
+            readers.setdefault(name, []).append(i)
+    keep, tensors = list(segment), []
+    for i in segment:
+        frontier = [n for n in nodes[i].input if n in producer]
+        while frontier:
+            name = frontier.pop()
+            tensors.append(name)
+            j = producer[name]
+            if j not in keep:
+                keep.append(j)
+            if nodes[j].op_type in PASSTHROUGH:
+                frontier += [n for n in nodes[j].input[:1] if n in producer]
+    for name in tensors:
+        keep += [j for j in readers.get(name, []) if j not in keep]
+    return [nodes[j].name for j in sorted(keep) if nodes[j].name]
+
+
 def _tensor_errors(fp32, candidate, sample: Dataset) -> list[LayerError]:
-    reference, got = _activations(fp32, sample), _activations(candidate, sample)
+    from edgepack.builder.streaming import compare_graphs
+
     producers = {out: (i, node.name, node.op_type) for i, node in enumerate(fp32.graph.node) for out in node.output}
     errors = []
-    for tensor, r in reference.items():
-        c = got.get(tensor)
-        if c is None or c.shape != r.shape or tensor not in producers:
+    for tensor, s in compare_graphs(fp32, candidate, sample).items():
+        if tensor not in producers or not s.comparable:
             continue
-        spread = float(np.std(r)) or 1.0
-        err = float(np.sqrt(np.mean((r - c) ** 2))) / spread if np.all(np.isfinite(c)) else float("inf")
         i, node, op = producers[tensor]
-        errors.append(LayerError(tensor, node, op, err, "rmse/std", i))
+        errors.append(LayerError(tensor, node, op, s.rmse_over_std, "rmse/std", i))
     return errors
+
+
+def overflowing_nodes(fp32, data: Dataset) -> tuple[list[str], list[str]]:
+    """(the tensors of FP32 that pass float16's range, with headroom, on DATA; the nodes that make or read them)."""
+    from edgepack.builder.streaming import tensor_ranges
+
+    limit = FP16_HEADROOM * FP16_MAX
+    over = [t for t, peak in tensor_ranges(fp32, data).items() if peak > limit]
+    nodes = [n for n in fp32.graph.node if any(t in over for t in list(n.output) + list(n.input))]
+    return over, [n.name for n in nodes if n.name]
 
 
 def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
     """Try the ONNX variants in order of cost; keep the first that meets every budget."""
     from edgepack.builder.convert.onnx import fp32_graph, onnx_artifact
-    from edgepack.builder.convert.onnx_quant import preprocess, quantize_int8, to_fp16
+    from edgepack.builder.convert.onnx_quant import quantize_int8, to_fp16
 
     b = profile.build
     fp32, facts = fp32_graph(model, b.onnx.opset)
-    sample = evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation))))
+    sample = _explain_sample(evaluation.take(np.arange(min(EXPLAIN_SAMPLES, len(evaluation)))))
+
+    def artifact(made):  # a graph, or (an int8 graph, what its quantization was)
+        proto, quantization = made if isinstance(made, tuple) else (made, None)
+        return onnx_artifact(proto, dict(facts, onnx_quantization=quantization) if quantization else facts)
 
     def attempt(strategy: str, make, float_layers=()) -> bool:
-        return try_variant(outcome, check, strategy, lambda: onnx_artifact(make(), facts), float_layers)
+        return try_variant(outcome, check, strategy, lambda: artifact(make()), float_layers)
 
     if b.precision is Precision.int8 and calibration is not None:
-        for method in [m for m in CalibrationMethod if m is not b.onnx.calibration_method]:
-            variant = _with_onnx(profile, calibration_method=method)
-            if attempt(f"{method.value} calibration", lambda v=variant: quantize_int8(fp32, v, calibration)[0]):
+        if outcome.artifact is None and b.onnx.per_channel:  # the quantizer raised: the per-channel path is the usual culprit
+            if attempt("per-tensor weights", lambda: quantize_int8(fp32, _with_onnx(profile, per_channel=False), calibration)):
                 return
-        per_tensor = _with_onnx(profile, per_channel=not b.onnx.per_channel)
-        label = "per-tensor weights" if b.onnx.per_channel else "per-channel weights"
-        if attempt(label, lambda: quantize_int8(fp32, per_tensor, calibration)[0]):
+        if _int8_layers(fp32, profile, calibration, sample, outcome, attempt):
             return
-        if outcome.artifact is None:  # the plain quantizer raised: no int8 graph to measure layers in
-            skip_layers(outcome, "the plain int8 build raised, so there is no graph to measure layers in")
-            return
-        pre, _ = preprocess(fp32)
-        errors, segments = _qdq_errors(pre, _proto(outcome.artifact), sample)
-        if not layers_worth_trying(outcome, errors):
-            return
-        kept: list[str] = []
-        first = len(outcome.attempts)
-        for i, error in enumerate(worst_first(errors)[:MAX_FLOAT_LAYERS], 1):
-            kept += [name for name in segments[error.tensor] if name not in kept]
-            if attempt(f"int8 with {i} layer(s) in float", lambda k=tuple(kept): quantize_int8(fp32, profile, calibration, k)[0], kept):
+        if b.onnx.calibration_method is not CalibrationMethod.percentile:
+            variant = _with_onnx(profile, calibration_method=CalibrationMethod.percentile)
+            if attempt("percentile calibration", lambda: quantize_int8(fp32, variant, calibration)):
                 return
-            if stalled(outcome.attempts[first:]):
-                return
+        if attempt("16-bit activations x int8 weights", lambda: quantize_int8(fp32, profile, calibration, wide_activations=True)):
+            return
+        if b.onnx.calibration_method is not CalibrationMethod.entropy:
+            variant = _with_onnx(profile, calibration_method=CalibrationMethod.entropy)
+            attempt("entropy calibration", lambda: quantize_int8(fp32, variant, calibration))
     elif b.precision is Precision.fp16:
-        kept = []
-        current = to_fp16(fp32, b.io_dtype)
+        over, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
+        current = to_fp16(fp32, b.io_dtype, kept)
+        if kept and attempt(f"fp16 with {len(kept)} node(s) in fp32 (past float16's range: {', '.join(over[:4])})", lambda c=current: c, list(kept)):
+            return
         for _ in range(MAX_FLOAT_LAYERS):
             candidates = [e for e in worst_first(_tensor_errors(fp32, current, sample)) if e.layer not in kept]
             if not candidates or candidates[0].error == 0:
@@ -174,6 +195,27 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             current = to_fp16(fp32, b.io_dtype, kept)
             if attempt(f"fp16 with {len(kept)} node(s) in fp32", lambda c=current: c, list(kept)):
                 return
+
+
+def _int8_layers(fp32, profile: Profile, calibration: Dataset, sample: Dataset, outcome: Outcome, attempt) -> bool:
+    """Keep the few layers that dominate the int8 error in float, worst first; whether one variant held."""
+    from edgepack.builder.convert.onnx_quant import quantize_int8
+
+    if outcome.artifact is None:  # the plain quantizer raised: no int8 graph to measure layers in
+        skip_layers(outcome, "the plain int8 build raised, so there is no graph to measure layers in")
+        return False
+    errors, segments = _qdq_errors(fp32, profile, _proto(outcome.artifact), sample)
+    if not layers_worth_trying(outcome, errors):
+        return False
+    kept: list[str] = []
+    first = len(outcome.attempts)
+    for i, error in enumerate(worst_first(errors)[:INT8_FLOAT_LAYERS], 1):
+        kept += [name for name in segments[error.tensor] if name not in kept]
+        if attempt(f"int8 with {i} layer(s) in float", lambda k=tuple(kept): quantize_int8(fp32, profile, calibration, k), kept):
+            return True
+        if stalled(outcome.attempts[first:]):
+            return False
+    return False
 
 
 def _with_onnx(profile: Profile, **changes) -> Profile:
