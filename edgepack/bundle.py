@@ -192,6 +192,12 @@ class Manifest(Typed):
         return self.status is Status.ok
 
     @property
+    def peak_rss_mb(self) -> Optional[float]:
+        """The build process's peak memory in MB (`build.peak_rss_mb`); None for a bundle built before it was recorded."""
+        value = self.build.get("peak_rss_mb")
+        return float(value) if value is not None else None
+
+    @property
     def artifact_bytes(self) -> Optional[int]:
         return next((f.bytes for f in self.files if f.path == self.artifact), None)
 

@@ -153,6 +153,7 @@ def stage_losses(pruned, final) -> str:
 
 
 def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, dict, dict]:
+    from edgepack.builder.memory import peak_rss_mb
     from edgepack.builder.recover import build_artifact, recovery_notes
     from edgepack.builder.recover.tflite import layer_precisions
     from edgepack.builder.verify import check_size, verify
@@ -235,6 +236,7 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
         evaluation_samples=len(evaluation),
         synthetic_calibration=plan.synthetic_calibration,
         data_preparation=evaluation.notes,
+        peak_rss_mb=round(peak_rss_mb(), 1),  # the build so far: load, convert, verify, recover
     )
     if plan.input_shapes:
         settings["input_shapes"] = {s.name: list(s.shape) for s in original.inputs}

@@ -101,7 +101,8 @@ def render_build(result, explain: bool = False) -> None:
     f = m.fidelity
     status = "[green]ok[/]" if result.passed else "[red]FAILED[/]"
     cached = " (cache hit)" if result.cached else ""
-    console.print(f"{status} {plain(m.target)}: {m.format.value} {m.precision.value}, {result.size_bytes / 1024:.1f} KB{cached}", highlight=False)
+    peak = f", build peak memory {m.peak_rss_mb:.0f} MB" if m.peak_rss_mb is not None else ""
+    console.print(f"{status} {plain(m.target)}: {m.format.value} {m.precision.value}, {result.size_bytes / 1024:.1f} KB{peak}{cached}", highlight=False)
     parts = [f"{f.n_samples} samples"]
     if f.top1_agreement is not None:
         parts.append(f"top-1 agreement {100 * f.top1_agreement:.2f}%")
