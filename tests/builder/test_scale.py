@@ -30,15 +30,16 @@ def test_detector_whose_plain_int8_misses_the_dense_gate_recovers_within_int8s_f
     model, data = write_detector(tmp_path, 64, n=48, outlier=3000.0, backbone="tiny")
     before = sorted(os.listdir(isolated_user_dirs))
     result = build(model, "raspberry-pi-4", data=data, out=tmp_path / "bundle")
-    q = result.manifest.facts.quantization
-    plain = q.attempts[0]
-    assert plain.strategy == "plain" and not plain.passed and "SQNR" in plain.failure
-    assert result.passed, result.manifest.notes
-    assert result.manifest.build["precision_used"] == "int8" and q.strategy != "plain"
-    fp32_bytes = next(a.size_bytes for a in q.attempts if a.size_bytes)  # the plain int8 build's size
-    assert result.size_bytes <= 1.5 * fp32_bytes  # about int8's size, not float's (4x)
+    q = result.manifest.facts.quantization.model_dump(mode="json")
+    plain = q["attempts"][0]
+    assert plain["strategy"] == "plain" and not plain["passed"] and "SQNR" in plain["failure"], q["attempts"]
+    assert result.passed, (result.manifest.notes, q["attempts"])
+    assert result.manifest.build["precision_used"] == "int8" and q["strategy"] != "plain"
+    assert result.size_bytes < 0.5 * 4 * result.manifest.source.params  # under half of float32's size
     assert sorted(os.listdir(isolated_user_dirs)) == before  # nothing written where the build ran
 
+
+BOUND_MB = 2048  # TensorFlow, the converter and one batch fit; every activation of every sample does not
 
 PEAK_SCRIPT = """
 import json, sys
@@ -50,8 +51,8 @@ print(json.dumps({"peak": result.manifest.peak_rss_mb, "passed": result.passed})
 
 
 def test_build_peak_stays_bounded_where_every_activation_would_not_fit(tmp_path):
-    # 64 evaluation samples of a 320x320 detector: its activations, every sample and both models,
-    # in float64, are about 3.6 GB; a build that streams holds one batch of them.
+    # 64 evaluation samples of a 320x320 detector: its activations (23 MB a sample in float64),
+    # every sample of both models, are 2.9 GB; a build that streams holds one batch of them.
     model, data = write_detector(tmp_path, 320, n=128, backbone="tiny")
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
     out = subprocess.run(

@@ -223,20 +223,53 @@ def _layers_in_float(model, calibration, evaluation, check: Check, outcome: Outc
     ranked = worst_first(_named(debugger_errors(debugger), model, plain))  # each layer's own error: rank once
     if not layers_worth_trying(outcome, ranked):
         return False
+    feeders = input_producers(plain)
+    by_tensor = {e.tensor: e for e in ranked}
     denied: list[LayerError] = []
     first = len(outcome.attempts)
-    for layer in ranked[:MAX_FLOAT_LAYERS]:
-        denied.append(layer)
+    for k, layer in enumerate(ranked[:MAX_FLOAT_LAYERS], 1):
+        # A layer kept in float still reads an int8 tensor unless the layer that writes it is
+        # float too: where that tensor's range is what loses the information (an outlier channel
+        # feeding an output head), the pair is what must stay float.
+        for tensor in [layer.tensor] + feeders.get(layer.tensor, []):
+            if tensor not in {e.tensor for e in denied}:
+                denied.append(by_tensor.get(tensor) or LayerError(tensor, short_layer(tensor), "", 0.0, layer.measure))
 
         def selective(names=tuple(e.tensor for e in denied)):
             debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(names))
             return tflite_artifact(debugger.get_nondebug_quantized_model())
 
-        if try_variant(outcome, check, f"int8 with {len(denied)} layer(s) in float", selective, [e.layer for e in denied]):
+        if try_variant(outcome, check, f"int8 with {k} layer(s) in float", selective, [e.layer for e in denied]):
             return True
         if stalled(outcome.attempts[first:]):
             return False
     return False
+
+
+def input_producers(content: bytes) -> dict[str, list[str]]:
+    """Map each op's output tensor in a TFLite model to the compute ops that write its inputs
+    (through QUANTIZE and DEQUANTIZE); graph inputs and constants have none."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    made_by = {t: op for op in ops for t in op["outputs"]}
+
+    def writer(index: int, depth: int = 0) -> str | None:
+        op = made_by.get(index)
+        if op is None or depth > 4:
+            return None
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            return writer(op["inputs"][0], depth + 1)
+        return names[op["outputs"][0]]
+
+    feeders = {}
+    for op in ops:
+        if len(op["outputs"]) and op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+            found = [writer(i) for i in op["inputs"] if i >= 0]
+            feeders[names[op["outputs"][0]]] = [f for f in dict.fromkeys(found) if f]
+    return feeders
 
 
 def _recover_fp16(model, evaluation, check: Check, outcome: Outcome) -> None:
