@@ -9,7 +9,8 @@ the same model and data (tf.lite.TFLiteConverter; onnxruntime.quantization.quant
 onnxconverter-common float16), Keras models reaching ONNX through edgepack's own Keras->ONNX
 export. Each build runs in its own subprocess, so each peak is its own (VmHWM, read by the
 process itself at its end), and is killed past --cap-gb (its resident memory polled every 0.2 s).
-Wall time is the subprocess's, imports included, for both. Fidelity is measured by edgepack's
+Wall time is the subprocess's, imports included, for both; size ratio is the artifact's bytes
+over the model's float32 weights (parameters x 4). Fidelity is measured by edgepack's
 verify on the evaluation split for both: worst dense output's SQNR (dB), or top-1 agreement.
 
     python scripts/bench_build_scale.py [--models digits,mnv2,det320,det640,conv1d]
@@ -29,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
@@ -48,7 +49,7 @@ def make_model(name: str, work: Path) -> tuple[Path, Path]:
     """Write model NAME and its data (.npz) under WORK; return their paths."""
     import keras
 
-    from detectors import detector_images, write_detector
+    from tests.detectors import detector_images, write_detector
 
     keras.utils.set_random_seed(0)
     if name.startswith("det"):
@@ -102,7 +103,7 @@ def one_edgepack(model: Path, data: Path, target: str, out: Path) -> dict:
     m = result.manifest
     return {
         "status": "ok" if m.passed else "failed", "precision": m.build.get("precision_used", m.precision.value),
-        "bytes": result.size_bytes, "fidelity": fidelity_text(m.fidelity), "strategy": m.facts.quantization.strategy if m.facts.quantization else "",
+        "bytes": result.size_bytes, "fp32_bytes": 4 * (m.source.params or 0), "fidelity": fidelity_text(m.fidelity), "strategy": m.facts.quantization.strategy if m.facts.quantization else "",
     }
 
 
@@ -159,7 +160,7 @@ def one_plain(model_path: Path, data: Path, target: str, fmt: str, precision: st
             quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ)
         artifact = onnx_artifact(out_path)
     fidelity = verify(model, artifact, evaluation, profile)
-    return {"status": "ok" if fidelity.passed else "failed", "precision": precision, "bytes": artifact.size_bytes, "fidelity": fidelity_text(fidelity), "strategy": "plain tool"}
+    return {"status": "ok" if fidelity.passed else "failed", "precision": precision, "bytes": artifact.size_bytes, "fp32_bytes": 4 * (model.params or 0), "fidelity": fidelity_text(fidelity), "strategy": "plain tool"}
 
 
 def onnx_artifact(path: Path):
@@ -243,7 +244,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepack-scale-"))
     (work / "targets").mkdir(parents=True, exist_ok=True)
     (work / "targets" / "jetson-orin-nano-int8.yaml").write_text(JETSON_INT8)
-    header = "| model | fp32 MB | target | tool | result | precision | size ratio | fidelity | peak RSS MB | wall s |"
+    header = "| model | .keras MB | target | tool | result | precision | size ratio | fidelity | peak RSS MB | wall s |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
     for name in args.models.split(","):
@@ -255,7 +256,7 @@ def main() -> None:
                 job.mkdir(exist_ok=True)
                 command = [sys.executable, __file__, "--child", tool, str(model), str(data), target, str(job)]
                 row = run_capped(command, args.cap_gb * 1024, work, args.timeout_s)
-                ratio = f"{row['bytes'] / (fp32_mb * 2**20):.2f}x" if row.get("bytes") else "-"
+                ratio = f"{row['bytes'] / row['fp32_bytes']:.2f}x" if row.get("bytes") and row.get("fp32_bytes") else "-"
                 peak = f"{row['peak_mb']:.0f}" if row.get("peak_mb") else "-"
                 status = row["status"] + ("" if row.get("cwd_clean", True) else " (left files in the working directory)")
                 line = (f"| {name} | {fp32_mb:.1f} | {TARGETS[target][0]} {TARGETS[target][2]} | {tool} | {status} | {row.get('precision', '-')} "
@@ -271,8 +272,8 @@ def made(name: str, work: Path) -> tuple[Path, Path]:
     existing = sorted(work.glob(f"{'detector' + name[3:] if name.startswith('det') else name}.keras"))
     if existing:
         return existing[0], existing[0].with_suffix(".npz")
-    code = f"import sys; sys.path[:0]={[str(ROOT), str(ROOT / 'tests')]!r}; from bench_build_scale import make_model; from pathlib import Path; make_model({name!r}, Path({str(work)!r}))"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=work, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parent)))
+    code = f"import sys; sys.path[:0]={[str(ROOT), str(ROOT / 'scripts')]!r}; from bench_build_scale import make_model; from pathlib import Path; make_model({name!r}, Path({str(work)!r}))"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=work)
     return made(name, work)
 
 
