@@ -242,8 +242,6 @@ def main() -> None:
         child(argparse.Namespace(tool=tool, model=model, data=data, target=target, work=work))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepack-scale-"))
-    (work / "targets").mkdir(parents=True, exist_ok=True)
-    (work / "targets" / "jetson-orin-nano-int8.yaml").write_text(JETSON_INT8)
     header = "| model | .keras MB | target | tool | result | precision | size ratio | fidelity | peak RSS MB | wall s |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
@@ -254,8 +252,11 @@ def main() -> None:
             for tool in args.tools.split(","):
                 job = work / f"{name}-{target}-{tool}"
                 job.mkdir(exist_ok=True)
+                here = job / "cwd"  # the build's working directory: only the profile it may name is there
+                (here / "targets").mkdir(parents=True, exist_ok=True)
+                (here / "targets" / "jetson-orin-nano-int8.yaml").write_text(JETSON_INT8)
                 command = [sys.executable, __file__, "--child", tool, str(model), str(data), target, str(job)]
-                row = run_capped(command, args.cap_gb * 1024, work, args.timeout_s)
+                row = run_capped(command, args.cap_gb * 1024, here, args.timeout_s)
                 ratio = f"{row['bytes'] / row['fp32_bytes']:.2f}x" if row.get("bytes") and row.get("fp32_bytes") else "-"
                 peak = f"{row['peak_mb']:.0f}" if row.get("peak_mb") else "-"
                 status = row["status"] + ("" if row.get("cwd_clean", True) else " (left files in the working directory)")
