@@ -97,7 +97,8 @@ def render_build(result, explain: bool = False) -> None:
     f = m.fidelity
     status = "[green]ok[/]" if result.passed else "[red]FAILED[/]"
     cached = " (cache hit)" if result.cached else ""
-    console.print(f"{status} {plain(m.target)}: {m.format.value} {m.precision.value}, {result.size_bytes / 1024:.1f} KB{cached}", highlight=False)
+    peak = f", build peak memory {m.peak_rss_mb:.0f} MB" if m.peak_rss_mb is not None else ""
+    console.print(f"{status} {plain(m.target)}: {m.format.value} {m.precision.value}, {result.size_bytes / 1024:.1f} KB{peak}{cached}", highlight=False)
     parts = [f"{f.n_samples} samples"]
     if f.top1_agreement is not None:
         parts.append(f"top-1 agreement {100 * f.top1_agreement:.2f}%")
@@ -105,8 +106,6 @@ def render_build(result, explain: bool = False) -> None:
         parts.append(f"accuracy {100 * f.accuracy_original:.2f}% -> {100 * f.accuracy_artifact:.2f}%")
     parts.append(f"max |err| {f.max_abs_error:.4g}")
     console.print("   verify: " + ", ".join(parts), highlight=False)
-    if m.peak_rss_mb is not None:
-        console.print(f"   build: peak memory {m.peak_rss_mb:.0f} MB", highlight=False)
     for o in f.outputs:
         if o.kind == "dense" or len(f.outputs) > 1:  # a single class-scores output is the line above
             top1 = f", top-1 {100 * o.top1_agreement:.2f}%" if o.top1_agreement is not None else ""
