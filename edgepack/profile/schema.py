@@ -260,9 +260,18 @@ class Verify(Strict):
 
 class Budgets(Strict):
     max_model_kb: Optional[float] = Field(default=None, gt=0)
-    max_peak_memory_mb: Optional[float] = Field(default=None, gt=0)
+    max_peak_memory_mb: Optional[float] = Field(
+        default=None, gt=0,
+        description="peak memory of the process on the device: host RSS; on CUDA devices also the GPU memory the process holds "
+        "(NVML), and on Jetson the unified memory it uses, each judged against this bound",
+    )
     max_p90_latency_ms: Optional[float] = Field(default=None, gt=0)
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    min_accelerated_fraction: Optional[float] = Field(
+        default=None, gt=0, le=1,
+        description="least fraction of the model's ops the accelerator (a TFLite delegate other than XNNPACK, an ONNX Runtime "
+        "provider other than the CPU's) takes: estimated at build time, measured by bench",
+    )
 
 
 class Bench(Strict):
