@@ -23,11 +23,13 @@ BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against th
 MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")
 
 
-def _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False):
+def _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False, sustained=None, sustained_interval=None):
     from edgepack.benchmark import BenchOptions
+    from edgepack.cli.bench_inside import parse_duration
 
     return BenchOptions(
-        runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds, cold_loads=cold_loads, timeout_s=timeout, allow_failed=allow_failed
+        runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds, cold_loads=cold_loads, timeout_s=timeout, allow_failed=allow_failed,
+        sustained_s=parse_duration(sustained), sustained_interval_s=parse_duration(sustained_interval, "--sustained-interval"),
     )
 
 
@@ -46,6 +48,11 @@ def bench_command(
     baseline: Optional[str] = BASELINE,
     max_regression: Optional[str] = MAX_REGRESSION,
     allow_failed: bool = typer.Option(False, "--allow-failed", help="Measure a bundle whose build missed its gate; the run is stored as failed."),
+    sustained: Optional[str] = typer.Option(
+        None, "--sustained", metavar="DURATION",
+        help="Also run continuously this long (10m, 90s): p50/p90 per interval beside CPU temperature, frequency and throttling.",
+    ),
+    sustained_interval: Optional[str] = typer.Option(None, "--sustained-interval", metavar="DURATION", help="With --sustained: the interval [default: a tenth]."),
     as_json: Json = False,
 ) -> None:
     """Measure a bundle on a device (or several at once): load time, latency, memory, and a check of its answers."""
@@ -58,7 +65,7 @@ def bench_command(
     progress = Progress(as_json, Path(bundle).resolve().name, max_connections)
     try:
         deployment = measure(
-            bundle, devices, _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed), inventory, db, baseline, max_regression,
+            bundle, devices, _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval), inventory, db, baseline, max_regression,
             max_connections, on_step=progress.step, on_change=progress.change,
         )
     finally:
@@ -234,6 +241,8 @@ def render_bench(result) -> None:
     """Print one bench result: what ran where, then the figures with their budgets."""
     from rich.table import Table
 
+    from edgepack.cli.bench_inside import inside_rows, render_inside
+
     r, m = result.report, result.manifest
     budgets = m.profile.budgets
     s, rt = r.system, r.runtime
@@ -278,9 +287,11 @@ def render_bench(result) -> None:
         agree = f"top-1 {100 * r.check.top1_agreement:.1f}%, " if r.check.top1_agreement is not None else ""
         error = f"max |err| {r.check.max_abs_error:.3g}" if r.check.max_abs_error is not None else "no reference outputs"
         table.add_row("answers vs host", f"{agree}{error} ({r.check.n_samples} samples)", "")
+    inside_rows(table, r, budgets)
     p = result.push
     table.add_row("push", f"{p.files_sent} files, {p.bytes_sent / 1024:.1f} KB sent, {p.files_skipped} already there", "")
     console.print(table)
+    render_inside(result)
     if result.report_path:
         console.print(f"   report: {plain(shown_path(result.report_path))}", highlight=False)
 
