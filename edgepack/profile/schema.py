@@ -301,13 +301,19 @@ class TuneSpace(Strict):
     batch_size: Optional[list[int]] = None
     fine_tune_epochs: Optional[list[int]] = Field(default=None, description="build.prune.fine_tune_epochs values (the most epochs)")
     fallback: Optional[list[Fallback]] = Field(default=None, description="build.fallback values: auto (recover) or off")
+    # Runtime settings, measured by the bench of each trial beside the build's settings.
+    threads: Optional[list[int]] = Field(default=None, description="runtime.threads values")
+    delegates: Optional[list[list[str]]] = Field(default=None, description="runtime.delegates lists to try, e.g. [[xnnpack], [], [gpu, xnnpack]]")
+    providers: Optional[list[list[str]]] = Field(
+        default=None, description="runtime.providers lists to try, e.g. [[CUDAExecutionProvider, CPUExecutionProvider], [CPUExecutionProvider]]"
+    )
 
     @model_validator(mode="after")
     def fractions_and_sizes_in_range(self) -> "TuneSpace":
         for key in ("sparsity", "channels"):
             if any(not 0 <= v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are fractions in [0, 1)", at=key)
-        for key in ("calibration_samples", "batch_size", "fine_tune_epochs"):
+        for key in ("calibration_samples", "batch_size", "fine_tune_epochs", "threads"):
             if any(v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are at least 1", at=key)
         if any(not 0 < v <= 1 for v in self.learning_rate or []):
