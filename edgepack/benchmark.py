@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
+from edgepack.agent.assemble import agent_file, loader_file
 from edgepack.agent.protocol import AgentReport, parse_report
 from edgepack.atomic import cannot_write, write_atomic
-from edgepack.bundle import LOADER, LOADER_SOURCE, MANIFEST, Manifest, bundle_id, check_files, read_manifest
+from edgepack.bundle import LOADER, MANIFEST, Manifest, bundle_id, bundle_sha256, check_files, read_manifest
 from edgepack.device.connect import open_transport
 from edgepack.device.transport import PushResult, TimedOut
 from edgepack.errors import DeviceError, EdgepackError
@@ -26,7 +27,6 @@ from edgepack.profile.schema import Engine, Format
 if TYPE_CHECKING:
     from edgepack.device.fleet import DeviceRun
 
-AGENT = Path(__file__).resolve().parent / "agent" / "edgepack_agent.py"
 OnStep = Callable[[str], None]
 
 
@@ -133,7 +133,7 @@ def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
     peak, limit = report.memory.peak_rss_mb if report.memory else None, budgets.max_peak_memory_mb
     if peak is not None and limit is not None and peak > limit:
         failures.append(f"peak memory {peak:.1f} MB is over the budget of {limit:g} MB")
-    from edgepack.device_facts import inside_failures
+    from edgepack.results.device_facts import inside_failures
 
     return failures + inside_failures(report, manifest)
 
@@ -193,9 +193,9 @@ def bench(
     manifest, gate_failures = measurable(bundle, options)
     files = {f.path: bundle / f.path for f in manifest.files}
     files[MANIFEST] = bundle / MANIFEST
-    files["edgepack_agent.py"] = AGENT
+    files["edgepack_agent.py"] = agent_file()  # assembled from edgepack/ondevice/: the same bytes every time
     # A bundle from before the loader has none: the agent measures time to first answer with this one.
-    files.setdefault(LOADER, LOADER_SOURCE)
+    files.setdefault(LOADER, loader_file())
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -233,7 +233,7 @@ def bench(
         )
     out = BenchResult(device, bundle, manifest, report, push, seconds, gate_failures + check_budgets(report, manifest), trial=trial)
     out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
-    from edgepack.device_facts import precision_advice
+    from edgepack.results.device_facts import precision_advice
 
     out.advice = precision_advice(report, manifest, [])
     try:
@@ -242,7 +242,16 @@ def bench(
 
             with open_store(db) as history:
                 out.advice = precision_advice(report, manifest, history.runs(device=device))  # beside the device's earlier runs
-                out.run_id = history.add_result(out)
+                out.run_id = history.add(
+                    device=device,
+                    manifest=manifest,
+                    report=report,
+                    bundle_sha=bundle_sha256(bundle),
+                    bundle_path=str(bundle),
+                    budget_failures=out.budget_failures,
+                    seconds=seconds,
+                    trial=trial,
+                )
     finally:
         try:
             write_atomic(out.report_path, json.dumps(out.to_dict(), indent=2) + "\n")
@@ -287,3 +296,10 @@ def bench_fleet(
         on_change=on_change,
     )
 
+
+
+def __getattr__(name: str):
+    """AGENT: the agent pushed to devices, assembled from edgepack/ondevice/ (once per process)."""
+    if name == "AGENT":
+        return agent_file()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

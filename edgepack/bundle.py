@@ -7,7 +7,7 @@ A bundle is a directory:
                                them; out_0, out_1, ...: the original model's float outputs on
                                them. The agent feeds the inputs (quantizing where the artifact
                                takes integers) and compares its outputs with out_*.
-  edgepack_runtime.py          the loader for apps (edgepack/runtime/), listed in the manifest
+  edgepack_runtime.py          the loader for apps (assembled from edgepack/ondevice/), listed in the manifest
                                like every file; bundles written before it have none.
 """
 
@@ -24,6 +24,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgepack._version import __version__
+from edgepack.agent.assemble import loader_file
 from edgepack.atomic import replacing_dir
 from edgepack.errors import EdgepackError
 from edgepack.profile.schema import Format, Precision, Profile
@@ -34,7 +35,6 @@ SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 REFERENCE = "reference.npz"
 LOADER = "edgepack_runtime.py"
-LOADER_SOURCE = Path(__file__).resolve().parent / "runtime" / LOADER
 
 
 class TensorSpec(BaseModel):
@@ -252,7 +252,7 @@ def write_bundle(out_dir: Path, manifest: Manifest, files: dict[str, Path | byte
     import numpy as np
 
     out_dir = Path(out_dir)
-    files = {LOADER: LOADER_SOURCE, **files}
+    files = {LOADER: loader_file(), **files}
     # Checked again right before the rename: the build took a while, and OUT may have changed.
     with replacing_dir(out_dir, "the bundle", check_replaceable) as tmp:
         for name, content in files.items():
@@ -361,3 +361,10 @@ def check_files(bundle: Path, manifest: Manifest) -> None:
                 f"{bundle}: {f.path} does not match the manifest: it changed after the build",
                 hint="rebuild the bundle with edgepack build (its manifest describes what was built and checked)",
             )
+
+
+def __getattr__(name: str):
+    """LOADER_SOURCE: the loader copied into bundles, assembled from edgepack/ondevice/ (once per process)."""
+    if name == "LOADER_SOURCE":
+        return loader_file()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

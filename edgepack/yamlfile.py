@@ -12,10 +12,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.reader import ReaderError
 
 from edgepack.errors import EdgepackError
+
+MAX_DEPTH = 32  # profiles and inventories are a few levels deep; a deeper file is refused as it is read, in milliseconds
 
 
 def load_roundtrip(text: str, path: Path, error: type[EdgepackError], what: str, alias_hint: str) -> Any:
@@ -25,8 +27,21 @@ def load_roundtrip(text: str, path: Path, error: type[EdgepackError], what: str,
         ERROR: a syntax error or a character YAML forbids (with the line and column), or an alias
             (with ALIAS_HINT).
     """
+    deep = _too_deep(text)
+    if deep is not None:  # flow brackets counted on the text: the parser takes seconds over [[[[...]]]] before it errs
+        line, col = deep
+        raise error(f"{path}:{line}:{col}: the YAML nests deeper than {MAX_DEPTH} levels", hint=f"flatten it: {what} needs a few levels at most")
     try:
+        depth = 0
         for event in YAML(typ="rt").parse(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise error(f"{path}:{mark.line + 1}:{mark.column + 1}: the YAML nests deeper than {MAX_DEPTH} levels",
+                                hint=f"flatten it: {what} needs a few levels at most")
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
             if isinstance(event, AliasEvent):
                 mark = event.start_mark
                 raise error(f"{path}:{mark.line + 1}:{mark.column + 1}: YAML aliases (*{event.anchor}) are not allowed in {what}", hint=alias_hint)
@@ -44,4 +59,30 @@ def load_roundtrip(text: str, path: Path, error: type[EdgepackError], what: str,
     except YAMLError as exc:
         raise error(f"{path}: cannot read {what}: {exc}", hint="fix the YAML") from None
     except RecursionError:
-        raise error(f"{path}: cannot read {what}: its YAML nests too deep", hint="flatten the file; profiles are a few levels deep") from None
+        raise error(f"{path}: cannot read {what}: its YAML nests too deep", hint=f"flatten it: {what} needs a few levels at most") from None
+
+
+def _too_deep(text: str) -> tuple[int, int] | None:
+    """Where TEXT's flow brackets ([ and { outside quotes and comments) first nest past MAX_DEPTH, or None."""
+    depth, line, col, quote, comment, prev = 0, 1, 0, "", False, "\n"
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, comment = line + 1, 0, False  # a quoted scalar may span lines: QUOTE stays
+        elif comment:
+            pass
+        elif quote:
+            if ch == quote and not (quote == '"' and prev == "\\"):
+                quote = ""
+        elif ch in "'\"" and prev in " \t\n[{,:":
+            quote = ch
+        elif ch == "#" and prev in " \t\n":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+        prev = ch
+    return None

@@ -153,7 +153,7 @@ def main() -> int:
 
         from edgepack.benchmark import BenchOptions, bench
         from edgepack.device import inventory as inv
-        from edgepack.device.hostkeys import known_hosts_path
+        from edgepack.device.ssh import known_hosts_path
 
         with running_sshd(work / "sshd") as server:
             known = known_hosts_path()

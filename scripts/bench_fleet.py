@@ -84,7 +84,7 @@ def main() -> int:
         from edgepack.benchmark import BenchOptions, bench, bench_fleet
         from edgepack.bundle import read_manifest
         from edgepack.device import inventory as inv
-        from edgepack.device.hostkeys import known_hosts_path
+        from edgepack.device.ssh import known_hosts_path
 
         with contextlib.ExitStack() as stack:
             servers = [stack.enter_context(running_sshd(work / f"sshd-{i}")) for i in range(args.devices)]

@@ -33,7 +33,7 @@ def test_bench_cli_prints_the_table_and_the_int8_check(digits_bundles):
     result = runner.invoke(app, ["bench", str(digits_bundles["int8"]), *QUICK])
     assert result.exit_code == 0, result.output
     for row in ("load, cold", "first inference", "latency p90", "peak memory", "answers vs host", "throughput",
-                "load phases (warm, median)", "allocate tensors", "memory the load added", "first answer (plain)",
+                "warm load by phase", "allocate tensors", "memory the load added", "first answer (plain)",
                 "xnnpack-weight-cache phases", "create compiled model", "used by edgepack_runtime.load"):
         assert row in result.output, row
     assert "inference +" in result.output and "first answer: a fresh process, from `import edgepack_runtime`" in " ".join(result.output.split())

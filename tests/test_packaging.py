@@ -23,7 +23,7 @@ def test_an_installed_wheel_finds_the_builtin_profiles(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {Path(n).name for n in names if n.startswith("edgepack/_builtin_targets/")}
     assert shipped == {p.name for p in (REPO / "targets").glob("*.yaml")}
-    assert "edgepack/agent/edgepack_agent.py" in names and "edgepack/runtime/edgepack_runtime.py" in names  # copied into every bundle
+    assert "edgepack/ondevice/cli.py" in names and "edgepack/ondevice/loader.py" in names  # the agent and the loader are assembled from them
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = "from edgepack.profile.store import Catalog, builtin_dir; print(builtin_dir()); print(len(Catalog().sources()))"

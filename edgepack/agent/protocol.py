@@ -1,7 +1,7 @@
 """The agent's report, as the host reads it: pydantic models and `parse_report`.
 
-`edgepack_agent.py` (run on the device, never importing edgepack) writes this document; keep
-the two in sync. Every model forbids unknown keys, so a drift between them fails loudly in
+`edgepack_agent.py` (assembled from edgepack/ondevice/, run on the device, never importing the
+host side) writes this document; keep the two in sync. Every model forbids unknown keys, so a drift between them fails loudly in
 the test that validates a real agent report. Measurement fields are optional: a report with
 ``ok: false`` carries what was measured before the failure, and ``errors`` says why.
 """

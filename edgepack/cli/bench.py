@@ -1,4 +1,6 @@
-"""`edgepack bench` and `edgepack deploy`: measure bundles on a device, or on several at once.
+"""`edgepack bench`: measure a bundle on a device, or on several at once; what bench and deploy show.
+
+`edgepack deploy` (`edgepack.cli.deploy`) shows its results with `Progress` and `render_deployment` from here.
 
 Exit codes: 2 when a device could not be measured (unreachable, agent failed; in a fleet run
 the others are still measured, stored and summarised first), else 1 when a budget or the
@@ -10,20 +12,31 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 
-from edgepack.cli.options import ColdLoads, Db, Devices, Inventory, Json, MinSeconds, Runs, Threads, Timeout, Warmup
+from edgepack.cli.options import (
+    BASELINE,
+    MAX_CONNECTIONS,
+    MAX_REGRESSION,
+    ColdLoads,
+    Db,
+    Devices,
+    Inventory,
+    Json,
+    MinSeconds,
+    Runs,
+    Threads,
+    Timeout,
+    Warmup,
+)
 from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import GateFailed
 
-MAX_CONNECTIONS = typer.Option(8, "--max-connections", min=1, help="With several devices: how many are connected and measured at once.")
-BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against this stored run (#12, 12, last, last~1): exit 1 when p90 latency, peak memory or model size regress.")
-MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")
 
-
-def _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False, sustained=None, sustained_interval=None):
+def bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False, sustained=None, sustained_interval=None):
+    """Return the BenchOptions the command line asks for (None: the profile's setting)."""
     from edgepack.benchmark import BenchOptions
     from edgepack.cli.bench_inside import parse_duration
 
@@ -65,7 +78,7 @@ def bench_command(
     progress = Progress(as_json, Path(bundle).resolve().name, max_connections)
     try:
         deployment = measure(
-            bundle, devices, _options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval), inventory, db, baseline, max_regression,
+            bundle, devices, bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval), inventory, db, baseline, max_regression,
             max_connections, on_step=progress.step, on_change=progress.change,
         )
     finally:
@@ -85,40 +98,6 @@ def _bench_micro(bundle: Path, as_json: bool) -> None:
         console.print(render_micro_summary(summary))
     if not summary["fits"]:
         raise GateFailed(f"{summary['target']}: the model does not fit the device", hint="the table above says where it is short")
-
-
-def deploy_command(
-    model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
-    targets: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target profile; repeat to compare targets [default: each device's target]."),
-    devices: Devices = None,
-    data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
-    runs: Runs = None,
-    warmup: Warmup = None,
-    threads: Threads = None,
-    min_seconds: MinSeconds = None,
-    cold_loads: ColdLoads = None,
-    timeout: Timeout = None,
-    inventory: Inventory = None,
-    max_connections: int = MAX_CONNECTIONS,
-    db: Db = None,
-    baseline: Optional[str] = BASELINE,
-    max_regression: Optional[str] = MAX_REGRESSION,
-    as_json: Json = False,
-) -> None:
-    """Build MODEL for each target (using the build cache) and measure it on a device, or on several at once."""
-    from edgepack.cli.build import show_stage
-    from edgepack.deployment import deploy
-
-    progress = Progress(as_json, max_connections=max_connections)
-    try:
-        deployment = deploy(
-            model, targets, devices, data, _options(runs, warmup, threads, min_seconds, cold_loads, timeout), inventory, db, baseline,
-            max_regression, max_connections, on_stage=None if as_json else show_stage, on_part=progress.part,
-            on_step=progress.step, on_change=progress.change,
-        )
-    finally:
-        progress.close()
-    render_deployment(deployment, as_json)
 
 
 class Progress:
@@ -151,7 +130,7 @@ class Progress:
         if self.quiet:
             return
         if self._fleet is None:
-            from edgepack.cli.fleet import FleetProgress
+            from edgepack.cli.fleet_view import FleetProgress
 
             self._fleet = FleetProgress(self.name, len(runs), self.max_connections)
         self._fleet.update(runs)
@@ -164,7 +143,7 @@ class Progress:
 
 def render_runs(part, title: str) -> None:
     """Show one bundle's devices: the full table for one device, the fleet summary for several."""
-    from edgepack.cli.fleet import render_fleet_summary
+    from edgepack.cli.fleet_view import render_fleet_summary
 
     if len(part.runs) == 1 and part.runs[0].result is not None:
         render_bench(part.runs[0].result)
@@ -187,19 +166,30 @@ def render_deployment(deployment, as_json: bool) -> None:
             from edgepack.results.report import gate_table
 
             for check in deployment.gate.checks:
-                console.print(gate_table(check.rows, deployment.gate.baseline.run.label, f"{check.run.label} ({check.run.target} on {check.run.device})"))
+                this = f"{check.run.label} ({check.run.target} on {check.run.device})"
+                if check.baseline is None:
+                    console.print(f"[yellow]regression gate:[/] {plain(this)}: {plain(check.note)}", highlight=False)
+                    continue
+                console.print(gate_table(check.rows, check.baseline.label, this))
+                if check.note:
+                    console.print(f"[yellow]note:[/] {plain(check.note)}", highlight=False)
     deployment.raise_for_failures()
 
 
 def deployment_json(deployment):
     """Return a bench (one bundle) or a deploy (a build per target) as the JSON the CLI prints."""
     from edgepack.cli.build import build_summary
-    from edgepack.cli.fleet import fleet_json
+    from edgepack.cli.fleet_view import fleet_json
 
     gate = deployment.gate
 
     def with_gate(doc: dict, run_id) -> dict:
         rows = gate.rows_for(run_id) if gate else None
+        check = next((c for c in gate.checks if c.run.id == run_id), None) if gate else None
+        if check is not None:
+            doc["baseline"] = check.baseline.id if check.baseline is not None else None
+            if check.note:
+                doc["baseline_note"] = check.note
         if rows is not None:
             doc["regression"] = [
                 {"measure": g.measure, "unit": g.unit, "baseline": g.baseline, "current": g.current,
@@ -266,8 +256,12 @@ def render_bench(result) -> None:
 
     load = r.load
     if load:
-        table.add_row("load, cold (median)", f"{fmt_num(_median(load.cold_ms))} ms" + ("" if load.cold_evicted else " (cache not evicted)"), "")
-        table.add_row("load, warm (median)", f"{fmt_num(_median(load.warm_ms))} ms", "")
+        cold, warm = _median(load.cold_ms), _median(load.warm_ms)
+        cold_note = "" if load.cold_evicted else " (cache not evicted)"
+        if cold is not None and warm is not None and cold < warm:  # an evicted file cannot load faster: the spread of a few loads
+            cold_note += " [yellow]below the warm load: noise, not a faster start[/]"
+        table.add_row(f"load, cold: fresh process, file evicted (median of {len(load.cold_ms)})", f"{fmt_num(cold)} ms{cold_note}", "")
+        table.add_row(f"load, warm: fresh process, file cached (median of {len(load.warm_ms)})", f"{fmt_num(warm)} ms", "")
         _load_rows(table, load, r.memory)
     table.add_row("first inference", f"{fmt_num(r.first_inference_ms)} ms", "")
     lat = r.latency_ms
@@ -307,7 +301,7 @@ def _load_rows(table, load, memory) -> None:
     """The load's detail: its phases and memory, the load-optimised form beside it, and time to first answer."""
     phases = getattr(load, "phases_ms", None)
     if phases:
-        _phase_rows(table, "load phases (warm, median)", phases)
+        _phase_rows(table, "warm load by phase (median of each, summed; timed apart from the loads above)", phases)
     if getattr(load, "import_ms", None) is not None:
         table.add_row("runtime import (warm, median)", f"{fmt_num(load.import_ms)} ms", "")
     if memory is not None and getattr(memory, "load_mb", None) is not None:
@@ -315,7 +309,10 @@ def _load_rows(table, load, memory) -> None:
     opt = getattr(load, "optimized", None)
     if opt is not None:
         plain_warm, warm = _median(load.warm_ms), _median(opt.warm_ms)
-        faster = f", {plain_warm / warm:.1f}x the plain warm load" if plain_warm and warm else ""
+        faster = ""
+        if plain_warm and warm:
+            ratio = plain_warm / warm
+            faster = f", {ratio:.1f}x faster than the plain warm load" if ratio >= 1 else f", {1 / ratio:.1f}x slower than the plain warm load"
         table.add_row(f"load, {plain(opt.form)} cold / warm", f"{fmt_num(_median(opt.cold_ms))} / {fmt_num(warm)} ms{faster}", "")
         if opt.import_ms is not None and load.import_ms is not None and opt.import_ms > 2 * load.import_ms + 50:
             table.add_row("  its runtime import", f"{fmt_num(opt.import_ms)} ms", "")

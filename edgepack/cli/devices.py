@@ -32,7 +32,7 @@ def add(
 ) -> None:
     """Add a device to the inventory."""
     from edgepack.device import inventory as inv
-    from edgepack.device.route import check_route
+    from edgepack.device.ssh import check_route
 
     if key is not None:
         inv.check_private_key(key)
@@ -94,7 +94,6 @@ def group(
 ) -> None:
     """Name a set of devices, to measure them all with `edgepack bench BUNDLE --device NAME`."""
     from edgepack.device import inventory as inv
-
     from edgepack.errors import DeviceError
 
     store = inv.load_inventory(inventory)
@@ -131,15 +130,14 @@ def trust(
 ) -> None:
     """Fetch a device's SSH host key (and each jump host's on the way), show the fingerprint, and trust it."""
     from edgepack.device import inventory as inv
-
-    from edgepack.device import hostkeys
+    from edgepack.device.ssh import HostKey, trust_route
     from edgepack.errors import DeviceError
 
     device = inv.get_device(name, inventory)
     if device.is_local:
         raise DeviceError("the local device needs no trust: it is this machine")
 
-    def confirm(hk: hostkeys.HostKey) -> bool:
+    def confirm(hk: HostKey) -> bool:
         console.print(f"{plain(hk.host)} ({plain(hk.role)}) offers {plain(hk.key_type)} key [bold]{plain(hk.fingerprint)}[/]", highlight=False)
         try:
             return typer.confirm("Trust this key?", default=False)
@@ -149,7 +147,7 @@ def trust(
                 hint=f"check the fingerprint above on the device, then run `edgepack devices trust {name} --yes`",
             ) from None
 
-    for hk in hostkeys.trust_route(device, yes=yes, confirm=confirm):
+    for hk in trust_route(device, yes=yes, confirm=confirm):
         role = "" if hk.via is None else f" ({plain(hk.role)})"
         if hk.status == "known":
             console.print(f"{plain(hk.host)}{role} is already trusted ({plain(hk.key_type)} {plain(hk.fingerprint)}, in {plain(hk.known_in)})", highlight=False)
@@ -164,10 +162,9 @@ def check(
     inventory: Inventory = None,
 ) -> None:
     """Connect to a device and report its arch, Python, runtimes, free disk and memory."""
-    from edgepack.device import inventory as inv
-
     import dataclasses
 
+    from edgepack.device import inventory as inv
     from edgepack.device.connect import open_transport
     from edgepack.device.probe import probe
 

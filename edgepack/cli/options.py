@@ -51,3 +51,8 @@ Timeout = Annotated[
     Optional[float],
     typer.Option("--timeout", metavar="S", min=1.0, max=MAX_TIMEOUT_S, callback=_finite, help="Seconds the agent may run [default: from the work asked: runs, --min-seconds, --cold-loads]."),
 ]
+
+# How many devices at once, and the regression gate: `bench` and `deploy`.
+MAX_CONNECTIONS = typer.Option(8, "--max-connections", min=1, help="With several devices: how many are connected and measured at once.")
+BASELINE = typer.Option(None, "--baseline", metavar="RUN", help="Gate against this stored run (#12, 12, last, last~1): exit 1 when p90 latency, peak memory or model size regress.")
+MAX_REGRESSION = typer.Option(None, "--max-regression", metavar="PCT", help="With --baseline: the largest allowed increase [default: 10%].")

@@ -30,6 +30,10 @@ def report_command(
     """List stored bench runs as a table, as JSON, or as an HTML report with plots."""
     from edgepack.results.store import open_store
 
+    if html is not None and html.suffix.lower() not in (".html", ".htm"):  # `--html model.keras` would overwrite the model
+        from edgepack.errors import EdgepackError
+
+        raise EdgepackError(f"--html {html}: not an .html file", hint=f"name the report's file, e.g. --html {html.with_suffix('.html').name}")
     path = _history_path(db)
     runs = []
     if path.exists():  # reading must not create an empty history

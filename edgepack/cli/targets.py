@@ -82,7 +82,7 @@ def list_(
 
 @app.command()
 def show(
-    name: str = typer.Argument(..., help="Target profile name."),
+    name: str = typer.Argument(..., help="Target profile name, or the path of a profile file."),
     resolved: bool = typer.Option(False, "--resolved", help="Show every value, with `extends` and defaults resolved."),
 ) -> None:
     """Print a target profile: the YAML as written, or fully resolved."""
@@ -128,7 +128,9 @@ def validate(
 def new(
     name: str = typer.Argument(..., help="Name of the new profile (the file will be NAME.yaml)."),
     base: str = typer.Option(..., "--from", help="The profile it extends."),
-    directory: Path = typer.Option(Path("targets"), "--dir", help="Where to write it."),
+    directory: Optional[Path] = typer.Option(
+        None, "--dir", help="Where to write it [default: ./targets, or the user profile folder where ./targets holds the built-ins]."
+    ),
 ) -> None:
     """Write a commented profile that extends another; never overwrites."""
     from edgepack.profile.edit import new_profile
@@ -139,7 +141,7 @@ def new(
 
 @app.command("set")
 def set_(
-    name: str = typer.Argument(..., help="The user profile to edit."),
+    name: str = typer.Argument(..., help="The user profile to edit: its name, or the path of its file."),
     assignments: List[str] = typer.Argument(..., help="KEY=VALUE with dotted keys, e.g. build.precision=fp16."),
 ) -> None:
     """Edit a user profile in place, keeping comments and key order; invalid results are not written."""

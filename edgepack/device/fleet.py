@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Generic, Optional, TypeVar
 
 from edgepack.device.cancel import check_stop, stop_on
-from edgepack.errors import debug_enabled
-from edgepack.errors import DeviceError, EdgepackError
+from edgepack.errors import DeviceError, EdgepackError, debug_enabled
 
 T = TypeVar("T")
 Step = Callable[[str], None]

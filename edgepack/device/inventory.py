@@ -71,8 +71,11 @@ def make_device(**fields: Any) -> Device:
         DeviceError: a field has a bad value.
     """
     fields = {k: v for k, v in fields.items() if v is not None}
-    if isinstance(fields.get("key"), Path):
-        fields["key"] = str(fields["key"])
+    if fields.get("key") is not None:
+        key = str(fields["key"])
+        # Stored as typed where it is anchored (~/.ssh/id, /keys/id); a relative path only worked from
+        # the directory it was typed in, so it is stored absolute.
+        fields["key"] = key if key.startswith("~") or Path(key).is_absolute() else str(Path(key).absolute())
     try:
         return Device.model_validate(fields)
     except ValidationError as exc:

@@ -58,6 +58,7 @@ def write_document(path: Path, doc: CommentedMap) -> None:
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.dump(doc, buf)
+    path = Path(path).resolve() if Path(path).is_symlink() else Path(path)  # a linked inventory is written through its link
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, buf.getvalue())  # keeps the file's mode; a new one gets 0666 less the umask

@@ -36,6 +36,12 @@ class Dataset:
         return Dataset([x[idx] for x in self.x], y, self.source, self.sha256, dict(self.notes))
 
 
+# Inputs beyond this are refused: quantization scales and the verify statistics overflow float32 long
+# before finite float32 values do (x = 1e38 ended as an internal error inside XNNPACK), and no model
+# is trained on inputs that large.
+MAX_ABS_VALUE = 1e9
+
+
 def load_data(path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo] | None = None) -> Dataset:
     """Load data for a model with INPUTS (and OUTPUTS, to check labels against) and check that it fits them.
 
@@ -163,6 +169,13 @@ def _check(data: Dataset, inputs: list[TensorInfo], path: Path) -> None:
                 raise DataError(
                     f"{path}: {int(bad.sum())} of {len(x)} samples hold NaN or infinite values (the first is sample {int(np.argmax(bad))})",
                     hint="drop or repair those samples before saving the data",
+                )
+            big = (np.abs(x.reshape(len(x), -1)) > MAX_ABS_VALUE).any(axis=1)
+            if big.any():
+                raise DataError(
+                    f"{path}: {int(big.sum())} of {len(x)} samples hold values beyond ±{MAX_ABS_VALUE:g} "
+                    f"(the first is sample {int(np.argmax(big))}, largest |x| {float(np.abs(x).max()):.3g})",
+                    hint=f"scale the data as the model was trained (inputs within ±{MAX_ABS_VALUE:g}); quantization cannot represent such values",
                 )
         data.x[i] = x
 

@@ -13,7 +13,7 @@ from ruamel.yaml.error import YAMLError
 
 from edgepack.atomic import cannot_write, write_atomic
 from edgepack.errors import ProfileError
-from edgepack.profile.store import Catalog, LoadedProfile, read_yaml
+from edgepack.profile.store import Catalog, LoadedProfile, is_builtin_dir, own_profile_dir, read_yaml
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
@@ -67,21 +67,32 @@ def set_values(catalog: Catalog, name: str, assignments: list[str]) -> LoadedPro
     yaml = YAML(typ="rt")
     yaml.width = 4096  # never re-wrap the user's lines
     yaml.dump(doc, buf)
+    target = source.path.resolve()  # a linked profile is written through its link, the link kept
     try:
-        write_atomic(source.path, buf.getvalue())
+        write_atomic(target, buf.getvalue())
     except OSError as exc:
         raise cannot_write(source.path, exc, "the profile") from None
     return loaded
 
 
-def new_profile(catalog: Catalog, name: str, base: str, directory: Path) -> Path:
+def new_profile(catalog: Catalog, name: str, base: str, directory: Path | None = None) -> Path:
     """Write DIRECTORY/NAME.yaml: a commented profile that extends BASE.
 
+    DIRECTORY defaults to ``./targets/``, or the user's profile directory where ``./targets/`` is
+    the built-in folder.
+
     Raises:
-        ProfileError: a bad name, an unknown base, or a file that already exists.
+        ProfileError: a bad name, an unknown base, a file that already exists, or DIRECTORY is the built-in folder.
     """
     if not NAME_PATTERN.match(name):
         raise ProfileError(f"'{name}' is not a valid profile name", hint="use lower-case letters, digits, '-', '_' and '.'")
+    if directory is None:
+        directory = own_profile_dir()
+    elif is_builtin_dir(directory):
+        raise ProfileError(
+            f"{directory} is the folder of edgepack's built-in profiles; a profile of yours is not written there",
+            hint=f"leave out --dir (it writes to {own_profile_dir()}) or name another folder",
+        )
     parent = catalog.load(base)
     path = Path(directory) / f"{name}.yaml"
     if path.exists():

@@ -313,9 +313,9 @@ class TuneSpace(Strict):
         for key in ("sparsity", "channels"):
             if any(not 0 <= v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are fractions in [0, 1)", at=key)
-        for key in ("calibration_samples", "batch_size", "fine_tune_epochs", "threads"):
-            if any(v < 1 for v in getattr(self, key) or []):
-                raise Conflict(f"tune.{key} values are at least 1", at=key)
+        for key, most in (("calibration_samples", None), ("batch_size", 65536), ("fine_tune_epochs", 1000), ("threads", None)):  # build.prune's limits
+            if any(v < 1 or (most is not None and v > most) for v in getattr(self, key) or []):
+                raise Conflict(f"tune.{key} values are at least 1" + (f" and at most {most}" if most else ""), at=key)
         if any(not 0 < v <= 1 for v in self.learning_rate or []):
             raise Conflict("tune.learning_rate values are in (0, 1]", at="learning_rate")
         return self

@@ -37,6 +37,26 @@ def user_dir() -> Path:
     return Path(platformdirs.user_config_dir("edgepack")) / "targets"
 
 
+def own_profile_dir() -> Path:
+    """Return where a new profile of the user's goes: ``./targets/``, or the user directory where
+    ``./targets/`` is the built-in folder (run from a source checkout), so a user's profiles
+    never land among the shipped ones."""
+    project = Path.cwd() / "targets"
+    if project.resolve() == builtin_dir().resolve():
+        return user_dir()
+    return project
+
+
+def is_builtin_dir(path: Path) -> bool:
+    """Whether PATH is the folder of the built-in profiles."""
+    return Path(path).resolve() == builtin_dir().resolve()
+
+
+def is_profile_path(name: str) -> bool:
+    """Whether NAME is written as a file path (``./lab/pi.yaml``, ``targets/pi-tuned.yaml``) rather than a profile's name."""
+    return "/" in name or "\\" in name or name.endswith((".yaml", ".yml"))
+
+
 @dataclass(frozen=True)
 class SearchDir:
     origin: str  # "project", "user" or "builtin"
@@ -122,7 +142,10 @@ class Catalog:
         return {name: srcs[0] for name, srcs in sorted(self.candidates().items())}
 
     def find(self, name: str, below: Path | None = None) -> ProfileSource:
-        """Return the file for NAME; with ``below``, only files that come after that one in the search."""
+        """Return the file for NAME (a profile's name, or the path of a profile file); with ``below``,
+        only files that come after that one in the search."""
+        if is_profile_path(name):
+            return self.file_source(Path(name))
         candidates = self.candidates()
         options = candidates.get(name, [])
         if below is not None:
@@ -135,17 +158,30 @@ class Catalog:
         raise ProfileError(f"unknown target '{name}'", hint=hint)
 
     def load(self, name: str) -> LoadedProfile:
-        """Find, resolve and validate the profile NAME."""
+        """Find, resolve and validate the profile NAME (a name, or the path of a profile file)."""
+        if is_profile_path(name):
+            return self.load_path(Path(name))
         return self._load(self.find(name))
+
+    def file_source(self, path: Path) -> ProfileSource:
+        """The profile file at PATH, as a source (built-in where it lies among the built-ins).
+
+        Raises:
+            ProfileError: no such file."""
+        if path.is_dir():
+            raise ProfileError(f"{path}: a directory, not a profile file", hint="give the path of a .yaml file, or a target's name")
+        if not path.is_file():
+            raise ProfileError(f"{path}: no such file", hint="check the path, or give a target's name (`edgepack targets list`)")
+        real = path.resolve()
+        return ProfileSource(path.stem, real, "builtin" if real.parent == builtin_dir().resolve() else "project")
 
     def load_path(self, path: Path) -> LoadedProfile:
         """Resolve and validate the profile file at PATH; its bases are looked up next to it first."""
-        path = Path(path)
-        if not path.is_file():
-            raise ProfileError(f"{path}: no such file", hint="check the path")
-        local = SearchDir("project", path.resolve().parent)
+        source = self.file_source(Path(path))
+        local = SearchDir(source.origin, source.path.parent)
         catalog = Catalog([local] + [d for d in self.dirs if d.path.resolve() != local.path])
-        return catalog._load(ProfileSource(path.stem, path.resolve(), "project"))
+        catalog.overlay = self.overlay  # an edit being validated applies here too
+        return catalog._load(source)
 
     def resolved_data(self, source: ProfileSource) -> tuple[dict[str, Any], dict[tuple, Location], list[Path]]:
         """Merge SOURCE over its chain of bases; return the data, where each key came from, and the chain."""

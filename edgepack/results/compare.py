@@ -117,6 +117,11 @@ def _quartiles(x: Sequence[float]) -> tuple[float, float, float]:
     return float(q1), float(q2), float(q3)
 
 
+def p_value(p: float) -> str:
+    """Write a p-value after "p": ``=0.03``, or ``<0.0001`` where it is smaller (never ``=0``)."""
+    return "<0.0001" if p < 1e-4 else f"={p:.2g}"
+
+
 def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Return the two-sided p-value of a Mann-Whitney U test (normal approximation, tie-corrected)."""
     import numpy as np
@@ -159,8 +164,8 @@ def compare_samples(a: Sequence[float], b: Sequence[float], lower: str = "faster
     p = mann_whitney_p(a, b)
     if p < ALPHA:
         word = higher if mb > ma else lower
-        return Verdict(word, f"median {change} ({ma:.4g} -> {mb:.4g}), beyond both runs' spread, Mann-Whitney p={p:.2g}", p)
-    return Verdict(UNCLEAR, f"median {change}, beyond the spread but not significant ({len(a)} vs {len(b)} samples, p={p:.2g})", p)
+        return Verdict(word, f"median {change} ({ma:.4g} -> {mb:.4g}), beyond both runs' spread, Mann-Whitney p{p_value(p)}", p)
+    return Verdict(UNCLEAR, f"median {change}, beyond the spread but not significant ({len(a)} vs {len(b)} samples, p{p_value(p)})", p)
 
 
 def _single(a: Optional[float], b: Optional[float], tolerance: float, lower: str, higher: str) -> Optional[Verdict]:

@@ -42,7 +42,7 @@ def runs_table(runs: list[RunRecord], title: str = "runs", wide: bool = True) ->
     from rich import box
     from rich.table import Table
 
-    from edgepack.cli.render import plain
+    from edgepack.markup import plain
 
     table = Table(title=plain(title), title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     columns = [("run", "l"), ("when", "l"), ("device", "f"), ("target", "f")] + ([("build", "f")] if wide else []) + [("KB", "r")]
@@ -87,7 +87,7 @@ def comparison_table(cmp: Comparison) -> Table:
     """Return run A and run B side by side: value, delta, relative change and verdict per measure."""
     from rich.table import Table
 
-    from edgepack.cli.render import plain
+    from edgepack.markup import plain
 
     a, b = cmp.a, cmp.b
     table = Table(header_style="bold", caption="load times: medians of the fresh-process loads", caption_justify="left")
@@ -115,7 +115,7 @@ def gate_table(rows: list[GateRow], baseline_label: str, current_label: str) -> 
     """Return the regression gate: each gated measure, its change against the baseline, and the limit."""
     from rich.table import Table
 
-    from edgepack.cli.render import plain
+    from edgepack.markup import plain
 
     table = Table(title=f"regression gate: {plain(current_label)} against baseline {plain(baseline_label)}", title_justify="left", header_style="bold")
     table.add_column("measure")

@@ -205,18 +205,46 @@ def _remote_build(job: BuildJob, packed: dict[str, Any]) -> tuple[BuildOutcome, 
         return outcome, files
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Refuse a Ray ADDRESS that is not HOST:PORT, or where nothing answers within TIMEOUT_S."""
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # the client preface, then an empty SETTINGS frame
+RAY_HINT = "start one with `ray start --head` and pass its address (host:port), or drop --ray"
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a Ray ADDRESS that is not HOST:PORT, where nothing answers, or where what answers is not Ray, within seconds.
+
+    Ray's head answers in gRPC (HTTP/2): to the HTTP/2 client preface it sends its SETTINGS frame.
+    Anything else (an SSH server's banner, an HTTP/1 reply, silence) is not Ray: `ray.init` would
+    wait many minutes there before it gave up.
+    """
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise EdgepackError(f"--ray {address}: not a Ray address", hint="give the head node's HOST:PORT, e.g. --ray 10.0.0.5:6379")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
     except OSError as exc:
-        raise EdgepackError(
-            f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
-            hint="start one with `ray start --head` and pass its address (host:port), or drop --ray",
-        ) from None
+        raise EdgepackError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}", hint=RAY_HINT) from None
+    with conn:
+        conn.settimeout(0.5)
+        try:
+            first = conn.recv(64)  # a server that speaks first (SSH, SMTP, FTP) is not Ray
+        except (socket.timeout, OSError):
+            first = b""
+        if len(first) >= 4 and first[3] == 4:  # an HTTP/2 server that sent its SETTINGS first
+            return
+        if not first:
+            conn.settimeout(timeout_s)
+            try:
+                conn.sendall(HTTP2_PREFACE)
+                first = conn.recv(9)
+            except (socket.timeout, OSError):
+                first = b""
+            if len(first) >= 4 and first[3] == 4:  # a SETTINGS frame: an HTTP/2 server, as Ray's head is
+                return
+    said = first.decode("ascii", "replace").strip().splitlines()[0][:60] if first.strip() else ""
+    raise EdgepackError(
+        f"--ray {address}: what answers there is not a Ray cluster" + (f" (it said {said!r})" if said else " (no HTTP/2 answer)"),
+        hint=RAY_HINT,
+    )
 
 
 class RayBuilds:
@@ -228,7 +256,7 @@ class RayBuilds:
         except ImportError:
             raise EdgepackError("--ray needs Ray, which is not installed", hint="pip install 'edgepack[ray]'") from None
         self.workers = workers
-        _check_reachable(address)  # ray.init waits minutes for an address nobody answers
+        check_ray_address(address)  # ray.init waits many minutes at an address where nothing, or not Ray, answers
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
         except Exception as exc:  # ConnectionError, ValueError for a malformed address, RuntimeError, ...
@@ -254,7 +282,13 @@ class RayBuilds:
                 outcome, files = future.result()
                 if outcome.bundle:
                     from edgepack.atomic import replacing_dir
+                    from edgepack.bundle import check_replaceable
 
+                    try:
+                        check_replaceable(job.out)  # as a local build does: a folder holding a user's files is never replaced
+                    except EdgepackError as exc:
+                        done.set_result(BuildOutcome(job.number, error=True, failures=[exc.message]))
+                        return
                     with replacing_dir(job.out, "the trial's bundle") as fill:
                         _write_files(fill, files)
                     outcome.bundle = str(job.out)
@@ -271,11 +305,29 @@ class RayBuilds:
         ray.shutdown()  # tasks of this driver still running are cancelled with it
 
 
+def exit_with_parent(poll_s: float = 0.2) -> None:
+    """End this process as soon as its parent is gone (killed, say): a build nobody waits for writes nothing more."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="edgepack-exit-with-parent", daemon=True).start()
+
+
 if __name__ == "__main__":  # one trial's build, for PoolBuilds: the job on stdin, the outcome to the file named
     import pickle
     import sys
 
     from edgepack.tuning import builds  # the module's own classes, not __main__'s copies: the parent unpickles them
+
+    builds.exit_with_parent()  # a tune killed with SIGKILL leaves no build behind still writing its bundle
 
     job, inputs, profiles_dir = pickle.loads(sys.stdin.buffer.read())
     Path(sys.argv[1]).write_bytes(pickle.dumps(builds.build_trial(job, inputs, profiles_dir)))

@@ -20,58 +20,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgepack.errors import EdgepackError
+from edgepack.tuning.outcome import OBJECTIVES, TrialResult, TuneResult, summarise, tuned_path, what_differs
+from edgepack.tuning.storage import claim_trial, device_lock, fail_orphans, make_sampler, open_study, storage_path, storage_url
+
+__all__ = ["tune", "TrialResult", "TuneResult", "make_sampler", "open_study", "storage_path", "storage_url", "device_lock"]
 
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-OBJECTIVES = {"p90": "p90_ms", "size": "size_kb", "memory": "peak_mb"}
 DEFAULT_OBJECTIVES = ("p90", "size")
 MAX_TRIALS = 10_000
 MAX_WORKERS = 64
-
-
-@dataclass
-class TrialResult:
-    number: int
-    params: dict[str, Any]
-    state: str  # complete | failed
-    values: dict[str, Optional[float]] = field(default_factory=dict)  # p90_ms, size_kb, peak_mb, accuracy, top1_agreement
-    meets_budgets: bool = False
-    failures: list[str] = field(default_factory=list)  # budgets missed, or the error that failed the trial
-    bundle: Optional[str] = None
-    built: dict[str, Any] = field(default_factory=dict)  # what the build became (recovery may climb to another precision)
-    same_as: Optional[int] = None  # the earlier trial whose build this one's settings make: its figures, not measured again
-
-    def to_dict(self) -> dict[str, Any]:
-        values = {k: (v if v is None or math.isfinite(v) else None) for k, v in self.values.items()}  # unmeasured: null
-        return {"number": self.number, "params": self.params, "values": values, "state": self.state,
-                "meets_budgets": self.meets_budgets, "failures": self.failures, "bundle": self.bundle, "built": self.built,
-                "same_as": self.same_as}
-
-
-@dataclass
-class TuneResult:
-    study: str
-    target: str
-    device: str
-    objectives: list[str]
-    trials: list[TrialResult]
-    pareto: list[int]  # trial numbers on the Pareto front, among those meeting every budget
-    chosen: Optional[TrialResult] = None
-    profile: Optional[Path] = None  # the tuned profile written for the chosen trial
-
-    def to_dict(self) -> dict[str, Any]:
-        chosen = None
-        if self.chosen is not None:
-            chosen = {"number": self.chosen.number, "profile": str(self.profile) if self.profile else None, "bundle": self.chosen.bundle}
-        return {"study": self.study, "trials": [t.to_dict() for t in self.trials], "pareto": self.pareto, "chosen": chosen}
-
-
-def storage_url() -> str:
-    """The durable Optuna storage: ``<user data dir>/tune.sqlite3``."""
-    import platformdirs
-
-    path = Path(platformdirs.user_data_dir("edgepack")) / "tune.sqlite3"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
 
 
 def tune(
@@ -117,7 +74,7 @@ def tune(
     import optuna
 
     from edgepack.benchmark import BenchOptions
-    from edgepack.profile.store import Catalog
+    from edgepack.profile.store import Catalog, is_profile_path
     from edgepack.tuning.space import search_space
 
     if not 1 <= trials <= MAX_TRIALS:
@@ -135,6 +92,8 @@ def tune(
             raise EdgepackError(f"{option} {path}: no such file or directory", hint=f"check the {'model' if option == 'MODEL' else 'data'} path")
     catalog = Catalog()
     profile = catalog.load(target).profile
+    if is_profile_path(target):  # a profile file: the tuned profile extends it by its full path
+        target = str(Path(target).resolve())
     space = search_space(profile)
     if data is None and "int8" in space["precision"]:
         raise EdgepackError(
@@ -142,34 +101,32 @@ def tune(
             hint="pass --data FILE, or narrow it in the profile: tune: {precision: [fp16]}",
         )
     _check_device(device, inventory)
-    tuned_path = _tuned_path(save_as or f"{target}-tuned", target)
+    out_path = tuned_path(save_as or f"{profile.name}-tuned", profile.name)
 
     from edgepack.model.source import sha256_path
 
-    # What the stored trials depend on: a study is only continued with the same space, objectives,
-    # data and resolved profile (budgets included); anything else is a new study.
-    basis = json.dumps({"space": space, "objectives": list(objectives), "profile": profile.model_dump(mode="json"),
+    # What the stored trials depend on: a study is only continued with the same model, device, space,
+    # objectives, data and resolved profile (budgets included); anything else is a new study, and a
+    # name given with --study that was used for anything else is refused.
+    model_sha = sha256_path(model)
+    basis = json.dumps({"model": model_sha, "device": device, "space": space, "objectives": list(objectives),
+                        "profile": profile.model_dump(mode="json"),
                         "data": [sha256_path(Path(p)) if p else None for p in (data, eval_data, train_data)]}, sort_keys=True)
-    name = study_name or f"{sha256_path(model)[:12]}-{target}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
+    name = study_name or f"{model_sha[:12]}-{profile.name}-{device}-{hashlib.sha256(basis.encode()).hexdigest()[:8]}"
     work = (Path(workdir) if workdir else Path("build") / f"tune-{_safe(name)}").resolve()
     from edgepack.tuning.builds import BuildInputs
 
     runner = _runner(BuildInputs(model, data, eval_data, train_data), work, workers, ray_address)  # Ray joined before anything is written
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage_url(),
-            directions=["minimize"] * len(objectives),
-            sampler=make_sampler(sampler, workers),
-            load_if_exists=True,
-        )
+        study = open_study(name, ["minimize"] * len(objectives), make_sampler(sampler, workers))
         if study.user_attrs.get("basis", basis) != basis:
             raise EdgepackError(
-                f"study '{name}' was run with another search space, objectives, data or profile",
+                f"study '{name}' was run with {what_differs(study.user_attrs.get('basis'), basis)}",
                 hint="drop --study to start a study for these settings, or give a new name",
             )
         study.set_user_attr("basis", basis)
+        fail_orphans(study)  # trials a killed run left "running": failed, never counted
         (work / "targets").mkdir(parents=True, exist_ok=True)
         search = _Search(study=study, space=space, objectives=list(objectives), profile=profile, device=device, inventory=inventory,
                          db=db, options=options or BenchOptions(), work=work, on_trial=on_trial, on_start=on_start)
@@ -178,7 +135,7 @@ def tune(
         runner.close(wait=False)  # Ctrl-C or an error: builds still running are not waited for
         raise
     runner.close()
-    return _summarise(study, name, target, device, list(objectives), tuned_path, work)
+    return summarise(study, name, target, device, list(objectives), out_path, work)
 
 
 def _runner(inputs, work: Path, workers: int, ray_address: str | None):
@@ -232,6 +189,7 @@ class _Search:
                             break
                         self.study.enqueue_trial(points.pop(0))
                     trial, left = self.study.ask(), left - 1
+                    claim_trial(trial)
                     self.asked[trial.number] = trial
                     params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
                     if self._tell_same_build(trial, params):
@@ -290,8 +248,13 @@ class _Search:
         if not outcome.passed:
             return _unmeasured(result)
         try:
-            measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
-                             trial={"study": self.study.study_name, "number": number})
+            with device_lock(self.device):  # never two benches on one device, whichever process runs them
+                same = _same_build(self.study, params)  # another tune of this study measured it meanwhile: its figures
+                if same is not None:
+                    original = same["same_as"] if same.get("same_as") is not None else same["number"]
+                    return TrialResult(**{**same, "number": number, "params": params, "same_as": original})
+                measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
+                                 trial={"study": self.study.study_name, "number": number})
         except EdgepackError as exc:
             result.failures = [exc.message]
             return result
@@ -333,91 +296,6 @@ def _unmeasured(result: TrialResult) -> TrialResult:
     return result
 
 
-def _summarise(study, name: str, target: str, device: str, objectives: list[str], tuned_path: Path, work: Path) -> TuneResult:
-    results = [TrialResult(**t.user_attrs["result"]) for t in study.trials if "result" in t.user_attrs]
-    feasible = [r for r in results if r.state == "complete" and r.meets_budgets and r.same_as is None
-                and all(r.values.get(OBJECTIVES[o]) is not None for o in objectives)]  # a repeated build counts once
-    pareto = _pareto(feasible, [OBJECTIVES[o] for o in objectives])
-    chosen = min(feasible, key=lambda r: (r.values["p90_ms"], r.values["size_kb"]), default=None)
-    out = TuneResult(name, target, device, objectives, results, [r.number for r in pareto], chosen)
-    if chosen is not None:
-        out.profile = write_tuned_profile(chosen, target, tuned_path, name, len(results))
-    return out
-
-
-def _pareto(results: list[TrialResult], keys: list[str]) -> list[TrialResult]:
-    def dominated(a: TrialResult) -> bool:
-        return any(
-            all(b.values[k] <= a.values[k] for k in keys) and any(b.values[k] < a.values[k] for k in keys)
-            for b in results if b is not a
-        )
-
-    return sorted((r for r in results if not dominated(r)), key=lambda r: r.number)
-
-
-TUNED_MARK = "# Tuned by `edgepack tune`"
-
-
-def _tuned_path(name: str, target: str) -> Path:
-    """Check the tuned profile's NAME and return its path, ./targets/NAME.yaml.
-
-    Raises:
-        EdgepackError: not a profile name, the target itself, or a file that a person wrote (never overwritten).
-    """
-    from edgepack.profile.edit import NAME_PATTERN
-
-    if not NAME_PATTERN.match(name) or name == target:
-        raise EdgepackError(
-            f"--save-as {name}: " + ("the tuned profile cannot replace the target it extends" if name == target else "not a profile name"),
-            hint=f"use lower-case letters, digits, '.', '_' and '-', e.g. --save-as {target}-tuned",
-        )
-    path = Path("targets") / f"{name}.yaml"
-    if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
-        raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
-    return path
-
-
-def write_tuned_profile(chosen: TrialResult, target: str, path: Path, study: str, n_trials: int) -> Path:
-    """Write PATH (./targets/NAME.yaml): the target extended by the chosen trial's settings as built, each commented with what it measured."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    from edgepack.atomic import cannot_write, write_atomic
-    from edgepack.tuning.space import trial_settings
-
-    v = chosen.values
-    measured = f"p90 {v['p90_ms']:.3f} ms, {v['size_kb']:.1f} KB" + (f", peak {v['peak_mb']:.1f} MB" if v.get("peak_mb") else "")
-    if v.get("accuracy") is not None:
-        measured += f", accuracy {100 * v['accuracy']:.2f}%"
-    elif v.get("top1_agreement") is not None:
-        measured += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
-    doc = CommentedMap(name=path.stem, extends=target)
-    doc.yaml_set_start_comment(f"{TUNED_MARK[2:]} (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
-    params = dict(chosen.params, precision=chosen.built.get("precision") or chosen.params["precision"])  # what recovery made of it
-    for name, settings in trial_settings(params).items():  # build:, and runtime: where runtime settings were searched
-        build = CommentedMap()
-        for key, value in settings.items():
-            if isinstance(value, dict):
-                section = CommentedMap(value)
-                for sub in value:
-                    section.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", sub)
-                build[key] = section
-            else:
-                build[key] = value
-                build.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", key)
-        doc[name] = build
-    import io
-
-    buf = io.StringIO()
-    YAML(typ="rt").dump(doc, buf)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, buf.getvalue())
-    except OSError as exc:
-        raise cannot_write(path, exc, "the tuned profile") from None
-    return path
-
-
 def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The stored result of a finished trial whose settings make the same build as PARAMS, if any."""
     from edgepack.tuning.space import trial_settings
@@ -428,27 +306,6 @@ def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
         if result and result["state"] == "complete" and trial_settings(result["params"]) == wanted:
             return result
     return None
-
-
-def make_sampler(kind: str, workers: int = 1, seed: int = 0):
-    """The Optuna sampler `edgepack tune --sampler KIND` uses (seeded: a study is repeatable)."""
-    import optuna
-
-    # Several builds at once: TPE assumes the running trials land where it last looked (constant
-    # liar), so that they do not all ask for the same point.
-    # Multivariate TPE models the settings together (precision and pruning interact): on the
-    # digits grid of scripts/bench_tune.py it needs about a third fewer trials than independent TPE.
-    if kind == "tpe":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, constant_liar=workers > 1)
-    if kind == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
-    # random, and the grid: every grid point is enqueued in turn (optuna's GridSampler stops the
-    # study from inside `tell`, which only works under `optimize`); the sampler fills the rest.
-    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def _grid_left(space: dict[str, list[Any]], finished) -> list[dict[str, Any]]:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgepack.agent.assemble import agent_file
 from edgepack.agent.protocol import PROTOCOL_VERSION, AgentReport, parse_report
 from edgepack.errors import DeviceError
 
-AGENT = Path(__file__).resolve().parents[2] / "edgepack" / "agent" / "edgepack_agent.py"
+AGENT = agent_file()  # the file pushed to devices, assembled from edgepack/ondevice/
 FAST = ["--runs", "20", "--warmup", "2", "--min-seconds", "0", "--cold-loads", "2"]
 
 

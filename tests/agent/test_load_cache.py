@@ -218,3 +218,93 @@ def test_reports_from_before_load_detail_still_read():
     report = parse_report(json.dumps(doc))
     assert report.load.phases_ms is None and report.load.optimized is None and report.load.first_answer is None
     assert report.memory.load_mb is None and report.memory.check_peak_rss_mb is None
+
+
+def recorded_mtime_ns(cache: Path) -> int:
+    meta = json.loads((cache.parent / "meta.json").read_text())
+    return next(f["mtime_ns"] for f in meta["files"] if f["path"] == cache.name)
+
+
+def test_the_loader_never_writes_through_the_weight_cache(tmp_path, tflite_bundles):
+    bundle = on_device(tflite_bundles["int8"], tmp_path)
+    proc, report = run_agent(bundle, "--cold-loads", "1")
+    assert proc.returncode == 0, report.errors
+    cache = Path(report.load.optimized.path) / "model.xnnpack-cache"
+    size, mtime_ns = cache.stat().st_size, recorded_mtime_ns(cache)
+    ref = np.load(bundle / "reference.npz")
+    er = loader(bundle)
+
+    # A link to a user's file of the same size and the recorded time: refused, the file untouched.
+    precious = tmp_path / "precious.bin"
+    precious.write_bytes(b"\x07" * size)
+    os.utime(precious, ns=(mtime_ns, mtime_ns))
+    cache.unlink()
+    cache.symlink_to(precious)
+    with pytest.raises(er.LoadError, match="symbolic link"):
+        er.load(bundle, form="optimized")
+    assert precious.read_bytes() == b"\x07" * size
+
+    # A corrupted regular file with the recorded size and time: the load answers, the file stays as it is.
+    cache.unlink()
+    cache.write_bytes(b"\x07" * size)
+    os.utime(cache, ns=(mtime_ns, mtime_ns))
+    model = er.load(bundle, form="optimized")
+    top1 = np.argmax(model.predict(ref["in_0"])[0], -1) == np.argmax(ref["out_0"], -1)
+    assert model.form == "xnnpack-weight-cache" and top1.mean() > 0.9
+    assert cache.read_bytes() == b"\x07" * size and cache.stat().st_mtime_ns == mtime_ns
+
+
+def test_a_load_cache_that_is_a_symbolic_link_is_refused_and_nothing_deleted(tmp_path, onnx_on_device):
+    bundle = onnx_on_device
+    sha = next(f["sha256"] for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["path"] == "model.onnx")
+    folder = tmp_path / "my-folder"  # a user's folder, with what looks like a stale entry of this model
+    (folder / f"{sha[:32]}-onnxruntime-0.0.1").mkdir(parents=True)
+    (folder / f"{sha[:32]}-onnxruntime-0.0.1" / "thesis.txt").write_text("years of work")
+    (bundle.parent / "load-cache").symlink_to(folder)
+
+    proc, report = run_agent(bundle)
+
+    assert proc.returncode == 1 and not report.ok
+    assert any("load cache" in e and "symbolic link" in e for e in report.errors)
+    assert (folder / f"{sha[:32]}-onnxruntime-0.0.1" / "thesis.txt").read_text() == "years of work"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{sha[:32]}-onnxruntime-0.0.1"]
+
+
+def test_time_to_first_answer_loads_with_the_bench_providers_not_the_profiles(onnx_on_device):
+    import onnxruntime
+
+    bundle = onnx_on_device
+    others = [p for p in onnxruntime.get_available_providers() if p != "CPUExecutionProvider"]
+    assert others, "this onnxruntime has no provider besides the CPU's"
+    doc = json.loads((bundle / "manifest.json").read_text())
+    doc["profile"]["runtime"]["providers"] = others + ["CPUExecutionProvider"]  # the profile's, not what the bench runs
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+
+    proc, report = run_agent(bundle, "--providers", "CPUExecutionProvider")
+
+    assert proc.returncode == 0, report.errors
+    opt = report.load.optimized
+    assert opt is not None and report.load.first_answer is not None, report.notes
+    assert {(r.form, r.background) for r in report.load.first_answer.runs} == {
+        ("plain", False), ("plain", True), (opt.form, False), (opt.form, True)}
+
+
+def test_the_loader_takes_the_bench_check_of_the_artifact_until_the_file_is_written_again(onnx_on_device):
+    bundle = onnx_on_device
+    proc, report = run_agent(bundle)
+    assert proc.returncode == 0, report.errors
+    sha = next(f["sha256"] for f in json.loads((bundle / "manifest.json").read_text())["files"] if f["path"] == "model.onnx")
+    assert (bundle.parent / "load-cache" / f"verified-{sha[:32]}.json").is_file()
+    er = loader(bundle)
+    hashed, real = [], er.sha256_file
+    er.sha256_file = lambda path: hashed.append(path) or real(path)
+
+    er.load(bundle, cache=False)
+    assert hashed == []  # the bench checked this very file: no hashing at the app's start
+
+    model = bundle / "model.onnx"
+    st = model.stat()
+    model.write_bytes(model.read_bytes())  # written again, its size and modification time put back
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    loaded = er.load(bundle, cache=False)
+    assert len(hashed) == 1 and loaded.phases_ms["check_artifact"] > 0  # the change time moved: hashed again

@@ -143,3 +143,39 @@ def test_add_refuses_a_key_that_is_missing_or_not_a_private_key(tmp_path):
         result = run("devices", "add", "pi", "--host", "h", "--key", key, "--inventory", inventory)
         assert result.exit_code == 2 and expected in result.output, result.output
     assert not (tmp_path / "lab.yaml").exists()
+
+
+def test_a_piped_device_list_prints_every_path_whole(tmp_path):
+    import os
+
+    inventory = tmp_path / "lab.yaml"
+    python = "/opt/lab-tools/raspberry-pi-4-field-kit/virtual-environments/edgepack-device/bin/python3.11"
+    added = run("devices", "add", "field-pi-with-a-long-name", "--host", "pi-4-in-the-greenhouse.lab.example.org", "--user", "pi",
+                "--python", python, "--workdir", "/srv/edgepack/benches/field-pi-with-a-long-name", "--inventory", str(inventory))
+    assert added.exit_code == 0, added.output
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "edgepack", "devices", "list", "--inventory", str(inventory)],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert piped.returncode == 0, piped.stderr
+    lines = piped.stdout.splitlines()
+    for value in (python, "pi-4-in-the-greenhouse.lab.example.org", "field-pi-with-a-long-name", "/srv/edgepack/benches/field-pi-with-a-long-name"):
+        assert any(value in line for line in lines), (value, piped.stdout)
+    assert "…" not in piped.stdout
+
+
+def test_a_relative_key_is_stored_absolute_and_a_linked_inventory_stays_a_link(tmp_path, monkeypatch):
+    keys = tmp_path / "lab" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "id_pi").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
+    real = tmp_path / "dotfiles" / "devices.yaml"
+    real.parent.mkdir()
+    real.write_text("devices: {}\n")
+    link = tmp_path / "devices.yaml"
+    link.symlink_to(real)
+    monkeypatch.chdir(tmp_path / "lab")
+    added = run("devices", "add", "pi4", "--host", "10.0.0.2", "--key", "keys/id_pi", "--inventory", str(link))
+    assert added.exit_code == 0, added.output
+    monkeypatch.chdir(tmp_path)  # elsewhere, the key is still found
+    rows = {r["name"]: r for r in json.loads(run("devices", "list", "--json", "--inventory", str(link)).stdout)}
+    assert rows["pi4"]["key"] == str(keys / "id_pi")
+    assert link.is_symlink() and "pi4" in real.read_text()

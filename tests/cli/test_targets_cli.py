@@ -172,3 +172,74 @@ def test_an_unwritable_profile_directory_is_one_line():
     assert result.exit_code == 2, result.output
     assert "cannot write the profile /sys/edgepack-targets/lab.yaml" in " ".join(result.output.split())
     assert "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_new_from_the_source_checkout_never_writes_among_the_builtins(monkeypatch, isolated_user_dirs):
+    from edgepack.profile.store import builtin_dir, user_dir
+
+    monkeypatch.chdir(builtin_dir().parent)  # ./targets is the built-in folder here
+    stray = builtin_dir() / "lab-checkout.yaml"
+    try:
+        created = run("targets", "new", "lab-checkout", "--from", "pixel-8")
+        assert created.exit_code == 0, created.output
+        assert not stray.exists()
+        assert (user_dir() / "lab-checkout.yaml").is_file() and str(user_dir()) in created.output.replace("\n", "")
+        edited = run("targets", "set", "lab-checkout", "build.precision=int8")
+        assert edited.exit_code == 0, edited.output
+        assert "precision: int8" in run("targets", "show", "lab-checkout", "--resolved").output
+        into_builtins = run("targets", "new", "lab-checkout2", "--from", "pixel-8", "--dir", "targets")
+        assert into_builtins.exit_code == 2 and "built-in" in into_builtins.output
+        assert not (builtin_dir() / "lab-checkout2.yaml").exists()
+    finally:
+        stray.unlink(missing_ok=True)
+        (builtin_dir() / "lab-checkout2.yaml").unlink(missing_ok=True)
+
+
+def test_a_piped_target_list_prints_every_column_whole():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    piped = subprocess.run([sys.executable, "-m", "edgepack", "targets", "list"], capture_output=True, text=True, timeout=60, env=env)
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout
+    header = next(line for line in piped.stdout.splitlines() if "name" in line)
+    assert all(col in header for col in ("family", "format", "precision", "engine", "source"))
+    assert any("raspberry-pi-4" in line and "raspberry-pi" in line.split("raspberry-pi-4", 1)[1] for line in piped.stdout.splitlines())
+
+
+def test_a_profile_file_path_works_wherever_a_target_name_does(isolated_user_dirs):
+    from edgepack.profile.store import load_target
+
+    lab = isolated_user_dirs / "my-lab"
+    lab.mkdir()
+    (lab / "pi.yaml").write_text("extends: raspberry-pi-4\nbuild: {precision: fp16}\n")
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "pi-tuned.yaml").write_text("extends: raspberry-pi-4\n")
+    assert load_target("./my-lab/pi.yaml").build.precision.value == "fp16"
+    shown = run("targets", "show", "targets/pi-tuned.yaml")
+    assert shown.exit_code == 0 and "extends: raspberry-pi-4" in shown.output
+    resolved = run("targets", "show", "./my-lab/pi.yaml", "--resolved")
+    assert resolved.exit_code == 0 and "precision: fp16" in resolved.output
+    edited = run("targets", "set", "my-lab/pi.yaml", "bench.runs=50")
+    assert edited.exit_code == 0, edited.output
+    assert "runs: 50" in (lab / "pi.yaml").read_text()
+    missing = run("targets", "show", "./my-lab/nope.yaml")
+    assert missing.exit_code == 2 and "my-lab/nope.yaml: no such file" in missing.output and "Traceback" not in missing.output
+
+
+def test_set_writes_through_a_linked_profile(isolated_user_dirs):
+    real = isolated_user_dirs / "dotfiles" / "lab.yaml"
+    real.parent.mkdir()
+    real.write_text("extends: raspberry-pi-4\n")
+    (isolated_user_dirs / "targets").mkdir()
+    link = isolated_user_dirs / "targets" / "lab.yaml"
+    link.symlink_to(real)
+    assert run("targets", "set", "lab", "bench.runs=50").exit_code == 0
+    assert link.is_symlink() and "runs: 50" in real.read_text()
+
+
+def test_a_tune_section_beyond_the_builds_limits_is_refused_up_front(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    (isolated_user_dirs / "targets" / "lab.yaml").write_text("extends: raspberry-pi-4\ntune: {fine_tune_epochs: [10, 5000]}\n")
+    result = run("targets", "validate", "targets/lab.yaml")
+    assert result.exit_code == 2 and "tune.fine_tune_epochs values are at least 1 and at most 1000" in result.output, result.output

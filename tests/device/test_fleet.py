@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from edgepack.device.fleet import run_fleet
 from edgepack.device.cancel import Cancelled
+from edgepack.device.fleet import run_fleet
 from edgepack.device.local import LocalTransport
 from edgepack.errors import DeviceError
 from tests.processes import pids_left, pids_running

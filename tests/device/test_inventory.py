@@ -195,3 +195,12 @@ def test_devices_lists_local_first_then_by_name(tmp_path):
     for name in ("zeta", "alpha"):
         inv.add_device(inv.make_device(name=name, host=f"{name}.lan"), path)
     assert [d.name for d in inv.load_inventory(path).devices()] == ["local", "alpha", "zeta"]
+
+
+def test_a_deeply_nested_inventory_is_refused_speaking_of_the_inventory(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_text("devices:\n  pi4:\n    host: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")
+    with pytest.raises(DeviceError) as exc:
+        inv.load_inventory(path)
+    assert "devices.yaml:3:" in exc.value.message and "nests deeper than 32 levels" in exc.value.message
+    assert "the device inventory needs a few levels at most" in exc.value.hint and "profile" not in exc.value.hint

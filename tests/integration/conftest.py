@@ -82,7 +82,7 @@ def ssh_device(sshd, device_python, ssh_home, tmp_path):
     directory), ``.inventory`` (the inventory file that holds it) and ``.sshd`` (the server).
     """
     from edgepack.device import inventory as inv
-    from edgepack.device.hostkeys import known_hosts_path
+    from edgepack.device.ssh import known_hosts_path
 
     known = known_hosts_path()
     known.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.device.connect import open_transport
-from edgepack.device.hostkeys import known_hosts_path
+from edgepack.device.ssh import known_hosts_path
 from edgepack.device.transport import PART_SUFFIX
 from edgepack.errors import DeviceError
 from tests.integration.sshd import free_port, keygen, running_sshd, session_pids, ssh_fingerprint

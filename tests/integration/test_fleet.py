@@ -33,7 +33,7 @@ def servers(tmp_path_factory):
 @pytest.fixture
 def fleet(servers, device_python, ssh_home, tmp_path):
     """An inventory with the three servers as trusted devices, a device nobody answers for, and the group `lab`."""
-    from edgepack.device.hostkeys import known_hosts_path
+    from edgepack.device.ssh import known_hosts_path
 
     known = known_hosts_path()
     known.parent.mkdir(parents=True, exist_ok=True)

@@ -17,9 +17,8 @@ from edgepack.device import inventory as inv
 from edgepack.device.cancel import Cancelled
 from edgepack.device.connect import open_transport
 from edgepack.device.fleet import run_fleet
-from edgepack.device.hostkeys import known_hosts_path, trust
 from edgepack.device.probe import probe
-from edgepack.device.ssh import SshTransport
+from edgepack.device.ssh import SshTransport, known_hosts_path, trust
 from edgepack.device.transport import PART_SUFFIX
 from edgepack.errors import DeviceError
 from tests.integration.sshd import free_port, keygen, ssh_fingerprint

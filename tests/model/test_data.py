@@ -113,3 +113,18 @@ def test_values_that_overflow_the_models_float_type_are_refused(tmp_path):
     x[4, 0, 0, 0] = 1e300  # finite in float64, inf in the model's float32
     with pytest.raises(DataError, match="1 of 20 samples hold NaN or infinite values"):
         load_data(npz(tmp_path, x), INPUTS, OUTPUTS)
+
+
+@pytest.mark.parametrize("value", [1e38, -3e10])
+def test_huge_finite_values_are_refused_naming_the_range(tmp_path, value):
+    x = images()
+    x[3, 0, 0, 0] = value
+    with pytest.raises(DataError) as exc:
+        load_data(npz(tmp_path, x), INPUTS)
+    assert "1 of 20 samples hold values beyond ±1e+09 (the first is sample 3" in exc.value.message
+    assert "±1e+09" in exc.value.hint
+
+
+def test_values_up_to_the_range_load(tmp_path):
+    x = images() * 1e9
+    assert load_data(npz(tmp_path, x), INPUTS).x[0].max() <= 1e9

@@ -8,7 +8,7 @@ import pytest
 
 from edgepack.errors import ProfileError
 from edgepack.profile.schema import Engine, Format, Precision
-from edgepack.profile.store import Catalog, builtin_dir
+from edgepack.profile.store import Catalog, builtin_dir, load_target
 
 FAMILIES = {"phone", "raspberry-pi", "jetson", "microcontroller"}
 REQUIRED = {
@@ -214,3 +214,23 @@ def test_bad_load_cache_value_names_the_line_and_the_choices(isolated_user_dirs)
         Catalog().load("t")
     assert f"{path}:3:3: runtime.load_cache: unknown value 'always'" in problem(exc)
     assert "auto" in problem(exc) and "off" in problem(exc)
+
+
+def test_deeply_nested_yaml_is_refused_as_it_is_read(isolated_user_dirs):
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+
+    (isolated_user_dirs / "targets").mkdir()
+    deep = "[" * 40_000 + "]" * 40_000  # 80 KB: the parser alone took minutes over it before it gave up
+    (isolated_user_dirs / "targets" / "deep.yaml").write_text(f"extends: raspberry-pi-4\ndescription: {deep}\n")
+    result = CliRunner().invoke(app, ["targets", "validate", "targets/deep.yaml"])
+    assert result.exit_code == 2 and "deep.yaml:2:46: the YAML nests deeper than 32 levels" in result.output, result.output
+    assert "a target profile needs a few levels at most" in result.output
+
+
+def test_brackets_in_quotes_and_comments_are_not_nesting(isolated_user_dirs):
+    (isolated_user_dirs / "targets").mkdir()
+    many = "[" * 60
+    (isolated_user_dirs / "targets" / "quoted.yaml").write_text(f"extends: raspberry-pi-4  # {many}\ndescription: '{many}'\n")
+    assert load_target("quoted").description == many

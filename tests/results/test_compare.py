@@ -102,3 +102,9 @@ def test_thresholds_are_percentages(text, value):
 def test_bad_thresholds_are_refused(text):
     with pytest.raises(EdgepackError, match="is not a percentage"):
         parse_threshold(text)
+
+
+def test_a_vanishing_p_value_is_written_as_below_a_bound_not_zero():
+    verdict = compare_samples(noisy(2.0, n=2000, seed=7), noisy(4.0, n=2000, seed=8))  # p underflows to 0.0
+    assert verdict.word == "slower" and verdict.p_value < 1e-12
+    assert verdict.reason.endswith("Mann-Whitney p<0.0001")

@@ -53,13 +53,13 @@ def test_a_model_that_grew_past_the_limit_exits_1_and_says_by_how_much(digits_bu
 def test_the_gate_is_in_the_json_output(digits_bundles, tmp_path):
     db = tmp_path / "h.sqlite3"
     assert bench(digits_bundles["fp32"], db).exit_code == 0
-    result = bench(digits_bundles["int8"], db, "--baseline", "last", "--max-regression", "5", "--json")
+    result = bench(digits_bundles["int8"], db, "--baseline", "#1", "--max-regression", "5", "--json")
     assert result.exit_code in (0, 1)  # a smaller model; latency and memory decide the rest
     data = json.loads(result.stdout)
     rows = {r["measure"]: r for r in data["regression"]}
     assert set(rows) == {"latency p90", "peak memory", "model size"}
     assert rows["model size"]["change"] < 0 and not rows["model size"]["regressed"] and rows["model size"]["limit"] == 0.05
-    assert data["run_id"] == 2
+    assert data["run_id"] == 2 and data["baseline"] == 1 and data["baseline_note"] == "baseline #1 is of target pi-fp32"
 
 
 def test_gate_options_are_checked_before_measuring(digits_bundles, tmp_path):
@@ -72,3 +72,4 @@ def test_gate_options_are_checked_before_measuring(digits_bundles, tmp_path):
     assert result.exit_code == 2 and "is not a percentage" in result.output
     with open_store(db) as history:
         assert history.count() == 0
+

@@ -144,3 +144,15 @@ def test_html_draws_each_runs_load_phases_as_a_stacked_bar(db):
     assert ">allocate tensors</text>" in plot  # the legend
     assert "Where load time goes" in page
 
+
+
+def test_report_html_refuses_a_file_that_is_not_html(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+
+    precious = tmp_path / "precious.keras"
+    precious.write_bytes(b"weights")
+    result = CliRunner().invoke(app, ["report", "--db", str(tmp_path / "h.sqlite3"), "--html", str(precious)])
+    assert result.exit_code == 2 and "not an .html file" in result.output and "--html precious.html" in result.output
+    assert precious.read_bytes() == b"weights"

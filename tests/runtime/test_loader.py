@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgepack.agent.assemble import loader_file
 from edgepack.bundle import LOADER, read_manifest
 
-SOURCE = Path(__file__).resolve().parents[2] / "edgepack" / "runtime" / "edgepack_runtime.py"
+SOURCE = loader_file()  # the file copied into bundles, assembled from edgepack/ondevice/
 
 # What a device without TensorFlow looks like to Python: importing it (or edgepack) fails.
 DEVICE_ENV = """
@@ -75,8 +77,8 @@ def test_loader_parses_as_python_38_and_imports_no_edgepack_and_no_tensorflow():
         elif isinstance(node, ast.ImportFrom):
             top_level.add((node.module or "").split(".")[0])
     assert "edgepack" not in top_level and "keras" not in top_level
-    assert top_level <= {"__future__", "json", "os", "re", "threading", "time", "hashlib", "numpy", "ai_edge_litert",
-                         "tflite_runtime", "tensorflow", "onnxruntime", "importlib"}
+    # The standard library, numpy and the runtimes: nothing a device would have to install besides.
+    assert top_level - set(sys.stdlib_module_names) <= {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow", "onnxruntime"}
 
 
 @pytest.mark.slow
@@ -126,10 +128,20 @@ def test_background_load_returns_at_once_and_predict_waits_for_it(loader_bundles
     assert np.allclose(outputs[0].sum(-1), 1.0, atol=0.05)  # softmax scores, dequantized
 
 
+def relist(bundle: Path, name: str, data: bytes) -> None:
+    """Write DATA as NAME and list it in the manifest with its size and sha256, as a build would have."""
+    (bundle / name).write_bytes(data)
+    doc = json.loads((bundle / "manifest.json").read_text())
+    for f in doc["files"]:
+        if f["path"] == name:
+            f.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+
+
 def test_a_background_load_error_is_raised_on_first_predict_not_lost(tmp_path, loader_bundles):
     bundle = tmp_path / "bundle"
     shutil.copytree(loader_bundles["fp16"], bundle)
-    (bundle / "model.tflite").write_bytes(b"not a flatbuffer")
+    relist(bundle, "model.tflite", b"not a flatbuffer")  # listed in the manifest: the runtime itself rejects it
     er = import_loader(bundle)
 
     model = er.load(bundle, background=True)
@@ -172,3 +184,64 @@ def test_inputs_that_do_not_fit_and_bad_arguments_are_one_clear_error(tmp_path, 
         er.load(tmp_path)
     with pytest.raises(er.LoadError, match=r"no usable load-optimised form .*\(run `edgepack bench` on this device first\)"):
         er.load(bundle, form="optimized", cache_dir=str(tmp_path / "empty"))
+
+
+def another_onnx(bundle: Path) -> bytes:
+    """The bundle's ONNX model saved again with another doc string: a valid model of other bytes, which answers alike."""
+    import onnx
+
+    model = onnx.load_from_string((bundle / "model.onnx").read_bytes())
+    model.doc_string = "another model"
+    return model.SerializeToString()
+
+
+def test_an_artifact_replaced_after_the_build_is_refused_not_loaded(tmp_path, loader_bundles):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(loader_bundles["onnx"], bundle)
+    er = import_loader(bundle)
+    er.load(bundle)  # the bundle as built loads; hashed once
+
+    (bundle / "model.onnx").write_bytes(another_onnx(bundle))
+
+    with pytest.raises(er.LoadError, match="model.onnx does not match the manifest"):
+        er.load(bundle, cache=False)
+    model = er.load(bundle, background=True, cache=False)
+    with pytest.raises(er.LoadError, match="does not match the manifest"):
+        model.predict(np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_an_artifact_outside_the_bundle_is_refused(tmp_path, loader_bundles):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(loader_bundles["onnx"], bundle)
+    outside = tmp_path / "elsewhere.onnx"
+    shutil.copy(bundle / "model.onnx", outside)
+    er = import_loader(bundle)
+    doc = json.loads((bundle / "manifest.json").read_text())
+
+    (bundle / "manifest.json").write_text(json.dumps(dict(doc, artifact=str(outside))))
+    with pytest.raises(er.LoadError, match="named without a path"):
+        er.load(bundle)
+
+    (bundle / "manifest.json").write_text(json.dumps(doc))
+    (bundle / "model.onnx").unlink()
+    (bundle / "model.onnx").symlink_to(outside)
+    with pytest.raises(er.LoadError, match="a link to a file outside the bundle"):
+        er.load(bundle)
+
+
+def test_an_app_sees_its_own_stderr_but_no_runtime_chatter(loader_bundles):
+    app = DEVICE_ENV + """
+bundle = sys.argv[1]
+sys.path.insert(0, bundle)
+import numpy as np
+import edgepack_runtime
+model = edgepack_runtime.load(bundle, background=True)
+sys.stderr.write("the app's own line\\n")
+model.predict(np.zeros((1, 8, 8, 1), np.float32))
+edgepack_runtime.load(bundle, cache=False).predict(np.zeros((1, 8, 8, 1), np.float32))
+"""
+    proc = subprocess.run([sys.executable, "-c", app, str(loader_bundles["fp16"])], capture_output=True, text=True, timeout=300)
+
+    assert proc.returncode == 0, proc.stderr
+    assert "the app's own line" in proc.stderr
+    assert "XNNPACK delegate" not in proc.stderr and "INFO:" not in proc.stderr

@@ -11,7 +11,7 @@ from edgepack.builder import prune
 from edgepack.errors import BuildError
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import Prune
-from tests.onnx.conftest import conv_classifier
+from tests.builder.onnx.conftest import conv_classifier
 
 
 def onnx_source(tmp_path: Path) -> SourceModel:

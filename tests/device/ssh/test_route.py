@@ -7,8 +7,8 @@ import getpass
 import pytest
 
 from edgepack.device import inventory as inv
-from edgepack.device.route import check_route, resolve_route
 from edgepack.device.spec import JumpHost, parse_jumps
+from edgepack.device.ssh import check_route, resolve_route
 from edgepack.errors import DeviceError
 
 

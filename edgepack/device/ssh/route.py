@@ -3,7 +3,7 @@
 A device's route comes from its inventory entry (``jump:``) when set, else from ~/.ssh/config:
 the device's ``ProxyJump`` (a chain, ``gw1,gw2``) or ``ProxyCommand``. Each jump host is looked up
 in ~/.ssh/config for its own HostName, Port, User and IdentityFile; the first one may have a
-ProxyJump or ProxyCommand of its own, which comes first, as with OpenSSH. `edgepack.device.jump`
+ProxyJump or ProxyCommand of its own, which comes first, as with OpenSSH. `edgepack.device.ssh.jump`
 connects along the route.
 """
 
@@ -16,7 +16,13 @@ import socket
 from dataclasses import dataclass, field
 
 from edgepack.device.spec import Device, JumpHost, parse_jumps
-from edgepack.device.ssh_connect import Endpoint, resolve, resolve_host, ssh_config, ssh_config_path
+from edgepack.device.ssh.connect import (
+    Endpoint,
+    resolve,
+    resolve_host,
+    ssh_config,
+    ssh_config_path,
+)
 from edgepack.errors import DeviceError
 
 MAX_JUMPS = 8  # more than any lab has; a longer chain is a loop in ~/.ssh/config

@@ -1,6 +1,6 @@
 """Reaching an SSH device: where to connect (after ~/.ssh/config), and failures as one DeviceError.
 
-Shared by `edgepack.device.ssh` (the transport) and `edgepack.device.hostkeys` (fetching a
+Shared by `edgepack.device.ssh` (the transport) and `edgepack.device.ssh.hostkeys` (fetching a
 host's key to trust it), so both say the same thing about a host that cannot be reached.
 """
 
@@ -137,7 +137,7 @@ def connect_error(exc: BaseException, device: Device, ep: Endpoint, via: str | N
     """Return the DeviceError that explains why connecting to DEVICE at EP failed with EXC.
 
     VIA names the jump host EP is, when it is one on the way to DEVICE rather than DEVICE itself.
-    A changed host key is `edgepack.device.known_hosts.changed_key_error`'s to explain; an
+    A changed host key is `edgepack.device.ssh.known_hosts.changed_key_error`'s to explain; an
     exception this does not know is returned as it is.
     """
     import paramiko

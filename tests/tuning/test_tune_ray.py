@@ -96,3 +96,44 @@ def test_trials_of_a_saved_model_build_on_the_ray_worker_and_come_back_as_bundle
     assert len({t["built"]["node"] for t in out["trials"]}) == 1  # the head has no CPU: only the worker builds
     with open_store(db) as history:  # benched here, from the driver, each with its trial
         assert sorted(r.trial["number"] for r in history.runs()) == [0, 1]
+
+
+def test_a_real_head_passes_the_address_check_and_a_port_that_is_not_ray_fails_in_seconds(ray_cluster):
+    import threading
+
+    from edgepack.errors import EdgepackError
+    from edgepack.tuning.builds import check_ray_address
+
+    check_ray_address(ray_cluster)  # Ray's head answers HTTP/2
+    for greeting in (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", None):  # an SSH port; a port that accepts and says nothing
+        server = socket.socket()
+        server.bind((LOOPBACK, 0))
+        server.listen()
+
+        def serve(server=server, greeting=greeting):
+            conn, _ = server.accept()
+            if greeting:
+                conn.sendall(greeting)
+            conn.recv(1024)
+            time.sleep(10)
+            conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        address = f"{LOOPBACK}:{server.getsockname()[1]}"
+        with pytest.raises(EdgepackError) as exc:
+            check_ray_address(address, timeout_s=2.0)
+        assert "is not a Ray cluster" in exc.value.message and ("SSH-2.0" in exc.value.message) == bool(greeting)
+        server.close()
+
+
+def test_a_trial_folder_holding_a_users_file_is_never_replaced_by_a_ray_build(ray_cluster, isolated_user_dirs, digits_files, tmp_path):
+    keras_file, data = digits_files
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    notes = isolated_user_dirs / "build" / "tune-lab" / "trial-0" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    result = CliRunner().invoke(app, ["tune", str(keras_file), "-t", "pi", "--trials", "1", "--study", "lab", "--ray", ray_cluster,
+                                      "--json", "--runs", "10", "--warmup", "1", "--min-seconds", "0", "--cold-loads", "0"])
+    out = json.loads(result.stdout)
+    assert out["trials"][0]["state"] == "failed" and "is not a bundle: edgepack will not replace it" in out["trials"][0]["failures"][0]
+    assert notes.read_text() == "mine"

@@ -290,3 +290,185 @@ def test_a_script_without_a_main_guard_runs_once_with_workers(isolated_user_dirs
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("script ran") == 1 and "trials 2 ['complete', 'complete']" in proc.stdout
+
+
+def _start_study(model, **kw):
+    """Create (or reopen) a study without running a trial: the time allowed is over before the first."""
+    from edgepack.tuning.study import tune as run_tune
+
+    return run_tune(model, "pi", trials=1, timeout_s=1e-9, study_name="lab", **kw)
+
+
+def test_a_named_study_is_refused_for_another_model_or_data(isolated_user_dirs, tmp_path):
+    from edgepack.errors import EdgepackError
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    first, second = tmp_path / "a.keras", tmp_path / "b.keras"
+    first.write_bytes(b"model a")
+    second.write_bytes(b"model b")
+    _start_study(first)
+    _start_study(first)  # the same model again: the study goes on
+    with pytest.raises(EdgepackError) as exc:
+        _start_study(second)
+    assert exc.value.message == "study 'lab' was run with another model" and "--study" in exc.value.hint
+    data = tmp_path / "d.npz"
+    import numpy as np
+
+    np.savez(data, x=np.zeros((2, 8, 8, 1), np.float32), y=np.zeros(2, np.int64))
+    with pytest.raises(EdgepackError) as exc:
+        _start_study(first, eval_data=data)
+    assert exc.value.message == "study 'lab' was run with other data"
+
+
+def _tune_cli(tmp_path, *extra):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"model")
+    return runner.invoke(app, ["tune", str(model), "-t", "pi", "--trials", "1", *extra])
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("data-is-a-file", "cannot make"),
+    ("store-is-a-directory", "is a directory, not the tune studies' database"),
+    ("store-is-text", "it is not an SQLite database"),
+    ("store-of-another-revision", "written by another version of Optuna"),
+])
+def test_an_unusable_tune_store_is_one_line_and_exit_2(isolated_user_dirs, tmp_path, monkeypatch, storage, expected):
+    import sqlite3
+
+    from edgepack.tuning.study import storage_path
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    if storage == "data-is-a-file":
+        blocker = tmp_path / "data-file"
+        blocker.write_text("not a folder")
+        monkeypatch.setenv("XDG_DATA_HOME", str(blocker))
+    else:
+        path = storage_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if storage == "store-is-a-directory":
+            path.mkdir()
+        elif storage == "store-is-text":
+            path.write_text("these are my notes, not a database\n" * 100)
+        else:
+            _start_study(tmp_path / "m.keras") if (tmp_path / "m.keras").write_bytes(b"model") else None
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE alembic_version SET version_num = 'v99.0.0.z'")
+    result = _tune_cli(tmp_path)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output and "Traceback" not in result.output and "internal error" not in result.output
+
+
+def test_a_save_as_name_too_long_or_a_directory_in_the_way_is_one_line(isolated_user_dirs, tmp_path):
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    long_name = _tune_cli(tmp_path, "--save-as", "p" * 300)
+    assert long_name.exit_code == 2 and "longer than 100 characters" in long_name.output, long_name.output
+    (isolated_user_dirs / "targets" / "pi-tuned.yaml").mkdir()
+    in_the_way = _tune_cli(tmp_path)
+    assert in_the_way.exit_code == 2 and "pi-tuned.yaml is a directory" in in_the_way.output, in_the_way.output
+
+
+def test_two_tunes_making_a_fresh_store_at_once_both_open_it(isolated_user_dirs, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from edgepack.tuning.study import make_sampler, open_study\n"
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        "open_study(sys.argv[2], ['minimize'], make_sampler('random'))\n"
+        "print('opened')\n"
+    )
+    start = __import__("time").time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), f"s{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ)) for i in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-500:] for _, err in outs]
+
+
+def test_benches_on_one_device_wait_for_each_other_across_processes(isolated_user_dirs):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from edgepack.tuning.study import device_lock
+
+    holder = ("import sys\nfrom edgepack.tuning.study import device_lock\n"
+              "with device_lock('pi4'):\n    print('held', flush=True)\n    sys.stdin.readline()\n")
+    for release in ("done", "killed"):
+        proc = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+        assert proc.stdout.readline().strip() == "held"
+        entered = threading.Event()
+
+        def bench_here():
+            with device_lock("pi4"):
+                entered.set()
+
+        other = threading.Thread(target=bench_here)
+        other.start()
+        with device_lock("orin"):  # another device is not held up
+            pass
+        assert not entered.wait(0.5)  # the other process benches on pi4: this one waits
+        if release == "done":
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(signal.SIGKILL)  # a killed tune leaves no stale lock
+        assert entered.wait(30)
+        other.join()
+        proc.wait(timeout=30)
+
+
+def test_a_trial_left_running_by_a_killed_tune_is_failed_by_the_next(isolated_user_dirs, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import optuna
+
+    from edgepack.tuning.study import open_study
+
+    write_target(isolated_user_dirs, "pi", "extends: raspberry-pi-4\ntune: {precision: [fp16], sparsity: [0.0], channels: [0.0]}\n")
+    killed = ("import time\nfrom edgepack.tuning.study import make_sampler, open_study\nfrom edgepack.tuning.storage import claim_trial\n"
+              "study = open_study('lab', ['minimize', 'minimize'], make_sampler('random'))\n"
+              "claim_trial(study.ask())\nprint('asked', flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", killed], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    assert proc.stdout.readline().strip() == "asked"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    model = tmp_path / "a.keras"
+    model.write_bytes(b"model a")
+    _start_study(model)
+    study = open_study("lab", ["minimize", "minimize"], None)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_a_build_process_ends_when_its_tune_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = "import time\nfrom edgepack.tuning.builds import exit_with_parent\nexit_with_parent()\nprint('ready', flush=True)\ntime.sleep(120)\n"
+    parent = ("import subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True)\n"
+              "print(p.pid, p.stdout.readline().strip(), flush=True)\ntime.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    pid, state = proc.stdout.readline().split()
+    build = int(pid)
+    assert state == "ready"  # the build runs, watching its parent
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for _ in range(100):
+        try:
+            os.kill(build, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(build, signal.SIGKILL)
+        raise AssertionError("the build process outlived its tune")

@@ -10,7 +10,7 @@ import pytest
 
 from edgepack.agent.protocol import READABLE_PROTOCOLS, parse_report
 from edgepack.cli.bench_inside import parse_duration
-from edgepack.device_facts import inside_failures, precision_advice, top_operators
+from edgepack.results.device_facts import inside_failures, precision_advice, top_operators
 from edgepack.errors import DeviceError
 from edgepack.profile.schema import Budgets, Runtime
 from edgepack.results.store import open_store

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from edgepack.cli.app import app
 from edgepack.device import inventory as inv
 from edgepack.device.connect import open_transport
-from edgepack.device.hostkeys import known_hosts_path, trust
+from edgepack.device.ssh import known_hosts_path, trust
 from edgepack.errors import DeviceError
 
 

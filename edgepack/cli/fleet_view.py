@@ -1,4 +1,6 @@
-"""Bench one bundle on several devices from the command line: a live table, then a summary.
+"""What the command line shows of a fleet (one bundle on several devices): a live table, then a summary.
+
+The fleet itself is run by `edgepack.device.fleet`; this module only draws it.
 
 On a terminal a rich live table shows each device's state while the fleet is measured; elsewhere
 (CI logs, pipes) one line is printed per device as it finishes. Either way the summary lists

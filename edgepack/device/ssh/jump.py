@@ -16,10 +16,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from edgepack.device.known_hosts import RefuseUnknownKey, changed_key_error, load_known_hosts
-from edgepack.device.route import Hop, Route
 from edgepack.device.spec import Device
-from edgepack.device.ssh_connect import Endpoint, connect_error, quiet_paramiko
+from edgepack.device.ssh.connect import Endpoint, connect_error, quiet_paramiko
+from edgepack.device.ssh.known_hosts import (
+    RefuseUnknownKey,
+    changed_key_error,
+    load_known_hosts,
+)
+from edgepack.device.ssh.route import Hop, Route
 from edgepack.errors import DeviceError
 
 if TYPE_CHECKING:

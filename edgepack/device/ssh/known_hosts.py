@@ -3,7 +3,7 @@
 Host keys are checked against ``~/.ssh/known_hosts`` and edgepack's own
 ``<user config dir>/known_hosts``, for the device and for every jump host on the way to it.
 An unknown key is refused, never added silently; a changed key is always refused.
-`edgepack.device.hostkeys` fetches and trusts keys on first contact.
+`edgepack.device.ssh.hostkeys` fetches and trusts keys on first contact.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgepack.device.spec import Device, config_dir
-from edgepack.device.ssh_connect import Endpoint
+from edgepack.device.ssh.connect import Endpoint
 from edgepack.errors import DeviceError
 
 if TYPE_CHECKING:

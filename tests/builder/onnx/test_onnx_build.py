@@ -14,7 +14,7 @@ from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
 from edgepack.errors import BuildError, DataError, ModelError
 from tests.conftest import build_fails_cleanly, write_target
-from tests.onnx.conftest import conv_classifier, nchw_digits
+from tests.builder.onnx.conftest import conv_classifier, nchw_digits
 
 runner = CliRunner()
 

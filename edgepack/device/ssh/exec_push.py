@@ -1,7 +1,7 @@
 """Files to a device without SFTP: streamed over an exec channel into what any POSIX shell has.
 
 Many embedded boards (Buildroot or Yocto images, Dropbear, minimal OpenSSH) have no SFTP
-subsystem. `ExecFiles` gives `edgepack.device.ssh.SshTransport` the same file operations over
+subsystem. `ExecFiles` gives `edgepack.device.ssh.transport.SshTransport` the same file operations over
 plain exec channels, with the SFTP path's guarantees:
 
 - each file is streamed into a part file beside its final name (``cat > PART``), its size and
@@ -22,7 +22,7 @@ import shlex
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from edgepack.device.cancel import check_stop
 from edgepack.device.transport import (
@@ -39,7 +39,7 @@ from edgepack.errors import DeviceError
 if TYPE_CHECKING:
     import paramiko
 
-    from edgepack.device.ssh import SshTransport
+    from edgepack.device.spec import Device
 
 CHUNK = 1 << 17
 # Which checksum tools the device has: sha256sum (coreutils, busybox) and the device's Python.
@@ -71,10 +71,24 @@ done
 """.replace("$PART", PART_SUFFIX)
 
 
+class ExecHost(Protocol):
+    """What `ExecFiles` needs of its SSH transport (`SshTransport` is one; it holds an `ExecFiles`)."""
+
+    name: str
+    python: str
+    workdir: str
+    device: Device
+
+    @property
+    def sftp_stall_s(self) -> float: ...
+
+    def ssh_client(self) -> paramiko.SSHClient: ...
+
+
 class ExecFiles:
     """The file operations of an SSH transport over exec channels and the device's shell tools."""
 
-    def __init__(self, transport: SshTransport):
+    def __init__(self, transport: ExecHost):
         self.t = transport
         self._tools: set[str] | None = None
 

@@ -1,10 +1,10 @@
 """Devices over SSH: `SshTransport`, on paramiko, with SFTP for files (an exec channel where there is none).
 
-The device may sit behind jump hosts or a ProxyCommand (`edgepack.device.route`,
-`edgepack.device.jump`). Every host key on the way is checked against the known_hosts files
-(`edgepack.device.known_hosts`): an unknown key is refused, never added silently, and a changed
+The device may sit behind jump hosts or a ProxyCommand (`edgepack.device.ssh.route`,
+`edgepack.device.ssh.jump`). Every host key on the way is checked against the known_hosts files
+(`edgepack.device.ssh.known_hosts`): an unknown key is refused, never added silently, and a changed
 key is always refused. A device without an SFTP subsystem gets its files over exec channels
-(`edgepack.device.exec_push`), with the same guarantees.
+(`edgepack.device.ssh.exec_push`), with the same guarantees.
 
 Remote commands are built with shlex only; the device's workdir and the command's arguments
 reach the remote ``sh`` as positional parameters, never pasted into a script.
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 from edgepack.bundle import sha256_file
 from edgepack.device.cancel import check_stop
-from edgepack.device.exec_push import ExecFiles
-from edgepack.device.jump import Tunnel
-from edgepack.device.route import Route, resolve_route
 from edgepack.device.spec import Device
-from edgepack.device.ssh_connect import Endpoint
+from edgepack.device.ssh.connect import Endpoint
+from edgepack.device.ssh.exec_push import ExecFiles
+from edgepack.device.ssh.jump import Tunnel
+from edgepack.device.ssh.route import Route, resolve_route
 from edgepack.device.transport import CommandResult, Transport, output_text, part_path
 from edgepack.errors import DeviceError
 

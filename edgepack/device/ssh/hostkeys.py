@@ -1,7 +1,7 @@
 """SSH host keys: fetching a host's key and `trust` for first contact, for the device and each jump host.
 
 Host keys are checked against ``~/.ssh/known_hosts`` and edgepack's own
-``<user config dir>/known_hosts`` (`edgepack.device.known_hosts`). An unknown key is refused,
+``<user config dir>/known_hosts`` (`edgepack.device.ssh.known_hosts`). An unknown key is refused,
 never added silently: the user checks the fingerprint and runs ``edgepack devices trust NAME``,
 which asks about each host on the way in turn. A changed key is always refused.
 """
@@ -15,21 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgepack.device.jump import Tunnel
-from edgepack.device.known_hosts import (  # noqa: F401  (the names callers have always taken from here)
-    RefuseUnknownKey,
-    changed_key_error,
+from edgepack.device.spec import Device
+from edgepack.device.ssh.connect import Endpoint, connect_error, quiet_paramiko
+from edgepack.device.ssh.jump import Tunnel
+from edgepack.device.ssh.known_hosts import (
     fingerprint,
     known_hosts_path,
     known_keys,
-    load_known_hosts,
-    system_known_hosts_path,
 )
-from edgepack.device.route import resolve_route
-from edgepack.device.spec import Device
-from edgepack.device.ssh_connect import Endpoint, connect_error, quiet_paramiko
+from edgepack.device.ssh.route import resolve_route
 from edgepack.errors import DeviceError
-
 
 # -- trust --------------------------------------------------------------------------------
 
