@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgepack.errors import DeviceError
 
 # 2 adds optional fields only (operators, sustained, memory.gpu, the check's gate): a version-1 report still reads.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 READABLE_PROTOCOLS = (1, 2)
 
 _AGENT_HINT = "run `python edgepack_agent.py BUNDLE_DIR` on the device by hand and read its stderr"
