@@ -49,3 +49,30 @@ def test_on_a_jetson_without_tegrastats_meminfo_is_read_and_named(tmp_path):
     found = gpu_memory(["CUDAExecutionProvider", "CPUExecutionProvider"], [], baseline=2500.0, root=str(tmp_path), path_env=str(tmp_path))
     assert found["source"] == "meminfo" and "tegrastats not on PATH" in found["method"]
     assert gpu_memory(["CPUExecutionProvider"], ["xnnpack"], root=str(tmp_path)) is None  # nothing on a GPU: no figure
+
+
+def fake_nvml(processes, used=512 * 2**20, total=16 * 2**30):
+    """An NVML binding with nvidia-ml-py's names, answering for one GPU (no GPU on the machines these tests run on)."""
+    import types
+
+    info = types.SimpleNamespace(used=used, total=total, free=total - used)
+    return types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda index: ("gpu", index), nvmlDeviceGetMemoryInfo=lambda handle: info,
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: [types.SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in processes],
+    )
+
+
+def test_nvml_gives_this_processs_device_memory_and_each_gpus_use(monkeypatch):
+    import os
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([(os.getpid(), 300 * 2**20), (1, 900 * 2**20)]))
+    found = nvml_memory()
+    assert found["process_mb"] == 300.0 and found["source"] == "nvml" and found["devices"] == [{"index": 0, "used_mb": 512.0, "total_mb": 16384.0}]
+    assert "usedGpuMemory" in found["method"]
+
+
+def test_a_process_nvml_does_not_list_gets_no_figure_and_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml([(1, 900 * 2**20), (2, None)]))
+    found = nvml_memory()
+    assert found["process_mb"] is None and "not among NVML's compute processes" in found["method"] and found["devices"]
