@@ -34,7 +34,7 @@ def parse_duration(text: str | None, option: str = "--sustained") -> float | Non
 
 def inside_rows(table, report, budgets) -> None:
     """Rows for the main table: nodes per provider, the device's gate, GPU memory."""
-    ops = report.operators
+    ops = getattr(report, "operators", None)  # reports from before protocol 2 have none of these figures
     if ops is not None and ops.by_provider:
         split = ", ".join(f"{plain(p)} {s.nodes}" for p, s in sorted(ops.by_provider.items(), key=lambda kv: -kv[1].nodes))
         fraction = f"{100 * ops.accelerated_fraction:.0f}% off the CPU: " if ops.accelerated_fraction is not None else ""
@@ -44,12 +44,12 @@ def inside_rows(table, report, budgets) -> None:
             mark = f"[green]≥ {least:.0%} ✓[/]" if ops.accelerated_fraction >= least else f"[red]≥ {least:.0%} ✗[/]"
         table.add_row("nodes per provider", f"{fraction}{split}", mark)
     check = report.check
-    if check is not None and check.passed is not None:
+    if check is not None and getattr(check, "passed", None) is not None:
         worst = [o for o in check.outputs if o.kind == "dense" and o.sqnr_db is not None]
         figure = f"SQNR {min(o.sqnr_db for o in worst):.1f} dB, cosine {min(o.cosine for o in worst):.4f}" if worst else ""
         table.add_row("answers vs build's gate", figure or ("top-1 agrees" if check.passed else "top-1 disagrees"),
                       "[green]passes ✓[/]" if check.passed else "[red]fails ✗[/]")
-    gpu = report.memory.gpu if report.memory else None
+    gpu = getattr(report.memory, "gpu", None) if report.memory else None
     if gpu is not None:
         what = "unified memory (growth)" if gpu.unified else "GPU memory (process)"
         value = f"{fmt_num(gpu.process_mb, 1)} MB ({plain(gpu.source or 'not measured')})" if gpu.process_mb is not None else "not measured"
@@ -63,7 +63,7 @@ def render_inside(result) -> None:
     from rich.table import Table
 
     report = result.report
-    ops = report.operators
+    ops = getattr(report, "operators", None)
     if ops is not None and ops.by_op_type:
         table = Table(title=f"top operators ({plain(ops.source)}, ms per run)", header_style="bold", title_justify="left")
         for name, justify in (("op type", "left"), ("nodes", "right"), ("ms", "right"), ("share", "right"), ("slowest node", "left")):
@@ -75,8 +75,8 @@ def render_inside(result) -> None:
         console.print(table)
     elif ops is not None and ops.unavailable:
         console.print(f"   [yellow]operators:[/] {plain(ops.unavailable)}", highlight=False)
-    render_sustained(report.sustained)
-    gpu = report.memory.gpu if report.memory else None
+    render_sustained(getattr(report, "sustained", None))
+    gpu = getattr(report.memory, "gpu", None) if report.memory else None
     if gpu is not None:
         console.print(f"   [dim]GPU memory: {plain(gpu.method)}[/]", highlight=False)
     for line in getattr(result, "advice", []) or []:
