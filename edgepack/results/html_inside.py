@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Optional, Sequence
 
-from edgepack.results.store import RunRecord
+from edgepack.results.records import RunRecord
 
 WIDTH, LEFT, RIGHT, TOP, HEIGHT = 760, 60, 60, 28, 220
 LATENCY_COLOUR, P90_COLOUR, TEMP_COLOUR = "#1f77b4", "#9ecae1", "#d62728"
