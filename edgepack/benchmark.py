@@ -41,6 +41,8 @@ class BenchOptions:
     threads: Optional[int] = None
     timeout_s: Optional[float] = None  # None: derived from the requested work (edgepack.limits.agent_timeout_s)
     allow_failed: bool = False  # measure a bundle whose build missed its gate (the run is stored as failed)
+    sustained_s: Optional[float] = None  # bench --sustained: run continuously this long, per-interval figures
+    sustained_interval_s: Optional[float] = None  # None: a tenth of sustained_s, at least 1 s
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BenchResult:
     run_id: Optional[int] = None  # its id in the results history, once stored
     write_error: Optional[EdgepackError] = None  # the JSON report beside the bundle could not be written
     trial: Optional[dict] = None  # {"study", "number"}: the `edgepack tune` trial this bench measured
+    advice: list[str] = field(default_factory=list)  # from measurement: e.g. another precision ran faster here
 
     @property
     def passed(self) -> bool:
@@ -71,6 +74,7 @@ class BenchResult:
             "precision": self.manifest.precision.value,
             "passed": self.passed,
             "budget_failures": self.budget_failures,
+            "advice": self.advice,
             "push": self.push.__dict__,
             "seconds": self.seconds,
             "report": self.report.model_dump(mode="json"),
@@ -92,7 +96,14 @@ def agent_argv(python: str, agent: str, bundle: str, manifest: Manifest, options
     if runtime.providers:
         argv += ["--providers", ",".join(runtime.providers)]
     argv += ["--load-cache", runtime.load_cache.value]
+    if options.sustained_s:
+        argv += ["--sustained", f"{options.sustained_s:g}", "--sustained-interval", f"{sustained_interval(options):g}"]
     return argv
+
+
+def sustained_interval(options: BenchOptions) -> float:
+    """The interval of a sustained bench: as asked, else a tenth of its length (at least 1 s)."""
+    return options.sustained_interval_s or max(1.0, (options.sustained_s or 0) / 10.0)
 
 
 BENCH_SETTINGS = ("runs", "warmup", "min_seconds", "cold_loads")  # in agent_timeout_s's order
@@ -109,7 +120,7 @@ def agent_timeout(manifest: Manifest, options: BenchOptions) -> float:
     if options.timeout_s is not None:
         return options.timeout_s
     tensorrt = manifest.profile.runtime.engine is Engine.tensorrt
-    return agent_timeout_s(*(requested(manifest, options, name) for name in BENCH_SETTINGS), tensorrt)
+    return agent_timeout_s(*(requested(manifest, options, name) for name in BENCH_SETTINGS), tensorrt) + 1.2 * (options.sustained_s or 0)
 
 
 def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
@@ -122,7 +133,9 @@ def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:
     peak, limit = report.memory.peak_rss_mb if report.memory else None, budgets.max_peak_memory_mb
     if peak is not None and limit is not None and peak > limit:
         failures.append(f"peak memory {peak:.1f} MB is over the budget of {limit:g} MB")
-    return failures
+    from edgepack.results.device_facts import inside_failures
+
+    return failures + inside_failures(report, manifest)
 
 
 def measurable(bundle: Path, options: BenchOptions) -> tuple[Manifest, list[str]]:
@@ -220,11 +233,15 @@ def bench(
         )
     out = BenchResult(device, bundle, manifest, report, push, seconds, gate_failures + check_budgets(report, manifest), trial=trial)
     out.report_path = bundle.parent / f"{bundle.name}.{device}.bench.json"
+    from edgepack.results.device_facts import precision_advice
+
+    out.advice = precision_advice(report, manifest, [])
     try:
         if store:
             from edgepack.results.store import open_store
 
             with open_store(db) as history:
+                out.advice = precision_advice(report, manifest, history.runs(device=device))  # beside the device's earlier runs
                 out.run_id = history.add(
                     device=device,
                     manifest=manifest,

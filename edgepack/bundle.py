@@ -156,6 +156,7 @@ class Facts(Typed):
     nodes: Optional[int] = None
     fp16: Optional[dict[str, str]] = None
     onnx_quantization: Optional[dict[str, Any]] = None  # edgepack.builder.convert.onnx_quant
+    accelerator: Optional[list[dict[str, Any]]] = None  # edgepack.builder.accelerator.Coverage, per accelerator
 
 
 class Manifest(Typed):

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edgepack.errors import DeviceError
 
-PROTOCOL_VERSION = 1
+# 2 adds optional fields only (operators, sustained, memory.gpu, the check's gate): a version-1 report still reads.
+PROTOCOL_VERSION = 2
+READABLE_PROTOCOLS = (1, 2)
 
 _AGENT_HINT = "run `python edgepack_agent.py BUNDLE_DIR` on the device by hand and read its stderr"
 
@@ -44,11 +46,27 @@ class RuntimeInfo(Strict):
     nodes_by_provider: Optional[dict[str, dict[str, int]]] = None
 
 
+class OutputCheck(Strict):
+    """One output of the device's answers judged by the build's gate (its kind and thresholds)."""
+
+    name: str
+    kind: str  # classes | dense, as the build judged it
+    sqnr_db: Optional[float] = None
+    cosine: Optional[float] = None
+    top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    passed: bool = True
+
+
 class Check(Strict):
     n_samples: int = Field(ge=0)
     max_abs_error: Optional[float] = None
     mean_abs_error: Optional[float] = None
     top1_agreement: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    # The build's gate applied on the device (protocol 2): None where the report predates it.
+    outputs: list[OutputCheck] = []
+    passed: Optional[bool] = None
+    failures: list[str] = []
+    gate: Optional[str] = None  # the thresholds applied, in words
 
 
 class OptimizedLoad(Strict):
@@ -117,6 +135,18 @@ class LatencyStats(Strict):
         return self
 
 
+class GpuMemory(Strict):
+    """The GPU memory of the measuring process (CUDA: NVML) or the unified memory (Jetson), and how it was read."""
+
+    process_mb: Optional[float] = None  # None: not measured, `method` says why
+    source: Optional[str] = None  # nvml | tegrastats | meminfo | None
+    unified: Optional[bool] = None  # Jetson: CPU and GPU share the RAM
+    system_used_mb: Optional[float] = None
+    gpu_load_pct: Optional[float] = None
+    devices: list[dict[str, float]] = []  # NVML: index, used_mb, total_mb per GPU
+    method: str
+
+
 class MemoryUse(Strict):
     baseline_rss_mb: Optional[float] = None
     peak_rss_mb: Optional[float] = None  # after load and inference (reports before load detail: after the check too)
@@ -126,6 +156,7 @@ class MemoryUse(Strict):
     check_peak_rss_mb: Optional[float] = None  # the reference check's own peak, apart from the model's
     peak_reset: Optional[bool] = None  # VmHWM reset with /proc/self/clear_refs before each step
     method: str
+    gpu: Optional[GpuMemory] = None  # where the model runs on a GPU (protocol 2)
 
 
 class TrtexecStats(Strict):
@@ -165,6 +196,71 @@ class TensorrtFigures(Strict):
     warnings: list[str] = []  # trtexec's own warnings about the measurement (unstable clocks, ...)
 
 
+class NodeTime(Strict):
+    name: str
+    op_type: str
+    provider: str  # the ONNX Runtime provider, or cpu / xnnpack / gpu for TFLite
+    ms: float  # mean per run
+    share: Optional[float] = None  # of the summed operator time
+
+
+class OpTypeTime(Strict):
+    op_type: str
+    count: int
+    ms: float
+    share: Optional[float] = None
+
+
+class ProviderShare(Strict):
+    nodes: int
+    ms: float
+
+
+class OperatorProfile(Strict):
+    """Time per operator on the device, and the nodes each provider or delegate ran."""
+
+    source: Optional[str] = None  # onnxruntime-profiler | benchmark_model | None (none available)
+    runs: Optional[int] = None
+    total_ms: Optional[float] = None
+    nodes: list[NodeTime] = []
+    by_op_type: list[OpTypeTime] = []
+    by_provider: dict[str, ProviderShare] = {}
+    accelerated_fraction: Optional[float] = Field(default=None, ge=0.0, le=1.0)  # nodes off the CPU provider
+    unavailable: Optional[str] = None  # why there are no per-operator times
+    method: Optional[str] = None
+
+
+class SustainedInterval(Strict):
+    t_s: float
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    temp_c: Optional[float] = None
+    temps_c: dict[str, float] = {}
+    freq_mhz: Optional[float] = None
+    freq_min_mhz: Optional[float] = None
+
+
+class Throttled(Strict):
+    word: str
+    conditions: list[str] = []
+
+
+class Sustained(Strict):
+    """`bench --sustained`: latency per interval under continuous load, beside temperature and frequency."""
+
+    duration_s: float
+    interval_s: float
+    intervals: list[SustainedInterval]
+    start: dict[str, object] = {}
+    slowdown: bool
+    slowdown_ratio: Optional[float] = None
+    throttled_start: Optional[Throttled] = None
+    throttled_end: Optional[Throttled] = None
+    notes: list[str] = []
+    method: str
+
+
 class AgentReport(Strict):
     protocol: int
     ok: bool
@@ -179,6 +275,8 @@ class AgentReport(Strict):
     memory: Optional[MemoryUse] = None
     check: Optional[Check] = None
     tensorrt: Optional[TensorrtFigures] = None  # runtime.engine tensorrt, measured with trtexec
+    operators: Optional[OperatorProfile] = None  # protocol 2: time per operator, nodes per provider
+    sustained: Optional[Sustained] = None  # protocol 2: bench --sustained
 
     @model_validator(mode="after")
     def ok_matches_errors(self) -> AgentReport:
@@ -215,9 +313,10 @@ def parse_report(text: str) -> AgentReport:
         ) from None
     if not isinstance(doc, dict):
         raise DeviceError(f"the agent's report is a JSON {type(doc).__name__}, not an object", hint=_AGENT_HINT)
-    if doc.get("protocol") != PROTOCOL_VERSION:
+    if doc.get("protocol") not in READABLE_PROTOCOLS:
         raise DeviceError(
-            f"the agent speaks protocol {doc.get('protocol')!r}; this edgepack reads protocol {PROTOCOL_VERSION}",
+            f"the agent speaks protocol {doc.get('protocol')!r}; this edgepack reads protocols "
+            f"{', '.join(map(str, READABLE_PROTOCOLS))}",
             hint="push the agent that ships with this edgepack version",
         )
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgepack.builder import steps
+from edgepack.builder.accelerator import accelerators, check_accelerator
 from edgepack.builder.convert import EXPORTERS
 from edgepack.builder.package import package
 from edgepack.builder.recover.common import ladder, quantized, recoverable
@@ -203,5 +204,9 @@ def make_plan(
     )
     if ways:
         plan.stages.append(Stage("recover", "where the gate is missed: " + "; ".join(ways), steps.recover))
+    if accelerators(profile):
+        least = budgets.min_accelerated_fraction
+        detail = f"the ops {', '.join(accelerators(profile))} will take and refuse" + (f"; at least {least:.0%} of them" if least else "")
+        plan.stages.append(Stage("accelerator", detail, check_accelerator))
     plan.stages.append(Stage("package", f"{plan.out}/", package))
     return plan

@@ -35,12 +35,14 @@ from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import GateFailed
 
 
-def bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False):
+def bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed=False, sustained=None, sustained_interval=None):
     """Return the BenchOptions the command line asks for (None: the profile's setting)."""
     from edgepack.benchmark import BenchOptions
+    from edgepack.cli.bench_inside import parse_duration
 
     return BenchOptions(
-        runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds, cold_loads=cold_loads, timeout_s=timeout, allow_failed=allow_failed
+        runs=runs, warmup=warmup, threads=threads, min_seconds=min_seconds, cold_loads=cold_loads, timeout_s=timeout, allow_failed=allow_failed,
+        sustained_s=parse_duration(sustained), sustained_interval_s=parse_duration(sustained_interval, "--sustained-interval"),
     )
 
 
@@ -59,6 +61,11 @@ def bench_command(
     baseline: Optional[str] = BASELINE,
     max_regression: Optional[str] = MAX_REGRESSION,
     allow_failed: bool = typer.Option(False, "--allow-failed", help="Measure a bundle whose build missed its gate; the run is stored as failed."),
+    sustained: Optional[str] = typer.Option(
+        None, "--sustained", metavar="DURATION",
+        help="Also run continuously this long (10m, 90s): p50/p90 per interval beside CPU temperature, frequency and throttling.",
+    ),
+    sustained_interval: Optional[str] = typer.Option(None, "--sustained-interval", metavar="DURATION", help="With --sustained: the interval [default: a tenth]."),
     as_json: Json = False,
 ) -> None:
     """Measure a bundle on a device (or several at once): load time, latency, memory, and a check of its answers."""
@@ -71,7 +78,7 @@ def bench_command(
     progress = Progress(as_json, Path(bundle).resolve().name, max_connections)
     try:
         deployment = measure(
-            bundle, devices, bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed), inventory, db, baseline, max_regression,
+            bundle, devices, bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval), inventory, db, baseline, max_regression,
             max_connections, on_step=progress.step, on_change=progress.change,
         )
     finally:
@@ -224,6 +231,8 @@ def render_bench(result) -> None:
     """Print one bench result: what ran where, then the figures with their budgets."""
     from rich.table import Table
 
+    from edgepack.cli.bench_inside import inside_rows, render_inside
+
     r, m = result.report, result.manifest
     budgets = m.profile.budgets
     s, rt = r.system, r.runtime
@@ -272,9 +281,11 @@ def render_bench(result) -> None:
         agree = f"top-1 {100 * r.check.top1_agreement:.1f}%, " if r.check.top1_agreement is not None else ""
         error = f"max |err| {r.check.max_abs_error:.3g}" if r.check.max_abs_error is not None else "no reference outputs"
         table.add_row("answers vs host", f"{agree}{error} ({r.check.n_samples} samples)", "")
+    inside_rows(table, r, budgets)
     p = result.push
     table.add_row("push", f"{p.files_sent} files, {p.bytes_sent / 1024:.1f} KB sent, {p.files_skipped} already there", "")
     console.print(table)
+    render_inside(result)
     if result.report_path:
         console.print(f"   report: {plain(shown_path(result.report_path))}", highlight=False)
 

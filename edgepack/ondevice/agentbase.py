@@ -9,7 +9,7 @@ import sys
 from .common import np
 
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: operators, sustained, memory.gpu, the check's gate (optional fields)
 
 MAX_RUNS = 100000
 

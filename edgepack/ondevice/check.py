@@ -6,6 +6,7 @@ import time
 
 from .agentbase import AgentFailure, MAX_RUNS, Spec
 from .common import np
+from .gate import judge_outputs
 
 
 def match(manifest_specs, runtime_specs) -> list:
@@ -62,7 +63,8 @@ def reference_calls(reference, in_specs):
     return calls, len(calls) * batch, False
 
 
-def check_outputs(runtime, in_specs, out_specs, reference, notes) -> dict:
+def check_outputs(runtime, in_specs, out_specs, reference, notes, gate=None) -> dict:
+    """Compare the runtime's answers on the reference inputs with the host's; judge them by GATE (`gate.gate_settings`) where given."""
     calls, n, per_sample = reference_calls(reference, in_specs)
     if not calls:
         notes.append("reference.npz has no inputs; check skipped")
@@ -76,6 +78,7 @@ def check_outputs(runtime, in_specs, out_specs, reference, notes) -> dict:
         for k, y in enumerate(runtime.infer(bound, out_specs)):
             collected[k].append(dequantize(y, out_specs[k]))
     max_err, abs_sum, count, agree, rows = 0.0, 0.0, 0, 0, 0
+    wants, gots = [], []
     for k, spec in enumerate(out_specs):
         key = "out_%d" % k
         if key not in reference:
@@ -88,18 +91,23 @@ def check_outputs(runtime, in_specs, out_specs, reference, notes) -> dict:
         err = np.abs(got - want)
         if not np.all(np.isfinite(err)):
             raise AgentFailure("output %d holds NaN or inf on the reference inputs" % k)
+        wants.append(want)
+        gots.append(got)
         max_err = max(max_err, float(err.max()) if err.size else 0.0)
         abs_sum += float(err.sum())
         count += err.size
         if want.ndim >= 1 and want.shape[-1] > 1:
             agree += int(np.sum(np.argmax(got, axis=-1) == np.argmax(want, axis=-1)))
             rows += int(want.size // want.shape[-1])
-    return {
+    found = {
         "n_samples": n,
         "max_abs_error": max_err if count else None,
         "mean_abs_error": abs_sum / count if count else None,
         "top1_agreement": agree / float(rows) if rows else None,
     }
+    if gate is not None and wants:
+        found.update(judge_outputs(wants, gots, gate))
+    return found
 
 
 def stats(samples: list, warmup: int) -> dict:

@@ -73,11 +73,18 @@ def parse_args(argv: list) -> argparse.Namespace:
     p.add_argument("--phases", action="store_true", help=argparse.SUPPRESS)  # a probe that reports load phases
     p.add_argument("--check", action="store_true", help=argparse.SUPPRESS)  # a probe that checks the form's answers
     p.add_argument("--exit-with-stdin", action="store_true", help="end when stdin closes (the host went away)")
+    p.add_argument("--sustained", type=float, default=None, help="then run continuously this many seconds: latency per interval, temperature")
+    p.add_argument("--sustained-interval", type=float, default=None, help="with --sustained: seconds per interval [default: a tenth]")
+    p.add_argument("--sysfs-root", default="/", help=argparse.SUPPRESS)  # where /sys and /proc are read (a test's fake tree)
     args = p.parse_args(argv)
     for name in ("runs", "warmup", "cold_loads", "min_seconds"):
         value = getattr(args, name)
         if not 0 <= value <= LIMITS[name]:  # NaN fails both comparisons
             raise AgentFailure("bad arguments: --%s must be between 0 and %g" % (name.replace("_", "-"), LIMITS[name]))
+    for name in ("sustained", "sustained_interval"):
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= LIMITS["min_seconds"] * 24:
+            raise AgentFailure("bad arguments: --%s must be more than 0 and at most %g seconds" % (name.replace("_", "-"), LIMITS["min_seconds"] * 24))
     if args.threads is not None and args.threads < 1:
         raise AgentFailure("bad arguments: --threads must be >= 1")
     args.delegates = split_list(args.delegates)
@@ -104,6 +111,8 @@ def empty_report() -> dict:
         "memory": None,
         "check": None,
         "tensorrt": None,
+        "operators": None,
+        "sustained": None,
     }
 
 

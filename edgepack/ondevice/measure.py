@@ -10,6 +10,8 @@ from .bundle import load_cache_sha, pick_engine, read_bundle
 from .check import check_outputs, match, quantize, reference_calls, stats, timed_runs
 from .common import LOAD_CACHE_DIR, NUMPY_ERROR, np, usable_cores
 from .forms import ANSWERS_OK, decide_use, first_answers, measure_optimized
+from .gate import gate_settings
+from .inside import record_gpu_memory, record_operators, record_sustained, unified_baseline
 from .loadcache import checked_entry, prepare_load_cache, record_checked_artifact, write_meta
 from .probes import make_runtime, median_of, median_phases, probe_loads, timed_load
 from .system import reset_peak, rss_mb, system_info
@@ -92,9 +94,13 @@ def measure(args, report: dict) -> None:
     load = report["load"]
     first_answer = first_answers(args, load.get("optimized"), notes, engine) if not report["errors"] else None
     load["first_answer"] = first_answer
+    gpu_baseline = unified_baseline(args.sysfs_root)  # a Jetson's unified memory before the load
     bound, out_specs = measure_in_process(args, report, runtime, manifest, model_path, reference)
+    record_gpu_memory(report, runtime, gpu_baseline, args.sysfs_root)  # before a second session grows it
     if hasattr(runtime, "placement"):  # after the memory figures: a second session must not inflate them
         record_placement(runtime, model_path, bound, out_specs, notes)
+    record_operators(args, report, runtime, engine, model_path, bound, out_specs)
+    record_sustained(args, report, runtime, bound, out_specs)
     report["runtime"] = runtime.info()
     if load.get("optimized") is not None:
         record_use(report, runtime, load_cache_sha(manifest, model_path))
@@ -144,7 +150,7 @@ def measure_in_process(args, report: dict, runtime, manifest: dict, model_path: 
     check_reset = reset_peak()
     if reference is not None:
         try:
-            report["check"] = check_outputs(runtime, in_specs, out_specs, reference, notes)
+            report["check"] = check_outputs(runtime, in_specs, out_specs, reference, notes, gate_settings(manifest))
         except AgentFailure as exc:
             report["errors"].append("reference check failed: %s" % exc)
     check_peak_mb = rss_mb("VmHWM")[0] if check_reset and reference is not None else None

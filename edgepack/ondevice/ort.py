@@ -7,6 +7,7 @@ import os
 import time
 
 from .agentbase import AgentFailure, FORM_FILES, ORT_DTYPES, Spec, first_line
+from .opprofile import profile_ort_session
 
 
 class OrtRuntime:
@@ -175,6 +176,16 @@ class OrtRuntime:
                 kernels = placed.setdefault(fields["provider"], {})
                 kernels[fields.get("op_name") or "?"] = kernels.get(fields.get("op_name") or "?", 0) + 1
         return placed
+
+    def operator_profile(self, model_path: str, bound, out_specs) -> dict:
+        """Time per node, op type and provider from ONNX Runtime's profiler, in a session of its own (see opprofile)."""
+        def make_session(prefix):
+            options = self._options()
+            options.enable_profiling = True
+            options.profile_file_prefix = prefix
+            return self._session(model_path, options)
+
+        return profile_ort_session(make_session, bound, [s.key for s in out_specs], os.path.dirname(os.path.dirname(model_path)))
 
     def _spec(self, node):
         shape = [d if isinstance(d, int) and d >= 0 else None for d in node.shape]

@@ -11,6 +11,7 @@ import tempfile
 
 from .agentbase import AgentFailure, Spec, TRTEXEC_TIMEOUT_S, TRT_CHECK_CALLS
 from .check import check_outputs, quantize, reference_calls, stats
+from .gate import gate_settings
 from .common import np, sha256_file
 from .system import evict_page_cache
 from .trtexec import TrtexecRunner, parse_trtexec, run_trtexec, trt_name
@@ -156,7 +157,7 @@ def trtexec_memory(cached: bool) -> dict:
     }
 
 
-def check_engine(report: dict, reference: dict, runner, in_specs: list, out_specs: list, calls: list) -> None:
+def check_engine(report: dict, reference: dict, runner, in_specs: list, out_specs: list, calls: list, gate=None) -> None:
     """Check the engine's answers on at most TRT_CHECK_CALLS reference batches (one trtexec process each)."""
     notes = report["notes"]
     limited = reference
@@ -167,7 +168,7 @@ def check_engine(report: dict, reference: dict, runner, in_specs: list, out_spec
         limited = dict((k, v[:keep]) for k, v in reference.items())
         notes.append("checked %d of %d reference samples through trtexec (one process per batch)" % (keep, total))
     try:
-        report["check"] = check_outputs(runner, in_specs, out_specs, limited, notes)
+        report["check"] = check_outputs(runner, in_specs, out_specs, limited, notes, gate)
     except AgentFailure as exc:
         report["errors"].append("reference check failed: %s" % exc)
 
@@ -211,7 +212,7 @@ def measure_trtexec(args, report: dict, manifest: dict, model_path: str, referen
         report["runtime"] = {"name": "tensorrt", "version": version, "delegates": [], "providers": [], "threads": None, "nodes_by_provider": None}
         report["memory"] = trtexec_memory(cached)
         if reference is not None:
-            check_engine(report, reference, TrtexecRunner(trtexec, engine_path, shape_args, workdir), in_specs, out_specs, calls)
+            check_engine(report, reference, TrtexecRunner(trtexec, engine_path, shape_args, workdir), in_specs, out_specs, calls, gate_settings(manifest))
         figures.pop("errors")
         figures.update(trtexec=trtexec, engine_path=engine_path, engine_cached=cached, flags=flags)
         figures["engine_build_s"] = build_s

@@ -260,9 +260,18 @@ class Verify(Strict):
 
 class Budgets(Strict):
     max_model_kb: Optional[float] = Field(default=None, gt=0)
-    max_peak_memory_mb: Optional[float] = Field(default=None, gt=0)
+    max_peak_memory_mb: Optional[float] = Field(
+        default=None, gt=0,
+        description="peak memory of the process on the device: host RSS; on CUDA devices also the GPU memory the process holds "
+        "(NVML), and on Jetson the unified memory it uses, each judged against this bound",
+    )
     max_p90_latency_ms: Optional[float] = Field(default=None, gt=0)
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    min_accelerated_fraction: Optional[float] = Field(
+        default=None, gt=0, le=1,
+        description="least fraction of the model's ops the accelerator (a TFLite delegate other than XNNPACK, an ONNX Runtime "
+        "provider other than the CPU's) takes: estimated at build time, measured by bench",
+    )
 
 
 class Bench(Strict):
@@ -292,13 +301,19 @@ class TuneSpace(Strict):
     batch_size: Optional[list[int]] = None
     fine_tune_epochs: Optional[list[int]] = Field(default=None, description="build.prune.fine_tune_epochs values (the most epochs)")
     fallback: Optional[list[Fallback]] = Field(default=None, description="build.fallback values: auto (recover) or off")
+    # Runtime settings, measured by the bench of each trial beside the build's settings.
+    threads: Optional[list[int]] = Field(default=None, description="runtime.threads values")
+    delegates: Optional[list[list[str]]] = Field(default=None, description="runtime.delegates lists to try, e.g. [[xnnpack], [], [gpu, xnnpack]]")
+    providers: Optional[list[list[str]]] = Field(
+        default=None, description="runtime.providers lists to try, e.g. [[CUDAExecutionProvider, CPUExecutionProvider], [CPUExecutionProvider]]"
+    )
 
     @model_validator(mode="after")
     def fractions_and_sizes_in_range(self) -> "TuneSpace":
         for key in ("sparsity", "channels"):
             if any(not 0 <= v < 1 for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are fractions in [0, 1)", at=key)
-        for key, most in (("calibration_samples", None), ("batch_size", 65536), ("fine_tune_epochs", 1000)):  # build.prune's limits
+        for key, most in (("calibration_samples", None), ("batch_size", 65536), ("fine_tune_epochs", 1000), ("threads", None)):  # build.prune's limits
             if any(v < 1 or (most is not None and v > most) for v in getattr(self, key) or []):
                 raise Conflict(f"tune.{key} values are at least 1" + (f" and at most {most}" if most else ""), at=key)
         if any(not 0 < v <= 1 for v in self.learning_rate or []):

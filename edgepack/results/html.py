@@ -78,6 +78,8 @@ def render_html(runs: Sequence[RunRecord], title: str = "edgepack results") -> s
     Args:
         runs: the runs to show, oldest first.
     """
+    from edgepack.results.html_inside import operator_bars, sustained_plot
+
     newest = newest_per_target(runs)
     several_devices = len({r.device for r in newest}) > 1
 
@@ -99,6 +101,9 @@ def render_html(runs: Sequence[RunRecord], title: str = "edgepack results") -> s
         ("Accuracy per target", bar_plot("accuracy", "accuracy of the artifact on the evaluation data, at build time", "%",
                                          per_target(lambda r: 100 * r.accuracy if r.accuracy is not None else None)), ""),
         ("Memory", memory_plot(runs), ""),
+        ("Time per operator", bar_plot("operators", *operator_bars(runs)), "Mean per run from the runtime's own profiler on the device."),
+        ("Latency over time under sustained load", sustained_plot(runs),
+         "bench --sustained: p50 (line) and p90 (dashed) per interval, the hottest thermal zone in red."),
         ("Tuning studies", tune_plot(runs), "Each trial of an `edgepack tune` study as benched on the device; "
          "the Pareto front is among the trials that meet every budget, labelled with their trial numbers."),
     ]

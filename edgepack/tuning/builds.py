@@ -59,14 +59,15 @@ class BuildOutcome:
     built: dict[str, Any] = field(default_factory=dict)  # precision, sparsity, node (where it ran, on Ray)
 
 
-def trial_profiles(target_profile, trial_name: str, build_overrides: dict[str, Any]) -> dict[str, str]:
-    """The two profile files of a trial: TARGET_PROFILE resolved (no `extends`) and the trial's extending it."""
+def trial_profiles(target_profile, trial_name: str, sections: dict[str, Any]) -> dict[str, str]:
+    """The two profile files of a trial: TARGET_PROFILE resolved (no `extends`) and the trial's extending it with SECTIONS
+    (`edgepack.tuning.space.trial_settings`: build, and runtime where runtime settings are searched)."""
     from ruamel.yaml import YAML
 
     base = target_profile.model_dump(mode="json", exclude_unset=True)
     base.pop("extends", None)
     files = {}
-    for name, doc in ((target_profile.name, base), (trial_name, {"name": trial_name, "extends": target_profile.name, "build": build_overrides})):
+    for name, doc in ((target_profile.name, base), (trial_name, {"name": trial_name, "extends": target_profile.name, **sections})):
         buf = io.StringIO()
         YAML(typ="safe").dump(doc, buf)
         files[f"{name}.yaml"] = buf.getvalue()

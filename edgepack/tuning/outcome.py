@@ -118,7 +118,7 @@ def write_tuned_profile(chosen: TrialResult, target: str, path: Path, study: str
     from ruamel.yaml.comments import CommentedMap
 
     from edgepack.atomic import cannot_write, write_atomic
-    from edgepack.tuning.space import overrides
+    from edgepack.tuning.space import trial_settings
 
     v = chosen.values
     measured = f"p90 {v['p90_ms']:.3f} ms, {v['size_kb']:.1f} KB" + (f", peak {v['peak_mb']:.1f} MB" if v.get("peak_mb") else "")
@@ -128,18 +128,19 @@ def write_tuned_profile(chosen: TrialResult, target: str, path: Path, study: str
         measured += f", top-1 agreement {100 * v['top1_agreement']:.2f}%"
     doc = CommentedMap(name=path.stem, extends=target)
     doc.yaml_set_start_comment(f"{TUNED_MARK[2:]} (study {study}): trial {chosen.number} of {n_trials}, the fastest meeting every budget.")
-    build = CommentedMap()
     params = dict(chosen.params, precision=chosen.built.get("precision") or chosen.params["precision"])  # what recovery made of it
-    for key, value in overrides(params).items():
-        if isinstance(value, dict):
-            section = CommentedMap(value)
-            for sub in value:
-                section.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", sub)
-            build[key] = section
-        else:
-            build[key] = value
-            build.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", key)
-    doc["build"] = build
+    for name, settings in trial_settings(params).items():  # build:, and runtime: where runtime settings were searched
+        build = CommentedMap()
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                section = CommentedMap(value)
+                for sub in value:
+                    section.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", sub)
+                build[key] = section
+            else:
+                build[key] = value
+                build.yaml_add_eol_comment(f"trial {chosen.number}: {measured}", key)
+        doc[name] = build
     import io
 
     buf = io.StringIO()

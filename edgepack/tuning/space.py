@@ -44,6 +44,10 @@ SPACE: dict[str, tuple[list[Any], str]] = {
 # Searched only where the profile's `tune:` section lists them: they matter once pruning or a
 # tight gate does, and each doubles the grid.
 OPT_IN = ("learning_rate", "batch_size", "fine_tune_epochs", "fallback")
+# Runtime settings, also opt-in: the bench of each trial measures them (a delegate list or a
+# provider list is one categorical value, written "gpu+xnnpack"; "none" for the empty list).
+RUNTIME = ("threads", "delegates", "providers")
+NO_LIST = "none"
 
 
 def search_space(profile: Profile) -> dict[str, list[Any]]:
@@ -74,6 +78,7 @@ def search_space(profile: Profile) -> dict[str, list[Any]]:
     for key in OPT_IN:
         if getattr(t, key) is not None:
             space[key] = [getattr(v, "value", v) for v in getattr(t, key)]
+    space.update(runtime_space(profile))
     empty = [k for k, v in space.items() if not v]
     if empty:
         raise ProfileError(f"tune.{empty[0]} lists no value to try", hint="give at least one value, or remove the key")
@@ -99,3 +104,47 @@ def overrides(params: dict[str, Any]) -> dict[str, Any]:
     if "calibration_method" in params and params["precision"] == "int8":
         build["onnx"] = {"calibration_method": params["calibration_method"]}
     return build
+
+
+def runtime_space(profile: Profile) -> dict[str, list[Any]]:
+    """The runtime settings PROFILE's `tune:` section asks to search: threads, TFLite delegates, ONNX Runtime providers.
+
+    Raises:
+        ProfileError: delegates for an ONNX target, or providers for a TFLite one.
+    """
+    t, fmt = profile.tune, profile.build.format
+    if t.delegates is not None and fmt is not Format.tflite:
+        raise ProfileError(f"tune.delegates applies to TFLite targets; '{profile.name}' builds {fmt.value}", hint="search tune.providers instead")
+    if t.providers is not None and fmt is not Format.onnx:
+        raise ProfileError(f"tune.providers applies to ONNX targets; '{profile.name}' builds {fmt.value}", hint="search tune.delegates instead")
+    space: dict[str, list[Any]] = {}
+    if t.threads is not None:
+        space["threads"] = list(t.threads)
+    for key in ("delegates", "providers"):
+        lists = getattr(t, key)
+        if lists is not None:
+            space[key] = ["+".join(v) if v else NO_LIST for v in lists]
+    return space
+
+
+def runtime_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The `runtime:` section a trial's PARAMS make; empty where no runtime setting is searched."""
+    runtime: dict[str, Any] = {}
+    if "threads" in params:
+        runtime["threads"] = params["threads"]
+    for key in ("delegates", "providers"):
+        if key in params:
+            runtime[key] = [] if params[key] == NO_LIST else params[key].split("+")
+    return runtime
+
+
+def trial_settings(params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The profile sections a trial's PARAMS make: `build:`, and `runtime:` where runtime settings are searched.
+
+    Two trials with the same settings make the same bundle and measure the same: the study measures it once.
+    """
+    sections = {"build": overrides(params)}
+    runtime = runtime_overrides(params)
+    if runtime:
+        sections["runtime"] = runtime
+    return sections

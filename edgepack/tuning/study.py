@@ -172,7 +172,7 @@ class _Search:
         import optuna
 
         from edgepack.tuning.builds import BuildJob, trial_profiles
-        from edgepack.tuning.space import overrides
+        from edgepack.tuning.space import trial_settings
 
         finished = [t for t in self.study.trials if "result" in t.user_attrs]
         left = max(0, trials - len(finished))
@@ -194,13 +194,13 @@ class _Search:
                     params = {key: trial.suggest_categorical(key, values) for key, values in self.space.items()}
                     if self._tell_same_build(trial, params):
                         continue
-                    if any(overrides(building) == overrides(params) for _, building in pending.values()):
+                    if any(trial_settings(building) == trial_settings(params) for _, building in pending.values()):
                         waiting.append((trial, params))
                         continue
                     if self.on_start:
                         self.on_start(trial.number, params)
                     name = f"{self.profile.name}-trial-{trial.number}"
-                    job = BuildJob(trial.number, name, trial_profiles(self.profile, name, overrides(params)), self.work / f"trial-{trial.number}")
+                    job = BuildJob(trial.number, name, trial_profiles(self.profile, name, trial_settings(params)), self.work / f"trial-{trial.number}")
                     try:
                         pending[runner.submit(job)] = (trial, params)
                     except Exception as exc:  # the build could not start (a broken pool, a lost cluster): this trial fails
@@ -212,7 +212,7 @@ class _Search:
                     trial, params = pending[future]
                     self._tell(trial, self._measure(trial.number, params, future))
                     del pending[future]
-                    for same in [w for w in waiting if overrides(w[1]) == overrides(params)]:
+                    for same in [w for w in waiting if trial_settings(w[1]) == trial_settings(params)]:
                         waiting.remove(same)
                         if not self._tell_same_build(*same):  # the build it waited for failed: so does it
                             self._tell(same[0], TrialResult(same[0].number, same[1], "failed", same_as=trial.number,
@@ -298,12 +298,12 @@ def _unmeasured(result: TrialResult) -> TrialResult:
 
 def _same_build(study, params: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The stored result of a finished trial whose settings make the same build as PARAMS, if any."""
-    from edgepack.tuning.space import overrides
+    from edgepack.tuning.space import trial_settings
 
-    wanted = overrides(params)
+    wanted = trial_settings(params)
     for t in study.trials:
         result = t.user_attrs.get("result")
-        if result and result["state"] == "complete" and overrides(result["params"]) == wanted:
+        if result and result["state"] == "complete" and trial_settings(result["params"]) == wanted:
             return result
     return None
 
