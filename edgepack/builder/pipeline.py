@@ -27,7 +27,7 @@ OnStage = Callable[[str, str, Optional[float]], None]
 REFERENCE_SAMPLES = 8
 MAX_EVAL_SAMPLES = 2000
 SYNTHETIC_SAMPLES = 64
-TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx", "onnxconverter-common", "tflite-micro")
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx", "onnxconverter-common", "tflite-micro", "torch", "onnxscript")
 
 
 @dataclass
@@ -162,7 +162,12 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     b = profile.build
     notes: list[str] = []
     with stage("load", str(plan.model)):
-        original = load_model(plan.model)
+        original = load_model(plan.model, plan.data)
+        notes.extend(original.load_notes)
+        if original.onnx_model is not None and b.format.value != "onnx":
+            from edgepack.builder.convert.onnx_tflite import ROUTE_NOTE
+
+            notes.append(ROUTE_NOTE)
         original, shape_notes = _fix_shapes(original, plan)
         notes.extend(shape_notes)
         if plan.data:
