@@ -146,9 +146,10 @@ def example_input(data: Path | None, spec: str) -> np.ndarray:
 def _export(module, example: np.ndarray, torch, spec: str):
     """torch.export the module with a dynamic batch where it allows one, else at the example's shape."""
     args = (torch.from_numpy(np.ascontiguousarray(example)),)
-    try:
+    try:  # traced at batch 2: an example of batch 1 would pin the batch to 1
         batch = torch.export.Dim("batch", min=1, max=1 << 16)
-        return torch.export.export(module, args, dynamic_shapes=({0: batch},)), True
+        two = (torch.from_numpy(np.ascontiguousarray(np.concatenate([example, example]))),)
+        return torch.export.export(module, two, dynamic_shapes=({0: batch},)), True
     except Exception:
         pass
     try:
@@ -197,9 +198,9 @@ def source_names(proto) -> dict[str, str]:
         scopes = meta.get("pkg.torch.onnx.name_scopes")
         if scopes:
             path = [s.strip(" '\"") for s in scopes.strip("[]").split(",")]
-            path = [s for s in path if s]
-            if path:
-                names[node.name] = path[-1]
+            module = path[-2] if len(path) >= 2 else ""  # the last scope is the op itself (conv2d, view)
+            if module:
+                names[node.name] = module
     return names
 
 

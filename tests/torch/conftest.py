@@ -49,3 +49,19 @@ def digits_nchw(tmp_path_factory, digits):
     path = tmp_path_factory.mktemp("digits-nchw") / "digits.npz"
     np.savez(path, x=x[1200:], y=y[1200:])
     return x, y, path
+
+
+@pytest.fixture(scope="session")
+def torch_digits(tmp_path_factory, digits_nchw):
+    """The PyTorch digits CNN trained on the first 1200 digits: (model.pt2, weights.pt, held-out digits.npz)."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install 'edgepack[torch]')")
+    from tests.torch.digits_torch import train_digits_net
+
+    x, y, data = digits_nchw
+    net = train_digits_net(x[:1200], y[:1200])
+    d = tmp_path_factory.mktemp("torch-digits")
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(net, (torch.from_numpy(x[:2]),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, d / "digits.pt2")
+    torch.save(net.state_dict(), d / "weights.pt")
+    return d / "digits.pt2", d / "weights.pt", data
