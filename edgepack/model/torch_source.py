@@ -159,7 +159,12 @@ def _export(module, example: np.ndarray, torch, spec: str):
 
 
 def to_onnx(program, what: str, torch):
-    """The ExportedProgram as an ONNX ModelProto (dynamo exporter, onnxscript)."""
+    """The ExportedProgram as an ONNX ModelProto (dynamo exporter, onnxscript).
+
+    Raises:
+        ModelError: an op the exporter cannot lower: the op, the module it is in, and that no target
+            takes the model (every target builds from the ONNX export).
+    """
     import warnings
 
     from edgepack.quiet import quiet
@@ -169,17 +174,42 @@ def to_onnx(program, what: str, torch):
             warnings.simplefilter("ignore")
             onnx_program = torch.onnx.export(program, dynamo=True, verbose=False, optimize=True)
     except Exception as exc:
-        op = _failed_op(str(exc))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        op = failed_op(text)
+        module = module_of(program, op) if op else None
+        where = f" in module {module}" if module else ""
         raise ModelError(
-            f"{what}: PyTorch's ONNX exporter cannot lower {op or 'an op of the model'}: {first_line(exc)[:200]}",
-            hint="no edgepack target can take it until the op is replaced; every target builds from the ONNX export",
+            f"{what}: PyTorch's ONNX exporter cannot lower op {op or '?'}{where}, so no edgepack target can take the model "
+            "(every target builds from the ONNX export)",
+            hint="replace the op in forward() with ops ONNX has, or register an ONNX function for it (torch.onnx docs: custom operators)",
         ) from None
     return onnx_program.model_proto
 
 
-def _failed_op(message: str) -> str | None:
-    found = re.search(r"(aten::[\w.]+|aten\.[\w.]+)", message)
-    return found.group(1) if found else None
+def failed_op(message: str) -> str | None:
+    """The op named in the exporter's error: `No ONNX function found for <OpOverload(op='prims.erf_inv', ...)>`."""
+    for pattern in (r"OpOverload\(op='([\w.]+)'", r"target=torch\.ops\.([\w.]+?)\.default", r"((?:aten|prims)[.:]+[\w]+)"):
+        found = re.search(pattern, message)
+        if found:
+            return found.group(1)
+    return None
+
+
+def module_of(program, op: str) -> str | None:
+    """The module path (and class) of the first call of OP in the program: `pre.1 (Odd)`."""
+    want = op.split(".")[-1].replace("_", "")
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        parts = str(node.target).split(".")
+        name = parts[1] if len(parts) > 1 else parts[0]
+        if name.replace("_", "") == want:
+            stack = node.meta.get("nn_module_stack") or {}
+            if not stack:
+                return None
+            path, cls = list(stack.values())[-1]
+            return f"{path or '(top)'} ({str(getattr(cls, '__name__', cls)).rsplit('.', 1)[-1]})"
+    return None
 
 
 def _specs(proto):

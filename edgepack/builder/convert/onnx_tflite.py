@@ -229,7 +229,7 @@ def conversion_error(proto, log: str, what: str) -> BuildError:
         where = f" at node '{node.name}'" + (f" (module {module})" if module else "")
     reason = "onnx2tf has no conversion for it" if missing else failure["error"][:200]
     return BuildError(
-        f"{what}: the TFLite converter cannot lower op {op or '?'}{where}: {reason}; {ONNX_TARGETS}",
+        f"{what}: the TFLite converter cannot lower op {op or '?'}{where} (onnx2tf: {reason}); {ONNX_TARGETS}",
         hint="build for an ONNX target, or replace the op in the model",
     )
 
