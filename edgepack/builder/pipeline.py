@@ -215,6 +215,10 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     pruning_failed = pruned is not None and not pruned.passed
     outcome = build_artifact(model, profile, calibration, evaluation, check, plan.explain, stage, recover=not pruning_failed)
     artifact, fidelity = outcome.artifact, outcome.fidelity
+    if original.onnx_model is not None:  # layers named as the user wrote them: the PyTorch module, the ONNX node
+        from edgepack.builder.convert.source_names import name_layers
+
+        name_layers(outcome, original.onnx_model, artifact.files[artifact.artifact] if artifact else None, b.format.value)
     notes += recovery_notes(outcome, b.precision)
     if pruned is not None:
         fidelity.pruning = pruned

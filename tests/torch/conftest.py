@@ -65,3 +65,19 @@ def torch_digits(tmp_path_factory, digits_nchw):
     torch.export.save(program, d / "digits.pt2")
     torch.save(net.state_dict(), d / "weights.pt")
     return d / "digits.pt2", d / "weights.pt", data
+
+
+@pytest.fixture(scope="session")
+def digits_onnx_nhwc(tmp_path_factory, digits_files):
+    """The digits CNN trained on the first 1200 digits, exported to ONNX (tf2onnx) as a user would."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    model = keras.models.load_model(digits_files[0])
+    spec = [tf.TensorSpec((None, 8, 8, 1), tf.float32, name="image")]
+    function = tf.function(lambda image: {"scores": model(image, training=False)})
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=17)
+    path = tmp_path_factory.mktemp("onnx") / "digits.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return path, digits_files[1]

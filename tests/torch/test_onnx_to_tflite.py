@@ -9,22 +9,6 @@ from tests.conftest import write_target
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def digits_onnx_nhwc(tmp_path_factory, digits_files):
-    """The digits CNN trained on the first 1200 digits, exported to ONNX (tf2onnx) as a user would."""
-    import keras
-    import tensorflow as tf
-    import tf2onnx
-
-    model = keras.models.load_model(digits_files[0])
-    spec = [tf.TensorSpec((None, 8, 8, 1), tf.float32, name="image")]
-    function = tf.function(lambda image: {"scores": model(image, training=False)})
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=spec, opset=17)
-    path = tmp_path_factory.mktemp("onnx") / "digits.onnx"
-    path.write_bytes(proto.SerializeToString())
-    return path, digits_files[1]
-
-
 @pytest.mark.parametrize("target", ["raspberry-pi-4", "pi-fp16", "cortex-m4"])
 def test_an_onnx_model_builds_for_tflite_and_micro_targets_within_the_accuracy_budget(onnx2tf, digits_onnx_nhwc, isolated_user_dirs, target):
     from edgepack.builder.pipeline import build
