@@ -404,7 +404,7 @@ def test_opset_the_runtime_cannot_load_fails_clearly(isolated_user_dirs):
     assert "opset_version=17" in " ".join(result.output.split())  # how to fix it
 
 
-def test_onnx_source_refuses_the_tflite_converter(tmp_path):
+def test_onnx_source_loads_with_the_graphs_input_names(tmp_path):
     import onnx
 
     from edgepack.model.source import load_model
@@ -412,8 +412,6 @@ def test_onnx_source_refuses_the_tflite_converter(tmp_path):
     onnx.save(conv_classifier(), str(tmp_path / "m.onnx"))
     source = load_model(tmp_path / "m.onnx")
     assert source.kind == "onnx" and [s.name for s in source.inputs] == ["pixels"]
-    with pytest.raises(BuildError, match="cannot read an ONNX model"):
-        source.tflite_converter()
 
 
 def test_input_shape_parser_rejects_malformed_values():
