@@ -82,6 +82,12 @@ def load_torch(model: str | Path, data: Path | None = None) -> TorchModel:
         except Exception as exc:
             raise ModelError(f"{path}: cannot load it as a torch.export program: {first_line(exc)}", hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
         digest = _file_sha(path)
+        fixed = _fixed_batch(program)
+        if fixed is not None:
+            notes.append(
+                f"{path.name} was exported at a fixed batch of {fixed}: the ONNX artifact keeps it "
+                "(export with dynamic_shapes={0: torch.export.Dim('batch')} to vary it)"
+            )
     proto = to_onnx(program, str(model), torch)
     inputs, outputs = _specs(proto)
     params = int(sum(p.numel() for p in program.state_dict.values()))

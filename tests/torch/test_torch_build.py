@@ -80,3 +80,19 @@ def test_without_pytorch_a_pt2_build_names_the_pip_command(isolated_user_dirs):
     assert done.returncode == 2, output
     assert "needs PyTorch" in output and "pip install 'edgepack[torch]'" in output
     assert "Traceback" not in output
+
+
+def test_a_program_exported_at_a_fixed_batch_keeps_it_with_a_note(torch_digits, isolated_user_dirs):
+    import torch
+
+    from edgepack.builder.pipeline import build
+    from tests.torch.digits_torch import digits_net
+
+    _, weights, data = torch_digits
+    net = digits_net()
+    net.load_state_dict(torch.load(weights))
+    torch.export.save(torch.export.export(net.eval(), (torch.zeros(1, 1, 8, 8),)), isolated_user_dirs / "fixed.pt2")
+    result = build(isolated_user_dirs / "fixed.pt2", "jetson-orin-nano", data=data, use_cache=False)
+    m = result.manifest
+    assert result.passed and m.inputs[0].shape == [1, 1, 8, 8]
+    assert any("exported at a fixed batch of 1" in n for n in m.notes)
