@@ -94,7 +94,8 @@ def make_plan(
             f"target '{profile.name}' needs format {b.format.value}, which this edgepack cannot build yet",
             hint="pick a TFLite target: edgepack targets list --family raspberry-pi",
         )
-    if is_torch(model):  # a PyTorch model is exported to ONNX and built from that graph, as an ONNX source is
+    torch_source = is_torch(model)
+    if torch_source:  # a PyTorch model is exported to ONNX and built from that graph, as an ONNX source is
         from edgepack.model.torch_source import require_torch
 
         require_torch()
@@ -126,7 +127,8 @@ def make_plan(
     plan.input_shapes = dict(input_shapes or {})
     plan.train_data = Path(train_data) if train_data else None
     shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
-    plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else "")))
+    exported = ", exported to ONNX (torch.onnx, dynamo)" if torch_source else ""
+    plan.stages.append(Stage("load", f"{model}{exported}" + (f", input shape {shapes}" if shapes else "")))
     if pruning:
         no_tune = " (ONNX weights: no fine-tuning)" if onnx_source and b.prune.fine_tune_epochs > 0 else ""
         plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}"))

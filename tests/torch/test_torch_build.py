@@ -96,3 +96,15 @@ def test_a_program_exported_at_a_fixed_batch_keeps_it_with_a_note(torch_digits, 
     m = result.manifest
     assert result.passed and m.inputs[0].shape == [1, 1, 8, 8]
     assert any("exported at a fixed batch of 1" in n for n in m.notes)
+
+
+def test_dry_run_shows_the_pytorch_route(torch_digits, isolated_user_dirs):
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+
+    model, _, data = torch_digits
+    result = CliRunner().invoke(app, ["build", str(model), "--target", "cortex-m4", "--data", str(data), "--dry-run"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "exported to ONNX (torch.onnx, dynamo)" in text and "ONNX -> SavedModel (onnx2tf), then tflite-micro int8" in text
