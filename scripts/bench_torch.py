@@ -113,6 +113,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
 
+    import torch  # noqa: F401  before TensorFlow: a CUDA build of torch imported after TensorFlow can crash the process
+
+    try:
+        import torchvision  # noqa: F401  (same reason)
+    except Exception:  # noqa: BLE001
+        pass
     from edgepack.benchmark import BenchOptions, bench
     from edgepack.builder.convert.onnx_tflite import onnx2tf_python
     from edgepack.builder.pipeline import build
