@@ -164,13 +164,13 @@ def _run(plan: Plan, profile: Profile, tools: dict, stage) -> tuple[Manifest, di
     with stage("load", str(plan.model)):
         original = load_model(plan.model, plan.data)
         notes.extend(original.load_notes)
+        original, shape_notes = _fix_shapes(original, plan)
+        notes.extend(shape_notes)
         if original.onnx_model is not None and b.format.value != "onnx":
             from edgepack.builder.convert.onnx_tflite import ROUTE_NOTE, saved_model_for
 
             saved_model_for(original.onnx_model, str(plan.model))  # an op onnx2tf cannot convert fails here, once, not in each recovery attempt
             notes.append(ROUTE_NOTE)
-        original, shape_notes = _fix_shapes(original, plan)
-        notes.extend(shape_notes)
         if plan.data:
             data = load_data(plan.data, original.inputs, original.outputs)
             held_out = load_data(plan.eval_data, original.inputs, original.outputs) if plan.eval_data else None
