@@ -15,7 +15,7 @@ from edgepack.builder.steps import BuildState
 from edgepack.bundle import Facts, Manifest, QuantizationFacts, SourceInfo, Status, now_utc, read_manifest, write_bundle
 
 REFERENCE_SAMPLES = 8
-TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx", "onnxconverter-common", "tflite-micro")
+TOOLS = ("tensorflow", "keras", "ai-edge-litert", "numpy", "onnx", "onnxruntime", "tf2onnx", "onnxconverter-common", "tflite-micro", "torch", "onnxscript")
 
 
 def tool_versions() -> dict[str, str]:

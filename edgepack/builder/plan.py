@@ -109,12 +109,14 @@ def make_plan(
     """Check that PROFILE can be built from what was given and list the stages.
 
     Raises:
-        BuildError: a format this builder cannot make, an ONNX model for a TFLite target, channel
-            pruning of an ONNX model, or --input-shape for a non-ONNX target.
+        BuildError: a format this builder cannot make, channel pruning of an ONNX or PyTorch model,
+            or --input-shape for a Keras model.
         DataError: int8 or pruning recovery without data.
     """
     b = profile.build
-    if not Path(model).exists():
+    from edgepack.model.torch_source import is_factory, is_torch
+
+    if not Path(model).exists() and not is_factory(model):
         raise ModelError(f"{model}: no such file or directory", hint="check the model path")
     for path in (data, eval_data, train_data):
         if path is not None and not Path(path).exists():
@@ -131,23 +133,21 @@ def make_plan(
             f"target '{profile.name}' needs format {b.format.value}, which this edgepack cannot build yet",
             hint="pick a TFLite target: edgepack targets list --family raspberry-pi",
         )
-    if onnx_source and b.format is not Format.onnx:
-        from edgepack.model.source import ONNX_FOR_TFLITE_HINT
+    torch_source = is_torch(model)
+    if torch_source:  # a PyTorch model is exported to ONNX and built from that graph, as an ONNX source is
+        from edgepack.model.torch_source import require_torch
 
-        raise BuildError(
-            f"{model}: an ONNX model cannot be built for target '{profile.name}' (format {b.format.value}): "
-            "edgepack does not convert ONNX to TFLite",
-            hint=ONNX_FOR_TFLITE_HINT,
-        )
+        require_torch()
+        onnx_source = True
     if onnx_source and b.prune.channels > 0:
         raise BuildError(
             f"target '{profile.name}' prunes channels, which edgepack cannot do to an ONNX graph (it rebuilds Keras layers)",
             hint="set build.prune.channels: 0 (build.prune.sparsity works on ONNX weights), or build from the Keras model",
         )
-    if input_shapes and b.format is not Format.onnx:
+    if input_shapes and not onnx_source:
         raise BuildError(
-            f"--input-shape fixes ONNX input sizes; target '{profile.name}' builds {b.format.value}",
-            hint="drop --input-shape, or pick an ONNX target",
+            f"--input-shape fixes ONNX input sizes; {model} is not an ONNX model",
+            hint="drop --input-shape: a Keras model's input sizes are set in the model",
         )
     if b.precision is Precision.int8 and data is None and not synthetic_calibration:
         raise DataError(
@@ -166,7 +166,8 @@ def make_plan(
     plan.input_shapes = dict(input_shapes or {})
     plan.train_data = Path(train_data) if train_data else None
     shapes = ", ".join(f"{n or 'input'}:{'x'.join(map(str, d))}" for n, d in plan.input_shapes.items())
-    plan.stages.append(Stage("load", f"{model}" + (f", input shape {shapes}" if shapes else ""), steps.load))
+    exported = ", exported to ONNX (torch.onnx, dynamo)" if torch_source else ""
+    plan.stages.append(Stage("load", f"{model}{exported}" + (f", input shape {shapes}" if shapes else ""), steps.load))
     if pruning:
         no_tune = " (ONNX weights: no fine-tuning)" if onnx_source and b.prune.fine_tune_epochs > 0 else ""
         plan.stages.append(Stage("prune", f"sparsity {b.prune.sparsity:.0%}, channels {b.prune.channels:.0%}{no_tune}", steps.prune))
@@ -184,6 +185,8 @@ def make_plan(
     if b.format is Format.onnx and b.precision is Precision.int8:
         io = f" (QDQ, {b.onnx.calibration_method.value} calibration)" + io
     detail = f"{b.format.value} {b.precision.value}{io}{calibration}"
+    if onnx_source and b.format is not Format.onnx:
+        detail = "ONNX -> SavedModel (onnx2tf), then " + detail
     if b.format is Format.tflite_micro:
         detail += "; TFLite Micro op check, tensor arena, flash/RAM fit, C source"
     plan.stages.append(Stage("convert", detail, steps.convert))

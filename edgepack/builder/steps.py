@@ -67,9 +67,15 @@ def load(state: BuildState) -> None:
     from edgepack.model.source import load_model
 
     plan, b, notes = state.plan, state.profile.build, state.notes
-    original = load_model(plan.model)
+    original = load_model(plan.model, plan.data)
+    notes.extend(original.load_notes)
     original, shape_notes = fix_shapes(original, plan)
     notes.extend(shape_notes)
+    if original.onnx_model is not None and b.format.value != "onnx":
+        from edgepack.model.onnx_tflite import ROUTE_NOTE, saved_model_for
+
+        saved_model_for(original.onnx_model, str(plan.model))  # an op onnx2tf cannot convert fails here, once, not in each recovery attempt
+        notes.append(ROUTE_NOTE)
     if plan.data:
         data = load_data(plan.data, original.inputs, original.outputs)
         held_out = load_data(plan.eval_data, original.inputs, original.outputs) if plan.eval_data else None
@@ -166,6 +172,17 @@ def verify(state: BuildState) -> None:
 
     plan = state.plan
     verify_plain(state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, plan.quantized, plan.explain, state.progress)
+    name_layers_after_source(state)
+
+
+def name_layers_after_source(state: BuildState) -> None:
+    """Name the layers in the explanation and in recovery's attempts as the user wrote them: the PyTorch module, the ONNX node."""
+    if state.original.onnx_model is None:
+        return
+    from edgepack.builder.convert.source_names import name_layers
+
+    artifact = state.outcome.artifact
+    name_layers(state.outcome, state.original.onnx_model, artifact.files[artifact.artifact] if artifact else None, state.profile.build.format.value)
 
 
 def recover(state: BuildState) -> None:
@@ -175,4 +192,5 @@ def recover(state: BuildState) -> None:
     plan, allowed = state.plan, not state.pruning_failed  # a loss that pruning made is not quantization's
     layer_fallback, rungs = plan.layer_fallback and allowed, plan.rungs if allowed else []
     recover_or_fail(state.model, state.profile, state.calibration, state.evaluation, state.check, state.outcome, layer_fallback, rungs, state.progress)
+    name_layers_after_source(state)
     state.notes += recovery_notes(state.outcome, state.profile.build.precision)

@@ -14,7 +14,7 @@ from edgepack.errors import GateFailed
 
 
 def build_command(
-    model: Path = typer.Argument(..., help="Keras .keras/.h5 file, SavedModel directory or .onnx file."),
+    model: Path = typer.Argument(..., help="Keras .keras/.h5 file, SavedModel directory, .onnx file, PyTorch .pt2 file or pkg.module:factory."),
     target: str = typer.Option(..., "--target", "-t", help="Target profile name (edgepack targets list)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),
     eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="Separate evaluation data (same formats)."),

@@ -1,8 +1,12 @@
-"""Load the user's trained model: Keras (.keras, .h5), a TensorFlow SavedModel directory, or ONNX.
+"""Load the user's trained model: Keras (.keras, .h5), a TensorFlow SavedModel directory, ONNX, or
+PyTorch (a `torch.export` .pt2 file, or `pkg.module:factory` returning an nn.Module).
 
 A `SourceModel` runs the original model (the reference for verification), describes its
 inputs and outputs, and hands the TFLite converter what it needs. TensorFlow is imported
-inside the functions that use it; ONNX models run with onnxruntime (`edgepack.model.onnx_graph`).
+inside the functions that use it; ONNX models run with onnxruntime (`edgepack.model.onnx_graph`),
+PyTorch models in PyTorch (`edgepack.model.torch_source`), which also exports them to ONNX. An ONNX
+graph (given, or exported from PyTorch) reaches the TFLite converter through onnx2tf
+(`edgepack.model.onnx_tflite`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ class SourceModel:
     output names for ONNX models."""
 
     path: Path
-    kind: str  # "keras", "savedmodel" or "onnx"
+    kind: str  # "keras", "savedmodel", "onnx" or "pytorch"
     sha256: str
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
@@ -44,6 +48,8 @@ class SourceModel:
     onnx_model: Any = None  # the onnx.ModelProto of an ONNX source
     dim_names: dict[str, tuple[Optional[str], ...]] = field(default_factory=dict)  # ONNX: input -> symbolic dim names
     _runner: Any = field(default=None, repr=False)
+    torch_program: Any = None  # the torch.export.ExportedProgram of a PyTorch source (its ONNX export is onnx_model)
+    load_notes: list[str] = field(default_factory=list)  # what loading decided that the user should know
 
     @property
     def params(self) -> int | None:
@@ -71,6 +77,8 @@ class SourceModel:
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(self.outputs))]
 
     def _run(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        if self._runner is not None and self.torch_program is not None:  # PyTorch itself (a pruned copy has no runner)
+            return self._runner.predict(batch)
         if self.onnx_model is not None:
             if self._runner is None:
                 from edgepack.model.onnx_graph import OnnxRunner
@@ -90,13 +98,16 @@ class SourceModel:
     def tflite_converter(self):
         """Return a `tf.lite.TFLiteConverter` for this model.
 
-        Raises:
-            BuildError: an ONNX model, which the TFLite converter cannot read.
-        """
-        if self.kind == "onnx":
-            from edgepack.errors import BuildError
+        An ONNX graph (an ONNX source, or a PyTorch source's export) is first converted to a
+        SavedModel by onnx2tf, in an environment of its own.
 
-            raise BuildError(f"{self.path}: the TFLite converter cannot read an ONNX model", hint=ONNX_FOR_TFLITE_HINT)
+        Raises:
+            BuildError: an ONNX graph with an op onnx2tf cannot convert (named, with its node).
+        """
+        if self.onnx_model is not None:
+            from edgepack.model.onnx_tflite import tflite_converter
+
+            return tflite_converter(self.onnx_model, str(self.path), [s.name for s in self.inputs], [s.name for s in self.outputs])
         import tensorflow as tf
 
         if self.keras_model is not None:
@@ -105,7 +116,12 @@ class SourceModel:
 
 
 def sha256_path(path: Path) -> str:
-    """Hash a file, or every file of a directory with its relative path."""
+    """Hash a file, every file of a directory with its relative path, or a PyTorch factory's weights."""
+    from edgepack.model.torch_source import factory_sha256, is_factory
+
+    if is_factory(path):
+        return factory_sha256(str(path))
+    path = Path(path)
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()
@@ -114,12 +130,18 @@ def sha256_path(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_model(path: Path) -> SourceModel:
-    """Load a Keras file or a SavedModel directory.
+def load_model(path: Path, data: Path | None = None) -> SourceModel:
+    """Load a Keras file, a SavedModel directory, an ONNX file, a .pt2 file or a PyTorch factory.
+
+    DATA (--data) gives a factory's model its example input.
 
     Raises:
         ModelError: a missing path, a format edgepack does not read, or a file the loader rejects.
     """
+    from edgepack.model.torch_source import is_torch
+
+    if is_torch(path):
+        return _load_torch(path, data)
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file or directory", hint="check the model path")
@@ -133,8 +155,28 @@ def load_model(path: Path) -> SourceModel:
         return _load_keras(path)
     raise ModelError(
         f"{path}: unknown model format '{path.suffix}'",
-        hint="edgepack reads Keras .keras / .h5 files, SavedModel directories and .onnx files",
+        hint="edgepack reads Keras .keras / .h5 files, SavedModel directories, .onnx files, PyTorch .pt2 files and pkg.module:factory",
     )
+
+
+def _load_torch(model, data: Path | None) -> SourceModel:
+    from edgepack.model.torch_source import load_torch
+
+    if not is_factory_spec(model) and not Path(model).exists():
+        raise ModelError(f"{model}: no such file or directory", hint="check the model path")
+    loaded = load_torch(model, data)
+    inputs = [TensorInfo(*spec) for spec in loaded.inputs]
+    outputs = [TensorInfo(*spec) for spec in loaded.outputs]
+    return SourceModel(
+        Path(str(model)), "pytorch", loaded.sha256, inputs, outputs, onnx_model=loaded.onnx_model,
+        _runner=loaded.runner, torch_program=loaded.program, load_notes=loaded.notes,
+    )
+
+
+def is_factory_spec(model) -> bool:
+    from edgepack.model.torch_source import is_factory
+
+    return is_factory(model)
 
 
 
@@ -179,12 +221,6 @@ def _load_savedmodel(path: Path) -> SourceModel:
     outs = signature.structured_outputs
     outputs = [TensorInfo(name, tuple(spec.shape.as_list()), spec.dtype.name) for name, spec in sorted(outs.items())]
     return SourceModel(path, "savedmodel", sha256_path(path), inputs, outputs, signature=signature, _keep=[loaded])
-
-
-ONNX_FOR_TFLITE_HINT = (
-    "build the TFLite target from the model the ONNX file was exported from (Keras .keras/.h5 or a "
-    "SavedModel), or pick an ONNX target: edgepack targets list --family jetson, or raspberry-pi-5-onnx"
-)
 
 
 def _load_onnx(path: Path) -> SourceModel:

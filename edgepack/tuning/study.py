@@ -86,9 +86,11 @@ def tune(
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives:
         raise EdgepackError(f"unknown objective '{(unknown or [''])[0]}'", hint=f"use some of {', '.join(OBJECTIVES)}")
+    from edgepack.model.torch_source import is_factory
+
     model = Path(model)
     for option, path in (("MODEL", model), ("--data", data), ("--eval-data", eval_data), ("--train-data", train_data)):
-        if path is not None and not Path(path).exists():
+        if path is not None and not Path(path).exists() and not (option == "MODEL" and is_factory(path)):
             raise EdgepackError(f"{option} {path}: no such file or directory", hint=f"check the {'model' if option == 'MODEL' else 'data'} path")
     catalog = Catalog()
     profile = catalog.load(target).profile

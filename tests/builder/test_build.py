@@ -233,11 +233,6 @@ def test_a_format_this_builder_cannot_make_is_refused(isolated_user_dirs, digits
     )
 
 
-def test_onnx_model_for_a_tflite_target_is_refused_before_loading(isolated_user_dirs):
-    (isolated_user_dirs / "m.onnx").write_bytes(b"\x08\x07")
-    build_fails_cleanly(["m.onnx", "--target", "pixel-8"], "an ONNX model cannot be built for target 'pixel-8'")
-
-
 def test_unknown_target_is_refused_before_loading(isolated_user_dirs):
     build_fails_cleanly(["nope.keras", "--target", "pixel8"], "did you mean pixel-8")
 

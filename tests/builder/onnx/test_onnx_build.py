@@ -363,13 +363,12 @@ def test_dry_run_shows_qdq_int8_for_the_raspberry_pi_onnx_target(isolated_user_d
 # --- bad input: one clear line, exit 2 ---------------------------------------------------------
 
 
-def test_onnx_model_for_a_tflite_target_says_what_to_do_instead(isolated_user_dirs, tmp_path):
-    import onnx
-
-    onnx.save(conv_classifier(), str(tmp_path / "m.onnx"))
-    result = build_fails_cleanly([str(tmp_path / "m.onnx"), "--target", "raspberry-pi-4"], "an ONNX model cannot be built for target 'raspberry-pi-4'")
-    assert "pick an ONNX target" in " ".join(result.output.split())
-    assert not (isolated_user_dirs / "build").exists()
+def test_dry_run_of_an_onnx_model_for_a_tflite_target_shows_the_onnx2tf_route(isolated_user_dirs, tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"not read by the planner")
+    (tmp_path / "d.npz").write_bytes(b"")
+    result = runner.invoke(app, ["build", str(tmp_path / "m.onnx"), "--target", "raspberry-pi-4", "--data", str(tmp_path / "d.npz"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "ONNX -> SavedModel (onnx2tf), then tflite int8" in " ".join(result.output.split())
 
 
 def test_channel_pruning_of_an_onnx_model_is_refused(isolated_user_dirs, tmp_path):
@@ -405,7 +404,7 @@ def test_opset_the_runtime_cannot_load_fails_clearly(isolated_user_dirs):
     assert "opset_version=17" in " ".join(result.output.split())  # how to fix it
 
 
-def test_onnx_source_refuses_the_tflite_converter(tmp_path):
+def test_onnx_source_loads_with_the_graphs_input_names(tmp_path):
     import onnx
 
     from edgepack.model.source import load_model
@@ -413,8 +412,6 @@ def test_onnx_source_refuses_the_tflite_converter(tmp_path):
     onnx.save(conv_classifier(), str(tmp_path / "m.onnx"))
     source = load_model(tmp_path / "m.onnx")
     assert source.kind == "onnx" and [s.name for s in source.inputs] == ["pixels"]
-    with pytest.raises(BuildError, match="cannot read an ONNX model"):
-        source.tflite_converter()
 
 
 def test_input_shape_parser_rejects_malformed_values():
