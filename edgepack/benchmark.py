@@ -107,6 +107,7 @@ def sustained_interval(options: BenchOptions) -> float:
 
 
 BENCH_SETTINGS = ("runs", "warmup", "min_seconds", "cold_loads")  # in agent_timeout_s's order
+PROFILE_S = 120.0  # the per-operator profile: a fresh session and its runs, or TFLite's benchmark_model
 
 
 def requested(manifest: Manifest, options: BenchOptions, name: str):
@@ -116,11 +117,22 @@ def requested(manifest: Manifest, options: BenchOptions, name: str):
 
 
 def agent_timeout(manifest: Manifest, options: BenchOptions) -> float:
-    """Seconds the agent may run: `options.timeout_s`, else derived from the work this bench asks for."""
+    """Seconds the agent may run: `options.timeout_s`, else derived from the work this bench asks for.
+
+    Raises:
+        EdgepackError: a --timeout that leaves no time after the --sustained run it also asks for.
+    """
+    sustained = options.sustained_s or 0
     if options.timeout_s is not None:
+        if sustained and options.timeout_s <= sustained:
+            raise EdgepackError(
+                f"--timeout {options.timeout_s:g} s ends the agent before the {sustained:g} s --sustained run is over",
+                hint=f"raise --timeout well above {sustained:g} s (loads and the timed runs come first), or drop it",
+            )
         return options.timeout_s
     tensorrt = manifest.profile.runtime.engine is Engine.tensorrt
-    return agent_timeout_s(*(requested(manifest, options, name) for name in BENCH_SETTINGS), tensorrt) + 1.2 * (options.sustained_s or 0)
+    # The per-operator profile is a session of its own after the timed runs.
+    return agent_timeout_s(*(requested(manifest, options, name) for name in BENCH_SETTINGS), tensorrt) + PROFILE_S + 1.2 * sustained
 
 
 def check_budgets(report: AgentReport, manifest: Manifest) -> list[str]:

@@ -27,6 +27,7 @@ from edgepack._version import __version__
 from edgepack.agent.assemble import loader_file
 from edgepack.atomic import replacing_dir
 from edgepack.errors import EdgepackError
+from edgepack.ondevice.common import sha256_file  # one hash for host and device: the bundle's files are checked with it on both
 from edgepack.profile.schema import Format, Precision, Profile
 
 # 2: profile, fidelity and facts are typed models, format/precision/status enums (0.1.0 wrote 1,
@@ -218,14 +219,6 @@ def migrate(doc: dict, path: Path) -> dict:
             hint="rebuild the bundle with this edgepack, or use the edgepack version that wrote it",
         )
     return doc
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def bundle_sha256(bundle: Path) -> str:

@@ -33,7 +33,7 @@ def litert_latency_ms(content: bytes, x: np.ndarray, runs: int) -> tuple[float, 
     """Median batch-1 latency of a .tflite under ai-edge-litert, and its float outputs on X."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgepack.builder.convert.tflite import TfliteRunner
+    from edgepack.model.tflite_runner import TfliteRunner
 
     runner = TfliteRunner(content)
     outputs = runner.predict([x], [next(iter(runner.input_details))], [next(iter(runner.output_details))])[0]

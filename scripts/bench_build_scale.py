@@ -202,7 +202,9 @@ def child(args) -> None:
 def run_capped(command: list[str], cap_mb: float, cwd: Path, timeout_s: float) -> dict:
     """Run COMMAND, killing it past CAP_MB resident or TIMEOUT_S; return its RESULT line, or why it died."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Output to files: a chatty converter would fill a pipe nobody reads while we poll, and block.
+    out_file, err_file = tempfile.TemporaryFile(mode="w+"), tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(command, cwd=cwd, stdout=out_file, stderr=err_file, text=True)
     killed = None
     while proc.poll() is None:
         try:
@@ -217,8 +219,11 @@ def run_capped(command: list[str], cap_mb: float, cwd: Path, timeout_s: float) -
             proc.kill()
             break
         time.sleep(POLL_S)
-    out, err = proc.communicate()
+    proc.wait()
     wall = time.perf_counter() - start
+    out_file.seek(0)
+    err_file.seek(0)
+    out, err = out_file.read(), err_file.read()
     for line in out.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])

@@ -142,7 +142,6 @@ def main() -> None:
             rows.append((m["name"], m["source"], target, f"{result.manifest.format.value} {result.manifest.precision.value}",
                          m["export_s"], build_s, result.size_bytes / 1024, p50, f.accuracy_drop, f.top1_agreement, result.passed))
 
-    import torch
 
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}; "
           f"bench: {args.runs} runs after 10 warm-up, batch 1, local device")

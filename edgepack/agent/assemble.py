@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import atexit
-import hashlib
 import shutil
 import tempfile
 import threading
@@ -122,7 +121,3 @@ def loader_file() -> Path:
     """The loader for bundles: ``edgepack_runtime.py`` assembled from edgepack/ondevice/."""
     return assembled_file(LOADER_NAME)
 
-
-def sha256_of(name: str) -> str:
-    """The sha256 of the assembled NAME."""
-    return hashlib.sha256(assemble(ENTRIES[name])).hexdigest()

@@ -126,7 +126,7 @@ class IntermediateRunner:
         options.log_severity_level = 3
         options.enable_cpu_mem_arena = False  # an arena keeps its largest batch's buffers for good
         with tempfile.TemporaryDirectory(prefix="edgepack-stream-") as tmp:
-            path = Path(tmp) / "augmented.onnx"  # a file, not bytes: models over 2 GB
+            path = Path(tmp) / "augmented.onnx"  # ONNX Runtime reads it from disk: the augmented graph is not held twice in memory
             onnx.save(augmented, str(path))
             del augmented
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -95,7 +95,7 @@ def render_sustained(sustained) -> None:
         table.add_row(f"{i.t_s:.0f}", str(i.runs), f"{i.p50_ms:.3f}", f"{i.p90_ms:.3f}", fmt_num(i.temp_c, 1), fmt_num(i.freq_mhz, 0))
     console.print(table)
     if sustained.slowdown:
-        console.print(f"   [red]slowdown:[/] last p50 is {sustained.slowdown_ratio:.2f}x the first", highlight=False)
+        console.print(f"   [red]slowdown:[/] last p50 is {sustained.slowdown_ratio:.2f}x the first" if sustained.slowdown_ratio else "   [red]slowdown:[/] the last interval is slower than the first", highlight=False)
     for word in (sustained.throttled_start, sustained.throttled_end):
         if word is not None and word.conditions:
             console.print(f"   [yellow]throttling ({word.word}):[/] {plain(', '.join(word.conditions))}", highlight=False)

@@ -30,7 +30,7 @@ from edgepack.cli.options import (
 
 
 def deploy_command(
-    model: Path = typer.Argument(..., help="Keras .keras/.h5 file or SavedModel directory."),
+    model: Path = typer.Argument(..., help="Keras .keras/.h5 file, SavedModel directory, .onnx file, PyTorch .pt2 file or pkg.module:factory."),
     targets: Optional[List[str]] = typer.Option(None, "--target", "-t", help="Target profile; repeat to compare targets [default: each device's target]."),
     devices: Devices = None,
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration/evaluation data: .npz (x, y), .npy or an image folder."),

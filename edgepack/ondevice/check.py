@@ -78,7 +78,7 @@ def check_outputs(runtime, in_specs, out_specs, reference, notes, gate=None) -> 
         for k, y in enumerate(runtime.infer(bound, out_specs)):
             collected[k].append(dequantize(y, out_specs[k]))
     max_err, abs_sum, count, agree, rows = 0.0, 0.0, 0, 0, 0
-    wants, gots = [], []
+    wants, gots, indices = [], [], []
     for k, spec in enumerate(out_specs):
         key = "out_%d" % k
         if key not in reference:
@@ -93,6 +93,7 @@ def check_outputs(runtime, in_specs, out_specs, reference, notes, gate=None) -> 
             raise AgentFailure("output %d holds NaN or inf on the reference inputs" % k)
         wants.append(want)
         gots.append(got)
+        indices.append(k)
         max_err = max(max_err, float(err.max()) if err.size else 0.0)
         abs_sum += float(err.sum())
         count += err.size
@@ -106,7 +107,7 @@ def check_outputs(runtime, in_specs, out_specs, reference, notes, gate=None) -> 
         "top1_agreement": agree / float(rows) if rows else None,
     }
     if gate is not None and wants:
-        found.update(judge_outputs(wants, gots, gate))
+        found.update(judge_outputs(wants, gots, gate, indices))
     return found
 
 

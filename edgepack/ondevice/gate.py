@@ -84,10 +84,13 @@ def allowed_flips(n: int, max_drop: float, built_agreement) -> int:
     return max(by_budget, by_build)
 
 
-def judge_outputs(wants: list, gots: list, settings: dict) -> dict:
-    """Judge each output GOT against the original's WANT by the build's gate (SETTINGS from `gate_settings`)."""
+def judge_outputs(wants: list, gots: list, settings: dict, indices=None) -> dict:
+    """Judge each output GOT against the original's WANT by the build's gate (SETTINGS from `gate_settings`).
+
+    INDICES gives each pair's output position where some outputs have no reference (default 0, 1, ...).
+    """
     judged, failures = [], []
-    for k, (want, got) in enumerate(zip(wants, gots)):
+    for k, want, got in zip(indices if indices is not None else range(len(wants)), wants, gots):
         kinds, names = settings["kinds"], settings["names"]
         kind = kinds[k] if k < len(kinds) and kinds[k] else ("classes" if want.ndim == 2 and want.shape[-1] > 1 else "dense")
         name = names[k] if k < len(names) and names[k] else "output_%d" % k

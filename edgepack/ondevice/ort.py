@@ -7,7 +7,7 @@ import os
 import time
 
 from .agentbase import AgentFailure, FORM_FILES, ORT_DTYPES, Spec, first_line
-from .opprofile import profile_ort_session
+from .opprofile import profile_ort_session, profiled_events
 
 
 class OrtRuntime:
@@ -156,21 +156,14 @@ class OrtRuntime:
 
     def placement(self, model_path: str, bound, out_specs):
         """Run once in a profiling session; return {provider: {kernel: count}} as ONNX Runtime's profiler reports it."""
-        options = self._options()
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(os.path.dirname(os.path.dirname(model_path)), ".edgepack-ort-profile-%d" % os.getpid())
-        session = self._session(model_path, options)
-        path = None
-        try:
-            session.run([s.key for s in out_specs], bound)
-            path = session.end_profiling()
-            with open(path, "r", encoding="utf-8") as f:
-                events = json.load(f)
-        finally:
-            if path and os.path.isfile(path):
-                os.remove(path)
+        def make_session(prefix):
+            options = self._options()
+            options.enable_profiling = True
+            options.profile_file_prefix = prefix
+            return self._session(model_path, options)
+
         placed = {}
-        for event in events if isinstance(events, list) else []:
+        for event in profiled_events(make_session, bound, [s.key for s in out_specs], runs=1):
             fields = event.get("args") or {}
             if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time") and fields.get("provider"):
                 kernels = placed.setdefault(fields["provider"], {})
@@ -185,7 +178,7 @@ class OrtRuntime:
             options.profile_file_prefix = prefix
             return self._session(model_path, options)
 
-        return profile_ort_session(make_session, bound, [s.key for s in out_specs], os.path.dirname(os.path.dirname(model_path)))
+        return profile_ort_session(make_session, bound, [s.key for s in out_specs])
 
     def _spec(self, node):
         shape = [d if isinstance(d, int) and d >= 0 else None for d in node.shape]

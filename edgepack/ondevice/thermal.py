@@ -115,7 +115,7 @@ def sustained_run(infer, duration_s: float, interval_s: float, root: str = "/", 
         intervals.append(row)
     end_throttle = throttled(path_env)
     first, last = intervals[0]["p50_ms"], intervals[-1]["p50_ms"]
-    slowed = len(intervals) > 1 and last > SLOWDOWN * first
+    slowed = len(intervals) > 1 and first > 0 and last > SLOWDOWN * first
     notes = []
     if slowed:
         notes.append("the last interval's p50 (%.3f ms) is %.0f%% above the first's (%.3f ms): the device slows under sustained load"

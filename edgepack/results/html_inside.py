@@ -80,7 +80,7 @@ def sustained_plot(runs: Sequence[RunRecord]) -> str:
     else:
         body.append(f'<text class="note" x="{LEFT + 8}" y="{TOP + 14}">no temperature: the device exposes no thermal zone</text>')
     if s.slowdown:
-        body.append(f'<text x="{LEFT + 8}" y="{TOP + 30}" fill="{TEMP_COLOUR}">slowdown: last p50 {s.slowdown_ratio:.2f}x the first</text>')
+        body.append(f'<text x="{LEFT + 8}" y="{TOP + 30}" fill="{TEMP_COLOUR}">slowdown: {f"last p50 {s.slowdown_ratio:.2f}x the first" if s.slowdown_ratio else "the last interval is slower than the first"}</text>')
     height = bottom + 30
     return (f'<svg class="plot" data-plot="sustained" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" role="img" '
             f'aria-label="latency over time with temperature">' + "".join(body) + "</svg>")

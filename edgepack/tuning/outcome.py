@@ -107,7 +107,11 @@ def tuned_path(name: str, target: str) -> Path:
     path = own_profile_dir() / f"{name}.yaml"
     if path.is_dir():
         raise EdgepackError(f"{path} is a directory: the tuned profile cannot be written there", hint="move it aside, or pick another --save-as")
-    if path.exists() and not path.read_text(errors="replace").startswith(TUNED_MARK):
+    try:
+        ours = not path.exists() or path.read_text(errors="replace").startswith(TUNED_MARK)
+    except OSError as exc:
+        raise EdgepackError(f"{path}: cannot be read ({exc.strerror})", hint="fix its permissions, or pick another --save-as") from None
+    if not ours:
         raise EdgepackError(f"{path} exists and was not written by edgepack tune: it is not replaced", hint="pick another --save-as")
     return path
 

@@ -60,7 +60,6 @@ def test_only_delegates_and_providers_off_the_cpu_are_accelerators():
 
 def shape_graph_model() -> bytes:
     """Conv -> Shape -> Gather -> Concat -> Reshape: the Reshape's shape is computed from the Conv's output."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")

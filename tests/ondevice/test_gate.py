@@ -56,3 +56,11 @@ def test_the_gate_is_read_from_the_manifest():
     assert got["kinds"] == ["classes", "dense"] and got["names"] == ["scores", "box"] and got["built_agreement"] == [0.99, None]
     assert (got["min_sqnr_db"], got["min_cosine"], got["max_accuracy_drop"]) == (30.0, 0.999, 0.02)
     assert gate_settings({"fidelity": {"n_samples": 10}}) is None  # a bundle from before per-output fidelity: not judged
+
+
+def test_each_output_is_judged_by_its_own_kind_where_an_earlier_one_has_no_reference():
+    want = np.linspace(0, 1, 16).reshape(2, 8)
+    got = want + np.linspace(-0.4, 0.4, 16).reshape(2, 8)  # far off for a dense map, the same top-1 for classes
+    as_second = judge_outputs([want], [got], settings(["dense", "classes"], agreement=[None, 1.0]), indices=[1])
+    assert as_second["outputs"][0]["kind"] == "classes" and as_second["passed"]
+    assert not judge_outputs([want], [got], settings(["dense", "classes"], agreement=[None, 1.0]))["passed"]  # judged as the first: dense

@@ -25,7 +25,7 @@ def conv_model() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
-def test_onnxruntime_profile_times_each_node_and_op_type_and_names_its_provider(tmp_path):
+def test_onnxruntime_profile_times_each_node_and_op_type_and_names_its_provider(tmp_path, monkeypatch):
     import onnxruntime as ort
 
     model = conv_model()
@@ -37,9 +37,10 @@ def test_onnxruntime_profile_times_each_node_and_op_type_and_names_its_provider(
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the three nodes apart
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
-    where = tmp_path / "profiles"
-    where.mkdir()
-    found = profile_ort_session(make_session, {"x": np.ones((1, 1, 32, 32), np.float32)}, None, str(where), runs=5)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    found = profile_ort_session(make_session, {"x": np.ones((1, 1, 32, 32), np.float32)}, None, runs=5)
     assert found["runs"] == 5 and found["source"] == "onnxruntime-profiler"
     assert {n["name"]: n["op_type"] for n in found["nodes"]} == {"conv0": "Conv", "relu0": "Relu", "mean0": "ReduceMean"}
     assert {n["provider"] for n in found["nodes"]} == {"CPUExecutionProvider"}
@@ -47,7 +48,7 @@ def test_onnxruntime_profile_times_each_node_and_op_type_and_names_its_provider(
     assert found["accelerated_fraction"] is None  # everything on the CPU: no accelerator asked of it
     assert abs(sum(n["share"] for n in found["nodes"]) - 1) < 1e-3 and all(n["ms"] > 0 for n in found["nodes"])
     assert [g["op_type"] for g in found["by_op_type"]] == [n["op_type"] for n in found["nodes"]]  # one node each, slowest first
-    assert list(where.iterdir()) == []  # the profile file is removed
+    assert list(cwd.iterdir()) == []  # the profile file is written apart and removed: nothing in the working directory
 
 
 def test_benchmark_model_table_is_read_per_node_and_op_type():

@@ -10,7 +10,7 @@ tensorflow-model-optimization cannot prune Keras 3 models, so this is edgepack's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

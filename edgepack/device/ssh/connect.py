@@ -1,6 +1,6 @@
 """Reaching an SSH device: where to connect (after ~/.ssh/config), and failures as one DeviceError.
 
-Shared by `edgepack.device.ssh` (the transport) and `edgepack.device.ssh.hostkeys` (fetching a
+Shared by `edgepack.device.ssh.transport` and `edgepack.device.ssh.hostkeys` (fetching a
 host's key to trust it), so both say the same thing about a host that cannot be reached.
 """
 

@@ -48,21 +48,6 @@ class HostKey:
         return f"device {self.device}" if self.via is None else f"jump host {self.via}"
 
 
-def fetch_host_key(device: Device) -> HostKey:
-    """Connect to DEVICE without authenticating and return its host key, compared with known_hosts.
-
-    A device behind jump hosts is reached through them: their keys must be trusted already.
-
-    Raises:
-        DeviceError: the host cannot be reached or does not speak SSH.
-    """
-    route = resolve_route(device)
-    with Tunnel(device, route) as tunnel:
-        for hop in route.jumps:
-            tunnel.login_hop(hop)
-        return _fetch(device, route.target, tunnel.open_to(route.target, f"device {device.name}"), None)
-
-
 def trust_route(device: Device, yes: bool = False, confirm: Callable[[HostKey], bool] | None = None) -> list[HostKey]:
     """Trust the host key of each jump host on the way to DEVICE, then DEVICE's, in that order.
 

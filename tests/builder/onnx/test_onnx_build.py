@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from edgepack.builder.pipeline import build
 from edgepack.bundle import sha256_file
 from edgepack.cli.app import app
-from edgepack.errors import BuildError, DataError, ModelError
+from edgepack.errors import DataError, ModelError
 from tests.conftest import build_fails_cleanly, write_target
 from tests.builder.onnx.conftest import conv_classifier, nchw_digits
 
