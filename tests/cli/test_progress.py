@@ -66,3 +66,19 @@ def test_piped_output_has_one_line_per_stage_and_nothing_that_redraws(isolated_u
     assert done == stages
     assert "\x1b" not in result.output and "\r" not in result.output
     assert "epoch 1 of" not in result.output
+
+
+def test_a_bench_shows_its_step_with_the_elapsed_time_and_what_the_device_measures(digits_bundles, monkeypatch):
+    import edgepack.cli.bench as bench_cli
+
+    screen = io.StringIO()
+    monkeypatch.setattr(bench_cli, "err_console", Console(file=screen, force_terminal=True, width=250, color_system="standard"))
+    args = ["bench", str(digits_bundles["int8"]), "--runs", "10", "--warmup", "2", "--min-seconds", "0", "--cold-loads", "1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    shown = text(screen)
+    assert re.search(r"bench\s+\d+\.\d s\s+measuring on local: 1 cold load\(s\), 2 warm-up, 10 timed runs \(at least 0 s of them\)", shown), shown
+    assert "\x1b[" in screen.getvalue()
+    monkeypatch.undo()
+    piped = runner.invoke(app, args)  # off a terminal: one line per step, nothing redrawn
+    assert piped.exit_code == 0 and "… measuring on local" in piped.output and "\x1b" not in piped.output
