@@ -82,3 +82,17 @@ def test_a_bench_shows_its_step_with_the_elapsed_time_and_what_the_device_measur
     monkeypatch.undo()
     piped = runner.invoke(app, args)  # off a terminal: one line per step, nothing redrawn
     assert piped.exit_code == 0 and "… measuring on local" in piped.output and "\x1b" not in piped.output
+
+
+def test_the_build_callback_carries_each_epochs_figures_without_a_terminal(isolated_user_dirs, digits_files):
+    from edgepack.builder.pipeline import build
+
+    model, data = digits_files
+    target = write_target(isolated_user_dirs, "sparse", PRUNED)
+    heard = []
+    build(model, target, data=data, use_cache=False, on_stage=lambda stage, detail, seconds: heard.append((stage, detail, seconds)))
+    epochs = [detail for stage, detail, seconds in heard if getattr(detail, "kind", "") == "epoch"]
+    assert [(d.k, d.n) for d in epochs] == [(1, 2), (2, 2)]
+    assert all(stage == "fine-tune" for stage, detail, _ in heard if detail in epochs)
+    assert all(d.figures["loss"] > 0 and d.figures["val_loss"] > 0 for d in epochs)
+    assert epochs[-1].startswith("epoch 2 of 2")  # and it is still the text a plain renderer prints
