@@ -49,11 +49,12 @@ def build_command(
 
     from edgepack.builder.pipeline import run_planned
 
-    view = StageView(err_console)
+    view = None if as_json else StageView(err_console)
     try:
-        result = run_planned(plan, use_cache=not no_cache, on_stage=None if as_json else view.show)
+        result = run_planned(plan, use_cache=not no_cache, on_stage=view.show if view else None)
     finally:
-        view.close()
+        if view is not None:
+            view.close()
     if as_json:
         typer.echo(json.dumps(build_summary(result), indent=2))
     else:
