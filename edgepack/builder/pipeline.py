@@ -21,7 +21,27 @@ from edgepack.quiet import quiet
 
 # Called as on_stage(name, detail, seconds): seconds is None when the stage starts, and when a
 # running stage says what it is doing now (the detail); each stage of the plan ends exactly once.
+# The detail is a `Step`: a str that also carries its figures (epoch k of n, attempt k of n).
 OnStage = Callable[[str, str, Optional[float]], None]
+
+
+class Step(str):
+    """What a running stage does now: the text shown, and the data behind it for whoever renders it.
+
+    KIND names the kind of step ("epoch", "attempt"; "" for a plain detail), K of N counts it
+    (N None where the total is not known up front), and FIGURES holds its numbers by name
+    (an epoch's "loss" and "val_loss", an attempt's "tries" and the last attempt's "last").
+    """
+
+    kind: str
+    k: Optional[int]
+    n: Optional[int]
+    figures: dict
+
+    def __new__(cls, text: str, kind: str = "", k: Optional[int] = None, n: Optional[int] = None, **figures) -> "Step":
+        step = super().__new__(cls, text)
+        step.kind, step.k, step.n, step.figures = kind, k, n, figures
+        return step
 
 
 @dataclass
@@ -95,12 +115,12 @@ def run_plan(plan: Plan, state: BuildState, report: OnStage) -> dict[str, float]
     timings: dict[str, float] = {}
     for stage in plan.stages:
 
-        def progress(detail: str, name: str = stage.name) -> None:
+        def progress(detail: str, name: str = stage.name, **data) -> None:
             with aloud(heard):
-                report(name, detail, None)
+                report(name, Step(detail, **data), None)
 
         state.progress = progress
-        report(stage.name, stage.detail, None)
+        report(stage.name, Step(stage.detail), None)
         heard = sys.stdout, sys.stderr, os.dup(1), os.dup(2)
         start = time.perf_counter()
         try:
@@ -110,7 +130,7 @@ def run_plan(plan: Plan, state: BuildState, report: OnStage) -> dict[str, float]
             os.close(heard[2])
             os.close(heard[3])
         timings[stage.name] = time.perf_counter() - start
-        report(stage.name, stage.detail, timings[stage.name])
+        report(stage.name, Step(stage.detail), timings[stage.name])
     return timings
 
 

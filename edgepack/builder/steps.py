@@ -2,7 +2,8 @@
 
 `edgepack.builder.plan` puts these in the plan's stages, and the pipeline runs the plan's stages
 in order; each function reads what the stages before it left in the `BuildState` and adds its own.
-A stage says what it is doing now through `state.progress` (shown as the stage's detail).
+A stage says what it is doing now through `state.progress` (shown as the stage's detail):
+progress(detail, kind=..., k=..., n=..., **figures) for a counted step (see `pipeline.Step`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class BuildState:
     plan: Any  # the edgepack.builder.plan.Plan being run
     tools: dict[str, str] = field(default_factory=dict)
     cache_key: Optional[str] = None  # where a passing bundle is cached (None: no cache)
-    progress: Callable[[str], None] = lambda detail: None
+    progress: Callable[..., None] = lambda detail, **data: None
     notes: list[str] = field(default_factory=list)
     original: Optional[SourceModel] = None
     model: Optional[SourceModel] = None  # what is converted: the original, or the pruned model

@@ -31,7 +31,7 @@ from edgepack.cli.options import (
     Timeout,
     Warmup,
 )
-from edgepack.cli.render import console, err_console, fmt_num, plain, shown_path
+from edgepack.cli.render import LiveStatus, console, err_console, fmt_num, plain, shown_path
 from edgepack.errors import GateFailed
 
 
@@ -75,10 +75,11 @@ def bench_command(
     if read_manifest(bundle).format.value == "tflite-micro" and not devices:
         _bench_micro(bundle, as_json)
         return
-    progress = Progress(as_json, Path(bundle).resolve().name, max_connections)
+    options = bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval)
+    progress = Progress(as_json, Path(bundle).resolve().name, max_connections, measuring_line(read_manifest(bundle), options))
     try:
         deployment = measure(
-            bundle, devices, bench_options(runs, warmup, threads, min_seconds, cold_loads, timeout, allow_failed, sustained, sustained_interval), inventory, db, baseline, max_regression,
+            bundle, devices, options, inventory, db, baseline, max_regression,
             max_connections, on_step=progress.step, on_change=progress.change,
         )
     finally:
@@ -100,12 +101,25 @@ def _bench_micro(bundle: Path, as_json: bool) -> None:
         raise GateFailed(f"{summary['target']}: the model does not fit the device", hint="the table above says where it is short")
 
 
+def measuring_line(manifest, options) -> str:
+    """What the device is asked to do, from the profile's bench settings and the overrides: shown while it measures."""
+    from edgepack.benchmark import agent_timeout, requested
+
+    runs, warmup, least, cold = (requested(manifest, options, name) for name in ("runs", "warmup", "min_seconds", "cold_loads"))
+    return (
+        f"{cold} cold load(s), {warmup} warm-up, {runs} timed runs (at least {least:g} s of them), "
+        f"then the answers checked (limit {agent_timeout(manifest, options):g} s)"
+    )
+
+
 class Progress:
     """What the terminal shows while a bench or deploy runs: build summaries, steps, each fleet as it goes."""
 
-    def __init__(self, quiet: bool, name: str = "", max_connections: int = 8):
+    def __init__(self, quiet: bool, name: str = "", max_connections: int = 8, measuring: str = ""):
         self.quiet, self.name, self.max_connections = quiet, name, max_connections
+        self.measuring = measuring  # what the device is asked to do, shown while it measures
         self._fleet = None
+        self._status = None  # on a terminal: the step running now, with its elapsed time
 
     def part(self, part) -> None:
         """A deploy's part was built (show the build) or measured (show its devices)."""
@@ -115,6 +129,7 @@ class Progress:
         if self.quiet:
             return
         if not part.runs:
+            self.close()
             render_build(part.build)
             if part.skipped and part.build.passed:
                 console.print(f"   [yellow]note:[/] {plain(part.skipped)}", highlight=False)
@@ -123,8 +138,17 @@ class Progress:
         render_runs(part, f"{part.target} on {len(part.runs)} devices")
 
     def step(self, message: str) -> None:
-        if not self.quiet:
+        """A single device's bench moved on (connecting, pushing, measuring). On a terminal the step
+        stays on one line with its elapsed time, the device's work while it measures; else one line each."""
+        if self.quiet:
+            return
+        if self._status is None:
+            self._status = LiveStatus(err_console)
+        if not self._status.active:
             err_console.print(f"[dim]… {plain(message)}[/]", highlight=False)
+            return
+        measuring = message.startswith("measuring")
+        self._status.start("bench", message + (f": {self.measuring}" if measuring and self.measuring else ""))
 
     def change(self, runs) -> None:
         if self.quiet:
@@ -132,10 +156,16 @@ class Progress:
         if self._fleet is None:
             from edgepack.cli.fleet_view import FleetProgress
 
+            if self._status is not None:
+                self._status.close()
+                self._status = None
             self._fleet = FleetProgress(self.name, len(runs), self.max_connections)
         self._fleet.update(runs)
 
     def close(self) -> None:
+        if self._status is not None:
+            self._status.close()
+            self._status = None
         if self._fleet is not None:
             self._fleet.close()
             self._fleet = None

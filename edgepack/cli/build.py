@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from edgepack.cli.options import Json
-from edgepack.cli.render import console, err_console, plain, shown_path
+from edgepack.cli.render import LiveStatus, console, err_console, plain, shown_path
 from edgepack.errors import GateFailed
 
 
@@ -49,7 +49,12 @@ def build_command(
 
     from edgepack.builder.pipeline import run_planned
 
-    result = run_planned(plan, use_cache=not no_cache, on_stage=None if as_json else show_stage)
+    view = None if as_json else StageView(err_console)
+    try:
+        result = run_planned(plan, use_cache=not no_cache, on_stage=view.show if view else None)
+    finally:
+        if view is not None:
+            view.close()
     if as_json:
         typer.echo(json.dumps(build_summary(result), indent=2))
     else:
@@ -62,10 +67,40 @@ def build_command(
 
 
 def show_stage(name: str, detail: str, seconds: float | None) -> None:
+    """One line as a stage starts and one as it ends, for a log: nothing for a counted step (an epoch, an attempt)."""
+    if seconds is None and getattr(detail, "kind", ""):
+        return
     if seconds is None:
         err_console.print(f"[dim]… {name:<13} {plain(detail)}[/]", highlight=False)
     else:
         err_console.print(f"[green]✓[/] {name:<13} {seconds:6.2f} s", highlight=False)
+
+
+class StageView:
+    """What a build shows while it runs. On a terminal: the running stage on a line redrawn in place
+    with its elapsed time, and what it does now (epoch k of n and the validation loss while
+    fine-tuning, attempt k of n and what it tries while recovering); a line that stays as each stage
+    ends, and one per recovery attempt. Off a terminal: `show_stage`'s lines, nothing redrawn."""
+
+    def __init__(self, con):
+        self.status = LiveStatus(con)
+
+    def show(self, name: str, detail: str, seconds: float | None) -> None:
+        if not self.status.active:
+            show_stage(name, detail, seconds)
+            return
+        if seconds is not None:
+            self.status.print(f"[green]✓[/] {name:<13} {seconds:6.2f} s")
+            return
+        if name != self.status.label:
+            self.status.start(name, str(detail))
+        else:
+            self.status.update(str(detail))
+        if getattr(detail, "kind", "") == "attempt":
+            self.status.print(f"[dim]  {name:<13} {plain(detail)}[/]")
+
+    def close(self) -> None:
+        self.status.close()
 
 
 def build_summary(result) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from rich.console import Console, ConsoleDimensions
@@ -46,3 +48,79 @@ def shown_path(path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def live_console(con: Console) -> Console | None:
+    """A console for a line redrawn in place on CON's terminal; None off a terminal (pipes, CI logs).
+
+    Where CON writes to a real file descriptor, the new console writes to a copy of it: a build
+    silences descriptors 1 and 2 while a stage runs, and the line must keep ticking through that.
+    """
+    if not con.is_terminal:
+        return None
+    try:
+        fd = con.file.fileno()
+    except (AttributeError, OSError, ValueError):  # a console on an in-memory file (a test's fake terminal)
+        return con
+    stream = os.fdopen(os.dup(fd), "w", buffering=1, encoding="utf-8", errors="replace")
+    return Console(file=stream, force_terminal=True, color_system=con.color_system, width=con.width, soft_wrap=True)
+
+
+class LiveStatus:
+    """One status line redrawn a few times a second on a terminal: a spinner, what runs, the time it
+    has taken (of about how long, where known) and what it does now. Lines printed through `print`
+    stay above it. Off a terminal (`active` false) it shows nothing: the caller prints its own lines."""
+
+    def __init__(self, con: Console):
+        self.console = live_console(con)
+        self._owned = self.console is not None and self.console is not con  # a copy of the terminal's descriptor, closed at the end
+        self.label, self.detail, self.expected = "", "", None
+        self.started = time.monotonic()
+        self._live = None
+        self._spinner = None
+
+    @property
+    def active(self) -> bool:
+        return self.console is not None
+
+    def start(self, label: str, detail: str = "", expected: float | None = None) -> None:
+        """Show LABEL as running from now on, with DETAIL (plain text) and the EXPECTED seconds."""
+        self.label, self.detail, self.expected, self.started = label, detail, expected, time.monotonic()
+        self._show()
+
+    def update(self, detail: str) -> None:
+        self.detail = detail
+        self._show()
+
+    def print(self, markup: str) -> None:
+        """Print a line that stays, above the status line."""
+        if self.console is not None:
+            self.console.print(markup, highlight=False)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        if self._owned:
+            self.console.file.close()
+            self.console, self._owned = None, False
+
+    def __rich__(self):
+        from rich.text import Text
+
+        elapsed = time.monotonic() - self.started
+        clock = f"{elapsed:5.1f} s" + (f" of ~{self.expected:.0f} s" if self.expected else "")
+        self._spinner.update(text=Text.assemble((f"{self.label:<13} ", "bold"), (f"{clock}  ", "cyan"), (self.detail, "dim")))
+        return self._spinner
+
+    def _show(self) -> None:
+        if self.console is None:
+            return
+        if self._live is None:
+            from rich.live import Live
+            from rich.spinner import Spinner
+
+            self._spinner = Spinner("dots")
+            self._live = Live(self, console=self.console, refresh_per_second=8, transient=True, redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+        self._live.refresh()  # every step is drawn at least once, however fast the next one comes

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from edgepack.cli.options import ColdLoads, Db, Inventory, Json, MinSeconds, Runs, Warmup
-from edgepack.cli.render import console, err_console, fmt_num, plain
+from edgepack.cli.render import console, err_console, fmt_num, live_console, plain
 
 
 def tune_command(
@@ -39,12 +40,12 @@ def tune_command(
     from edgepack.benchmark import BenchOptions
     from edgepack.tuning.study import DEFAULT_OBJECTIVES, tune
 
-    progress = _Progress(as_json)
+    progress = _Progress(as_json, trials)
     with progress:
         result = tune(
             model, target, data, device, trials, timeout, sampler, tuple(objective or DEFAULT_OBJECTIVES), study, save_as,
             eval_data, train_data, inventory, db, BenchOptions(runs=runs, warmup=warmup, min_seconds=min_seconds, cold_loads=cold_loads),
-            on_trial=progress.finished, workers=workers, ray_address=ray, on_start=progress.started,
+            on_trial=progress.finished, workers=workers, ray_address=ray, on_start=progress.started, on_bench=progress.benching,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -64,30 +65,44 @@ def no_trial_within_budgets(result):
 
 
 class _Progress:
-    """What a running study shows on stderr: a live table of its trials on a terminal, a line per trial elsewhere."""
+    """What a running study shows on stderr: a live table of its trials on a terminal (each running
+    trial building or benching, with the step and the seconds it has taken; "trial k of n" in the
+    title), a line per finished trial elsewhere."""
 
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, quiet: bool, trials: int = 0):
+        self.quiet, self.trials = quiet, trials
         self.rows: dict[int, tuple[str, ...]] = {}
+        self.running: dict[int, tuple[str, float]] = {}  # trial -> (what it does now, since when)
         self.live = None
 
     def __enter__(self) -> "_Progress":
-        if not self.quiet and err_console.is_terminal:
+        terminal = None if self.quiet else live_console(err_console)  # keeps drawing while a build silences stderr
+        if terminal is not None:
             from rich.live import Live
 
-            self.live = Live(self._table(), console=err_console, refresh_per_second=4, transient=False)
+            self.live = Live(self, console=terminal, refresh_per_second=4, transient=False, redirect_stdout=False, redirect_stderr=False)
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.live is not None:
             self.live.__exit__(*exc)
+            if self.live.console is not err_console:
+                self.live.console.file.close()
 
     def started(self, number: int, params: dict) -> None:
         self.rows[number] = (str(number), plain(_params(params)), "building", "", "", "")
+        self.running[number] = ("building", time.monotonic())
+        self._show()
+
+    def benching(self, number: int, step: str) -> None:
+        """A trial's bench moved on a step (connecting, pushing, measuring)."""
+        since = self.running[number][1] if number in self.running and self.running[number][0].startswith("benching") else time.monotonic()
+        self.running[number] = (f"benching: {step}", since)
         self._show()
 
     def finished(self, t) -> None:
+        self.running.pop(t.number, None)
         v = t.values
         if t.state != "complete":
             state = "[red]failed[/]: " + plain(t.failures[0] if t.failures else "")
@@ -107,16 +122,30 @@ class _Progress:
 
     def _show(self) -> None:
         if self.live is not None:
-            self.live.update(self._table())
+            self.live.refresh()
+
+    def __rich__(self):
+        return self._table()
+
+    def title(self) -> str:
+        """"trial k of n": k the latest trial started (trials are numbered from 0), n the study's trials."""
+        if not self.rows:
+            return "edgepack tune"
+        return f"edgepack tune: trial {max(self.rows) + 1} of {self.trials}" if self.trials else "edgepack tune"
 
     def _table(self):
         from rich.table import Table
 
-        table = Table(title="edgepack tune", title_justify="left", header_style="bold")
+        table = Table(title=self.title(), title_justify="left", header_style="bold")
         for column in ("trial", "settings", "state", "p90 ms", "size KB", "accuracy"):
             table.add_column(column, justify="left" if column in ("settings", "state") else "right")
+        now = time.monotonic()
         for number in sorted(self.rows):
-            table.add_row(*self.rows[number])
+            row = self.rows[number]
+            if number in self.running:
+                doing, since = self.running[number]
+                row = (row[0], row[1], f"[cyan]{plain(doing)}[/] {now - since:.0f} s", *row[3:])
+            table.add_row(*row)
         return table
 
 

@@ -52,6 +52,7 @@ def tune(
     workers: int = 1,
     ray_address: str | None = None,
     on_start: Callable[[int, dict[str, Any]], None] | None = None,
+    on_bench: Callable[[int, str], None] | None = None,
 ) -> TuneResult:
     """Search the build settings of MODEL for TARGET on DEVICE; write the best as a profile.
 
@@ -63,6 +64,7 @@ def tune(
         workers: builds at once (benches on the device are always one at a time).
         ray_address: build on the Ray cluster at this address instead of on this machine.
         on_start, on_trial: called as a trial's build starts, and once it is measured (or failed).
+        on_bench: called as (trial number, step) as each step of a trial's bench starts (connecting, pushing, measuring).
 
     Returns:
         Every trial of the study, the Pareto front, and the chosen trial (fastest p90 among those
@@ -131,7 +133,8 @@ def tune(
         fail_orphans(study)  # trials a killed run left "running": failed, never counted
         (work / "targets").mkdir(parents=True, exist_ok=True)
         search = _Search(study=study, space=space, objectives=list(objectives), profile=profile, device=device, inventory=inventory,
-                         db=db, options=options or BenchOptions(), work=work, on_trial=on_trial, on_start=on_start)
+                         db=db, options=options or BenchOptions(), work=work, on_trial=on_trial, on_start=on_start,
+                         on_bench=on_bench)
         search.run(trials, timeout_s, grid=sampler == "grid", runner=runner)
     except BaseException:
         runner.close(wait=False)  # Ctrl-C or an error: builds still running are not waited for
@@ -165,6 +168,7 @@ class _Search:
     work: Path
     on_trial: Optional[Callable[[TrialResult], None]]
     on_start: Optional[Callable[[int, dict[str, Any]], None]]
+    on_bench: Optional[Callable[[int, str], None]] = None
     asked: dict[int, Any] = field(default_factory=dict, init=False)  # asked, not yet told: failed (not a result) if the run stops
 
     def run(self, trials: int, timeout_s: float | None, grid: bool, runner) -> None:
@@ -255,7 +259,8 @@ class _Search:
                 if same is not None:
                     original = same["same_as"] if same.get("same_as") is not None else same["number"]
                     return TrialResult(**{**same, "number": number, "params": params, "same_as": original})
-                measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, db=self.db,
+                step = (lambda message: self.on_bench(number, message)) if self.on_bench else None
+                measured = bench(Path(outcome.bundle), self.device, self.options, self.inventory, step, db=self.db,
                                  trial={"study": self.study.study_name, "number": number})
         except EdgepackError as exc:
             result.failures = [exc.message]

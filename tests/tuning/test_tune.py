@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -206,17 +207,24 @@ def test_without_ray_installed_ray_says_how_to_install_it(isolated_user_dirs, di
 
 
 def test_on_a_terminal_the_trials_show_as_a_live_table(isolated_user_dirs, digits_files, monkeypatch):
-    from edgepack.cli import render
+    import io
 
-    monkeypatch.setattr(render.err_console, "force_terminal", True, raising=False)
-    monkeypatch.setattr(type(render.err_console), "is_terminal", property(lambda self: True))
+    from rich.console import Console
+
+    from edgepack.cli import tune as tune_cli
+
+    screen = io.StringIO()  # a terminal that writes into a string
+    monkeypatch.setattr(tune_cli, "err_console", Console(file=screen, force_terminal=True, width=160, color_system="standard"))
     model, data = digits_files
     write_target(isolated_user_dirs, "pi", SPACE)
     result = tune(model, data, "--trials", "2")
     assert result.exit_code == 0, result.output
-    live = result.output[: result.output.index("Pareto front")]
+    live = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
     final = live[live.rindex("edgepack tune") :]  # the live table's last render: both trials measured
     assert "building" not in final and final.count("precision ") == 2 and final.count("✓") + final.count("budget") == 2
+    assert "edgepack tune: trial 2 of 2" in final and "edgepack tune: trial 1 of 2" in live
+    assert re.search(r"benching: measuring on local\s+\d+ s", live)  # a trial's bench, with its step and its seconds
+    assert "\x1b[" not in result.output  # nothing of the live table on the summary's stream
 
 
 def test_ctrl_c_loses_no_finished_trial_and_the_next_run_goes_on_from_them(isolated_user_dirs, digits_files, monkeypatch):

@@ -80,7 +80,7 @@ class FineTuneReport:
     best_loss: float  # on the held-out part (or the training data when there is none)
 
 
-def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: float = 0.0) -> tuple[list[tuple[Any, np.ndarray]], FineTuneReport]:
+def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: float = 0.0, progress=None) -> tuple[list[tuple[Any, np.ndarray]], FineTuneReport]:
     """Train MODEL on (X, TARGETS), pruning it to SPARSITY on the way; keep the best epoch's weights.
 
     With `settings.schedule` gradual, sparsity ramps up as s * (1 - (1 - t)^3) over the first 60%
@@ -89,10 +89,21 @@ def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: flo
     data (at least 50 samples in all) is held out: once the ramp is done, training stops when its
     loss has not improved for `settings.patience` epochs, and the best weights are restored.
 
+    PROGRESS, where given, hears of each epoch as it ends: progress(detail, kind="epoch", k=, n=,
+    loss=, val_loss=) (val_loss None while the ramp runs: nothing is held out then).
+
     Returns:
         The final (kernel, mask) pairs (empty without sparsity), and what fine-tuning did.
     """
     import keras
+
+    def report(epoch: int, history, score: float | None) -> None:
+        if progress is None:
+            return
+        train_loss = float(history.history["loss"][-1]) if history.history.get("loss") else None
+        said = f"epoch {epoch} of {epochs}" + (f", loss {train_loss:.4g}" if train_loss is not None else "")
+        said += f", validation loss {score:.4g}" if score is not None else (", sparsity ramping up" if ramp else "")
+        progress(said, kind="epoch", k=epoch, n=epochs, loss=train_loss, val_loss=score)
 
     masks: list[tuple[Any, np.ndarray]] = []
 
@@ -121,11 +132,13 @@ def fine_tune(model, x: list[np.ndarray], targets, loss, settings, sparsity: flo
         if sparsity > 0:
             done = min(1.0, (epoch + 1) / ramp) if ramp else 1.0
             masks = magnitude_masks(model, sparsity * (1 - (1 - done) ** 3))
-        model.fit(x_train, t_train, epochs=1, batch_size=settings.batch_size, verbose=0, shuffle=True, callbacks=[KeepMasks()])
+        history = model.fit(x_train, t_train, epochs=1, batch_size=settings.batch_size, verbose=0, shuffle=True, callbacks=[KeepMasks()])
         run = epoch + 1
         if run < ramp:
+            report(run, history, None)
             continue  # the model is not yet as sparse as asked: nothing to keep
         score = float(np.ravel(model.evaluate(x_val, t_val, verbose=0, batch_size=256))[0])
+        report(run, history, score)
         if score < best - 1e-7:
             best, best_weights, best_epoch, waited = score, model.get_weights(), run, 0
         else:
@@ -267,7 +280,7 @@ def tune(original: SourceModel, pruned: Pruned, training, p, progress) -> Pruned
     """Fine-tune the pruned model on TRAINING (the --train-data, else the calibration data), sparsifying it on the way."""
     targets, loss, how = recovery_objective(original.predict(training.x), training.y)
     progress(f"at most {p.fine_tune_epochs} epochs on {len(training)} samples, {how}, {p.schedule.value}")
-    masks, tuned = fine_tune(pruned.working, training.x, targets, loss, p, p.sparsity)
+    masks, tuned = fine_tune(pruned.working, training.x, targets, loss, p, p.sparsity, progress)
     return _pruned(original, pruned.working, pruned.report.channels_removed, masks, tuned)
 
 

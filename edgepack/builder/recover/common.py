@@ -58,6 +58,7 @@ class Outcome:
     precision: Optional[Precision] = None  # the rung of the precision ladder chosen, where recovery climbed it
     speed_note: Optional[str] = None  # what the comparison with fp32 on the host found, where it changed or failed
     failure: Optional[BuildError] = None  # what the plain export raised, re-raised where nothing else works
+    on_attempt: Optional[Callable[[str], None]] = field(default=None, repr=False, compare=False)  # hears each variant's strategy as it starts
 
     def facts(self) -> dict:
         return {
@@ -182,6 +183,8 @@ def worst_first(errors: list[LayerError]) -> list[LayerError]:
 
 def try_variant(outcome: Outcome, check: Check, strategy: str, make: Callable[[], Artifact], float_layers=()) -> bool:
     """Build one variant, verify it, record it; adopt it when it meets every budget."""
+    if outcome.on_attempt is not None:
+        outcome.on_attempt(strategy)
     try:
         artifact = make()
         fidelity = check(artifact)

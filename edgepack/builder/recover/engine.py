@@ -21,7 +21,7 @@ from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
 from edgepack.profile.schema import Precision, Profile
 
-Progress = Callable[[str], None]  # says what a stage is doing now
+Progress = Callable[..., None]  # says what a stage is doing now: progress(detail, kind=, k=, n=, **figures)
 
 
 def export_plain(model: SourceModel, profile: Profile, calibration: Dataset | None, outcome: Outcome, recovers: bool) -> None:
@@ -75,13 +75,16 @@ def recover_or_fail(
     fidelity_failed = outcome.fidelity is None or outcome.fidelity.accuracy_failed
     if layer_fallback and fidelity_failed:
         progress("trying other ways to quantize")
+        outcome.on_attempt = announce(outcome, progress, None)
         try:
             recovery(b.format).recover(model, profile, calibration, evaluation, check, outcome)
         except Exception as exc:  # a quantizer, calibrator or debugger that raises is a failed attempt, never a crash
             outcome.attempts.append(record_attempt("layer fallback", None, None, error=one_line(exc)))
     if rungs and (outcome.fidelity is None or outcome.fidelity.accuracy_failed):
         progress("ladder: " + " -> ".join(p.value for p in rungs))
+        outcome.on_attempt = announce(outcome, progress, len(outcome.attempts) + len(rungs))
         climb(model, profile, calibration, check, outcome, rungs)
+    outcome.on_attempt = None
     recovered = outcome.strategy != "plain" and outcome.precision is not Precision.fp32
     if recovered and outcome.fidelity is not None and outcome.fidelity.passed and Precision.fp32 in rungs and runs_on_cpu(profile):
         progress("speed: the variant chosen against fp32 on this host")
@@ -90,6 +93,25 @@ def recover_or_fail(
     if outcome.artifact is None and failure is not None:
         failure.details += [f"also tried {a.strategy}: {a.error or 'missed the gate'}" for a in outcome.attempts[1:]]
         raise failure
+
+
+def announce(outcome: Outcome, progress: Progress, n: int | None) -> Callable[[str], None]:
+    """Tell PROGRESS of each attempt as it starts: attempt k (of N, where known; the plain build is
+    attempt 1), what it tries, and how the attempt before it fared (its top-1 or worst SQNR)."""
+
+    def on_attempt(strategy: str) -> None:
+        k = len(outcome.attempts) + 1
+        last = outcome.attempts[-1] if outcome.attempts else None
+        figure = None
+        if last is not None and last.error is None:
+            figure = f"top-1 {100 * last.top1_agreement:.1f}%" if last.top1_agreement is not None else (
+                f"SQNR {last.worst_sqnr_db:.1f} dB" if last.worst_sqnr_db is not None else None)
+        said = f"attempt {k}" + (f" of {n}" if n else "") + f": {strategy}"
+        if last is not None:
+            said += f" (after {last.strategy}: {figure or last.error or 'missed the gate'})"
+        progress(said, kind="attempt", k=k, n=n, tries=strategy, last=last.strategy if last else None, last_figure=figure)
+
+    return on_attempt
 
 
 def climb(model: SourceModel, profile: Profile, calibration: Dataset | None, check: Check, outcome: Outcome, rungs) -> None:
