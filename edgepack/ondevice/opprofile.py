@@ -57,11 +57,7 @@ def ort_operator_profile(events: list) -> dict:
         table.append({"name": name, "op_type": n["op_type"], "provider": n["provider"], "ms": round(ms, 6),
                       "share": round(ms / total_ms, 6) if total_ms > 0 else None})
     table.sort(key=lambda r: -r["ms"])
-    providers = {}
-    for row in table:
-        p = providers.setdefault(row["provider"], {"nodes": 0, "ms": 0.0})
-        p["nodes"] += 1
-        p["ms"] = round(p["ms"] + row["ms"], 6)
+    providers = by_provider(table)
     accelerated = sum(p["nodes"] for name, p in providers.items() if name != CPU_PROVIDER)
     # TensorRT runs a whole subgraph as one fused node: counting nodes would read "1 of 5" for a model it
     # almost wholly runs, so no fraction is claimed there (as for a TFLite delegate's partitions).
@@ -78,6 +74,16 @@ def ort_operator_profile(events: list) -> dict:
                   "after graph optimisation (fused nodes count once), mean per run; outside kernels (copies, "
                   "scheduling) not counted" % runs,
     }
+
+
+def by_provider(table: list) -> dict:
+    """Nodes and time per provider (ONNX Runtime) or delegate (TFLite) of a per-node TABLE."""
+    providers = {}
+    for row in table:
+        p = providers.setdefault(row["provider"], {"nodes": 0, "ms": 0.0})
+        p["nodes"] += 1
+        p["ms"] = round(p["ms"] + row["ms"], 6)
+    return providers
 
 
 def by_op_type(table: list, total_ms: float) -> list:
@@ -136,11 +142,7 @@ def parse_benchmark_model(text: str) -> dict:
                           "share": float(m.group(4)) / 100.0})
     total = sum(r["ms"] for r in table)
     table.sort(key=lambda r: -r["ms"])
-    providers = {}
-    for row in table:
-        p = providers.setdefault(row["provider"], {"nodes": 0, "ms": 0.0})
-        p["nodes"] += 1
-        p["ms"] = round(p["ms"] + row["ms"], 6)
+    providers = by_provider(table)
     return {
         "source": "benchmark_model",
         "runs": None,
