@@ -71,7 +71,11 @@ def plan_build(
 
 
 def default_out(model: Path, target: str) -> Path:
-    return Path("build") / f"{Path(model).stem}-{target}"
+    """build/<model>-<target>; a factory `pkg.mod:make` is named `pkg.mod-make` (no ':' in a folder name)."""
+    from edgepack.model.torch_source import is_factory
+
+    name = str(model).replace(":", "-") if is_factory(model) else Path(model).stem
+    return Path("build") / f"{name}-{target}"
 
 
 def bundle_out(out: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -55,3 +56,10 @@ def test_a_cached_build_runs_no_stage_of_the_plan(isolated_user_dirs, digits_fil
     events = []
     again = build(model, "plain-fp32", data=data, on_stage=lambda stage, detail, seconds: events.append(stage))
     assert again.cached and set(events) == {"cache"}
+
+
+def test_a_model_factorys_default_bundle_folder_is_named_without_a_colon():
+    from edgepack.builder.plan import default_out
+
+    assert default_out("my_pkg.models:make_model", "raspberry-pi-4") == Path("build/my_pkg.models-make_model-raspberry-pi-4")
+    assert default_out("models/cnn.keras", "raspberry-pi-4") == Path("build/cnn-raspberry-pi-4")
