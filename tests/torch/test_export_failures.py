@@ -15,7 +15,7 @@ def with_inf_cleanup(path):
     import onnx
     from onnx import TensorProto, helper
 
-    from tests.onnx.conftest import conv_classifier
+    from tests.builder.onnx.conftest import conv_classifier
 
     model = conv_classifier()
     graph = model.graph
