@@ -41,6 +41,13 @@ def test_answers_that_miss_the_builds_gate_on_the_device_fail_the_bench(digits_b
     assert "on the device:" in result.output and "SQNR" in result.output and "budget 149" in result.output
 
 
+def test_a_timeout_shorter_than_the_sustained_run_is_refused_before_measuring(digits_bundles):
+    result = runner.invoke(app, ["bench", str(digits_bundles["fp32"]), *QUICK, "--timeout", "30", "--sustained", "1m"])
+    assert result.exit_code == 2, result.output
+    assert "--timeout 30 s ends the agent before the 60 s --sustained run is over" in result.output
+    assert "Traceback" not in result.output and "answers vs" not in result.output  # nothing measured
+
+
 def test_an_onnx_bench_times_each_operator_and_a_sustained_run_reads_the_sysfs_tree(digits_files, isolated_user_dirs, tmp_path):
     from edgepack.builder.pipeline import build
     from tests.conftest import write_target
