@@ -133,6 +133,8 @@ class IntermediateRunner:
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.names = wanted
+        fixed = [i.shape[0] for i in self.session.get_inputs() if i.shape and isinstance(i.shape[0], int)]
+        self.batch = min(fixed, default=None)  # a graph whose batch is pinned (--input-shape 1x...) takes that many at once
 
     def run(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """The tensors by name for one batch, the graph's inputs among them."""
@@ -160,7 +162,7 @@ def compare_graphs(reference, candidate, data: Dataset, size: int = BATCH) -> di
     wanted = [alias.get(n, n) for n in ref.names] + [alias[n] for n in ref.inputs if n in alias]
     cand = IntermediateRunner(candidate, wanted, {**ref.types, **{a: 1 for a in alias.values()}})
     stats = {name: TensorStats() for name in ref.names + ref.inputs}
-    for xs in batches(data, size):
+    for xs in batches(data, min(size, ref.batch or size, cand.batch or size)):
         want, got = ref.run(xs), cand.run(xs)
         for name, s in stats.items():
             if name in want:
@@ -173,7 +175,7 @@ def tensor_ranges(proto, data: Dataset, size: int = BATCH) -> dict[str, float]:
     """The largest magnitude each float tensor of PROTO reaches on DATA (non-finite counts as infinite)."""
     runner = IntermediateRunner(proto)
     peak = {name: 0.0 for name in runner.names}
-    for xs in batches(data, size):
+    for xs in batches(data, min(size, runner.batch or size)):
         for name, value in runner.run(xs).items():
             if name in peak and value.size:
                 m = float(np.abs(value).max())

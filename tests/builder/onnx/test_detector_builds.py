@@ -128,3 +128,19 @@ def test_comparing_every_tensor_of_two_graphs_stays_far_below_collecting_every_a
     growth_mb, collected_mb = map(float, out.stdout.split())
     assert collected_mb > 400  # large enough that holding every activation would show
     assert growth_mb < collected_mb / 10
+
+
+def test_comparing_graphs_whose_batch_is_pinned_to_one_runs_a_sample_at_a_time():
+    # --input-shape x:1x3x64x64 pins the batch: every comparison (explanation, recovery, the fp16
+    # overflow check) must feed that graph one sample at a time, not its usual batch.
+    from edgepack.builder.streaming import compare_graphs, tensor_ranges
+    from edgepack.model.data import Dataset
+    from edgepack.model.onnx_graph import graph_inputs, set_input_shapes
+
+    fp32 = detector(0.25)
+    pinned = set_input_shapes(fp32, {graph_inputs(fp32)[0].name: (1, 3, 64, 64)})
+    data = Dataset([blob_images(3, 64)])
+    stats = compare_graphs(pinned, pinned, data)
+    assert stats and all(s.comparable and s.count > 0 for s in stats.values())
+    assert all(s.sqnr_db == 150.0 for s in stats.values())
+    assert max(tensor_ranges(pinned, data).values()) > 0
