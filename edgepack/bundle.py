@@ -155,7 +155,7 @@ class Facts(Typed):
     opset: Optional[int] = None
     ir_version: Optional[int] = None
     nodes: Optional[int] = None
-    fp16: Optional[dict[str, str]] = None
+    fp16: Optional[dict[str, Any]] = None  # edgepack.builder.convert.onnx: the converter, and the nodes kept in fp32
     onnx_quantization: Optional[dict[str, Any]] = None  # edgepack.builder.convert.onnx_quant
     accelerator: Optional[list[dict[str, Any]]] = None  # edgepack.builder.accelerator.Coverage, per accelerator
 

@@ -24,8 +24,12 @@ OPSET = 12
 OUTLIER = 3e5  # the scale of the large channel before the head: its activations pass float16's 65504
 
 
-def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier: float = OUTLIER):
-    """Return the ONNX ModelProto; WIDTH scales every layer's channels (0.8: about 5 MB of weights)."""
+def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier: float = OUTLIER, norm_variance: float = 0.0):
+    """Return the ONNX ModelProto; WIDTH scales every layer's channels (0.8: about 5 MB of weights).
+
+    NORM_VARIANCE > 0 adds a BatchNormalization `head_norm` before the head whose running variance
+    is that large and whose scale undoes it (an identity in float), as a real text detector's head
+    has (PP-OCRv4's, 1e8): a weight past float16's range."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -81,6 +85,11 @@ def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier:
     big[0] = outlier
     d1 = conv("dec1", d1, c[0], c[0], scale=big)
     h = up("head_up", d1, c[0], 16, in_scale=1 / big)  # undoes the large channel's scale: the float model is well behaved
+    if norm_variance > 0:
+        scale = np.full(16, np.sqrt(norm_variance + 1e-5))
+        params = [weight(f"head_norm_{k}", v) for k, v in (("scale", scale), ("bias", np.zeros(16)), ("mean", np.zeros(16)), ("var", np.full(16, norm_variance)))]
+        nodes.append(helper.make_node("BatchNormalization", [h] + params, ["head_norm"], epsilon=1e-5, name="head_norm"))
+        h = "head_norm"
     logits = conv("head", h, 16, 1, k=1, relu=False, scale=np.full(1, 6.0))  # a confident map
     nodes.append(helper.make_node("Sigmoid", [logits], ["probability"], name="probability"))
     graph = helper.make_graph(

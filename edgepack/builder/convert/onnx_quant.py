@@ -33,23 +33,74 @@ CALIBRATION_VALUES = 1 << 20  # ... and at most about this many input values per
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 
 
+FP16_MAX = 65504.0
+
+
 def to_fp16(proto, io_dtype: IoDtype, keep_float: Sequence[str] = ()):
-    """Return PROTO with float16 weights and arithmetic, except in the nodes named in KEEP_FLOAT;
-    inputs and outputs stay float32 unless IO_DTYPE is float16."""
+    """Return PROTO with float16 weights and arithmetic, except in the nodes named in KEEP_FLOAT
+    and the nodes that read a weight float16 cannot hold (`past_fp16_range`); inputs and outputs
+    stay float32 unless IO_DTYPE is float16."""
     import warnings
 
     from onnxconverter_common import float16
 
-    # Weights as initializers: a node kept in float then keeps its weights in float32 too.
     proto, _ = constants_to_initializers(proto)
+    keep_float = list(keep_float) + [n for n in past_fp16_range(proto) if n not in keep_float]
     try:
         with warnings.catch_warnings():  # "the float32 number ... will be truncated": the verification says what it cost
             warnings.simplefilter("ignore", UserWarning)
-            return float16.convert_float_to_float16(
+            half = float16.convert_float_to_float16(
                 proto, keep_io_types=io_dtype is not IoDtype.float16, disable_shape_infer=False, node_block_list=list(keep_float) or None
             )
     except Exception as exc:
         raise BuildError(f"fp16 conversion failed: {first_line(exc)}", hint="try build.precision: fp32 or int8") from None
+    return float32_weights_for(half, proto, set(keep_float))
+
+
+def float32_weights_for(half, original, kept: set[str]):
+    """Give the nodes KEPT in float their weights in float32 again. onnxconverter-common (1.16)
+    keeps such a node's arithmetic in float32 but still stores its weights in float16, clamped
+    to +-1e4, behind a Cast: a weight past float16's range is then wrong, and any other loses
+    precision. Each such Cast reads an float32 copy of the original weight instead."""
+    import onnx
+
+    weights = {t.name: t for t in original.graph.initializer}
+    halves = {t.name for t in half.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    casts = {node.output[0]: node for node in half.graph.node if node.op_type == "Cast" and node.input and node.input[0] in halves}
+    copied: set[str] = set()
+    for node in half.graph.node:
+        if node.name not in kept:
+            continue
+        for name in node.input:
+            cast = casts.get(name)
+            source = cast.input[0] if cast is not None else None
+            if source not in weights:
+                continue
+            if source not in copied:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(weights[source])
+                copy.name = source + "_fp32"
+                half.graph.initializer.append(copy)
+                copied.add(source)
+            cast.input[0] = source + "_fp32"  # a Cast from float32 to float32: the weight as it was
+    unread = halves - {i for node in half.graph.node for i in node.input}
+    kept_initializers = [t for t in half.graph.initializer if t.name not in unread]
+    del half.graph.initializer[:]
+    half.graph.initializer.extend(kept_initializers)
+    return half
+
+
+def past_fp16_range(proto) -> list[str]:
+    """The nodes of PROTO that read a float weight with a value past float16's range (65504),
+    which would become infinity: a folded normalisation's running variance, say (1e8 in a real
+    text detector's head). Only named nodes: the fp16 converter keeps nodes by name."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto, _ = constants_to_initializers(proto)
+    huge = {t.name for t in proto.graph.initializer
+            if t.data_type == onnx.TensorProto.FLOAT and np.abs(numpy_helper.to_array(t)).max(initial=0.0) > FP16_MAX}
+    return [n.name for n in proto.graph.node if n.name and huge.intersection(n.input)]
 
 
 def int8_types(profile: Profile) -> tuple[QuantType, QuantType, bool, str]:
