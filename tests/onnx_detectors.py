@@ -24,12 +24,14 @@ OPSET = 12
 OUTLIER = 3e5  # the scale of the large channel before the head: its activations pass float16's 65504
 
 
-def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier: float = OUTLIER, norm_variance: float = 0.0):
+def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier: float = OUTLIER, norm_variance: float = 0.0, gain: bool = False):
     """Return the ONNX ModelProto; WIDTH scales every layer's channels (0.8: about 5 MB of weights).
 
     NORM_VARIANCE > 0 adds a BatchNormalization `head_norm` before the head whose running variance
     is that large and whose scale undoes it (an identity in float), as a real text detector's head
-    has (PP-OCRv4's, 1e8): a weight past float16's range."""
+    has (PP-OCRv4's, 1e8): a weight past float16's range. GAIN makes the large channel with a `Mul`
+    after `dec1` rather than with `dec1`'s weights alone: every weight is then within float16's
+    range, and only running the model shows that the activations pass it."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -83,7 +85,13 @@ def detector(width: float = 0.8, constants: bool = True, seed: int = 0, outlier:
     d1 = up("up1", d2, c[1], c[0], skip=e1)
     big = np.ones(c[0])
     big[0] = outlier
-    d1 = conv("dec1", d1, c[0], c[0], scale=big)
+    if gain:  # the large channel from the weights and a gain after them, each within float16's range
+        root = np.sqrt(big)
+        d1 = conv("dec1", d1, c[0], c[0], scale=root)
+        nodes.append(helper.make_node("Mul", [d1, weight("dec1_gain_value", root.reshape(1, -1, 1, 1))], ["dec1_gain"], name="dec1_gain"))
+        d1 = "dec1_gain"
+    else:
+        d1 = conv("dec1", d1, c[0], c[0], scale=big)
     h = up("head_up", d1, c[0], 16, in_scale=1 / big)  # undoes the large channel's scale: the float model is well behaved
     if norm_variance > 0:
         scale = np.full(16, np.sqrt(norm_variance + 1e-5))

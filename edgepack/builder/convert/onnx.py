@@ -35,11 +35,8 @@ def export_onnx(model: SourceModel, profile: Profile, calibration: Dataset | Non
     precision = b.precision
     quant: dict[str, tuple[float, int]] = {}
     if precision is Precision.fp16:
-        proto, fp32_nodes = onnx_quant.to_fp16(proto, b.io_dtype), onnx_quant.past_fp16_range(proto)
-        facts["fp16"] = {"converter": f"onnxconverter-common {_version('onnxconverter-common')}", "io_dtype": b.io_dtype.value}
-        if fp32_nodes:
-            facts["fp16"]["fp32_nodes"] = fp32_nodes
-            facts["fp16"]["why_fp32"] = "they read weights past float16's range (65504)"
+        proto, kept = onnx_quant.fp16_with_checks(proto, b.io_dtype, calibration)
+        facts["fp16"] = {"converter": f"onnxconverter-common {_version('onnxconverter-common')}", "io_dtype": b.io_dtype.value, **kept}
         if not any(p in onnx_quant.GPU_PROVIDERS for p in profile.runtime.providers) and profile.runtime.engine.value != "tensorrt":
             facts["fp16"]["note"] = "onnxruntime's CPU provider has few fp16 kernels: on CPU it casts back to float32"
     elif precision in (Precision.int8, Precision.dynamic_int8):

@@ -90,6 +90,44 @@ def float32_weights_for(half, original, kept: set[str]):
     return half
 
 
+FP16_HEADROOM = 0.5  # a tensor past half float16's range on the calibration data will pass it on other data
+
+
+def fp16_with_checks(proto, io_dtype: IoDtype, data: Dataset | None) -> tuple[object, dict]:
+    """PROTO in fp16, with in fp32 the nodes that read a weight past float16's range and, run on
+    DATA, the nodes that make or read an activation past half of it. Returns (model, what was kept and why).
+
+    The check runs the float model, not the fp16 one: onnxruntime's CPU provider computes many fp16
+    ops in fp32, so an overflow that a GPU would meet does not show in a verification on the host."""
+    facts: dict = {}
+    weights = past_fp16_range(proto)
+    over, kept = [], []
+    if data is not None and len(data):
+        try:
+            over, kept = overflowing_nodes(proto, data)
+        except Exception as exc:  # the check is a safeguard: without it the verification still judges the model
+            facts["overflow_check"] = f"could not run the float model on the data: {first_line(exc)[:200]}"
+    if weights:
+        facts["fp32_for_weights"] = weights
+    if kept:
+        facts["fp32_for_activations"] = kept
+        facts["activations_past_range"] = over[:8]
+    fp32_nodes = weights + [n for n in kept if n not in weights]
+    if fp32_nodes:
+        facts["fp32_nodes"] = fp32_nodes
+    return to_fp16(proto, io_dtype, kept), facts
+
+
+def overflowing_nodes(fp32, data: Dataset) -> tuple[list[str], list[str]]:
+    """(the tensors of FP32 that pass float16's range, with headroom, on DATA; the nodes that make or read them)."""
+    from edgepack.builder.streaming import tensor_ranges
+
+    limit = FP16_HEADROOM * FP16_MAX
+    over = [t for t, peak in tensor_ranges(fp32, data).items() if peak > limit]
+    nodes = [n for n in fp32.graph.node if any(t in over for t in list(n.output) + list(n.input))]
+    return over, [n.name for n in nodes if n.name]
+
+
 def past_fp16_range(proto) -> list[str]:
     """The nodes of PROTO that read a float weight with a value past float16's range (65504),
     which would become infinity: a folded normalisation's running variance, say (1e8 in a real

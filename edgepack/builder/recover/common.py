@@ -86,10 +86,9 @@ RECOVERABLE = {(f, p) for f in (Format.tflite, Format.onnx) for p in (Precision.
 # The precision ladder: where a precision cannot meet the budgets, even with layers kept in float,
 # the rungs above it, cheapest first. fp16 keeps 11 significant bits and a range of 65504 at half
 # fp32's size (CPUs without fp16 arithmetic compute it in fp32: about fp32's speed); fp32 is the
-# original's own arithmetic, the last resort. int16 activations x int8 weights (TFLite's 16x8) is
-# not a rung: it stays in int8's family at about int8's size, so TFLite's int8 recovery tries it
-# itself, after layers kept in float and before these (it runs on reference kernels, measured
-# 40x slower than int8 on the CPU, and its attempt says so).
+# original's own arithmetic, the last resort. Two variants stay in int8's family, at about int8's
+# size, so each format's int8 recovery tries them itself, after the int8 variants and before these:
+# int8 weights with float activations (WEIGHT_ONLY), and 16-bit activations x int8 weights.
 LADDER: dict[Precision, tuple[Precision, ...]] = {
     Precision.int8: (Precision.fp16, Precision.fp32),
     Precision.dynamic_int8: (Precision.fp16, Precision.fp32),
@@ -101,6 +100,13 @@ LADDER: dict[Precision, tuple[Precision, ...]] = {
 # known and said in its name, so the speed check reports it rather than trading it for fp32.
 INT16_ACTIVATIONS = "int16 activations x int8 weights (16x8: TFLite runs it on reference kernels, slower than int8)"
 SLOW_BY_DESIGN = {INT16_ACTIVATIONS}
+
+# Int8 weights read through dequantize ops, activations in float: about int8's size, fp32's
+# arithmetic (at about fp32's speed, not int8's), and only the weights' rounding error, so it holds
+# where 8-bit activations cannot. 16-bit activations keep the same int8 weights and add their own
+# error, so once this has missed the gate they are not tried.
+WEIGHT_ONLY = "int8 weights x float activations (fp32's arithmetic at about int8's size)"
+WEIGHT_ONLY_MISSED = "not tried: they keep the same int8 weights, and int8 weights with float activations already missed the gate"
 
 
 # int8 layer fallback helps where a few layers make most of the error; it stops once keeping more

@@ -7,12 +7,13 @@ with the number of samples or the model's depth.
 int8 (QDQ): a tensor's error is the SQNR it lost against the float graph since the tensors it was
 computed from. Recovery, cheapest first: keep the few layers that dominate the error in float (with
 the activations around them, so that the outlier stays unquantized), percentile calibration,
-16-bit activations x int8 weights (onnxruntime's QDQ with 16-bit Q/DQ ops: still int8 weights, so
-the size holds), entropy calibration.
+entropy calibration — all int8 arithmetic — then int8 weights with float activations (int8's size,
+fp32's arithmetic), and 16-bit activations x int8 weights (onnxruntime's QDQ with 16-bit Q/DQ ops)
+only where that could not be built: with the same weights and coarser activations it cannot do better.
 
-fp16: an overflow check on the calibration data first: the nodes that make or read a tensor past
-float16's range stay in fp32 (onnxconverter-common's `node_block_list`); then, where the gate still
-fails, the worst nodes one at a time, re-measured after each.
+fp16: the export itself keeps in fp32 the nodes that read weights or make or read activations past
+float16's range (`onnx_quant.fp16_with_checks`); where the gate still fails, the worst nodes one at
+a time, re-measured after each.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ import hashlib
 import numpy as np
 
 from edgepack.builder.recover.common import (
-    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, layers_worth_trying, skip_layers, stalled, try_variant, worst_first,
+    EXPLAIN_SAMPLES, MAX_FLOAT_LAYERS, WEIGHT_ONLY, WEIGHT_ONLY_MISSED, Attempt, Check, LayerError, Outcome, layers_worth_trying, skip_layers,
+    stalled, try_variant, worst_first,
 )
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
-from edgepack.profile.schema import CalibrationMethod, Precision, Profile
+from edgepack.profile.schema import CalibrationMethod, IoDtype, Precision, Profile
 
-FP16_MAX = 65504.0
-FP16_HEADROOM = 0.5  # a tensor past half float16's range on the calibration data will pass it on other data
 EXPLAIN_IMAGES = 8  # samples enough for per-tensor errors of image-sized tensors (each holds thousands of values)
+SIXTEEN_BIT = "16-bit activations x int8 weights"
 INT8_FLOAT_LAYERS = 3  # int8 layer fallback: a few layers, or it is not worth its (de)quantize ops
 PASSTHROUGH = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"}
 _LAST: dict = {}  # the last int8 artifact's errors: recovery reuses what the explanation measured
@@ -141,20 +142,11 @@ def _tensor_errors(fp32, candidate, sample: Dataset) -> list[LayerError]:
     return errors
 
 
-def overflowing_nodes(fp32, data: Dataset) -> tuple[list[str], list[str]]:
-    """(the tensors of FP32 that pass float16's range, with headroom, on DATA; the nodes that make or read them)."""
-    from edgepack.builder.streaming import tensor_ranges
-
-    limit = FP16_HEADROOM * FP16_MAX
-    over = [t for t, peak in tensor_ranges(fp32, data).items() if peak > limit]
-    nodes = [n for n in fp32.graph.node if any(t in over for t in list(n.output) + list(n.input))]
-    return over, [n.name for n in nodes if n.name]
-
-
 def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
     """Try the ONNX variants in order of cost; keep the first that meets every budget."""
     from edgepack.builder.convert.onnx import fp32_graph, onnx_artifact
-    from edgepack.builder.convert.onnx_quant import quantize_int8, to_fp16
+    from edgepack.builder.convert.onnx_quant import overflowing_nodes, quantize_int8, to_fp16
+    from edgepack.builder.convert.onnx_weights import int8_weights
 
     b = profile.build
     fp32, facts = fp32_graph(model, b.onnx.opset)
@@ -177,16 +169,22 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
             variant = _with_onnx(profile, calibration_method=CalibrationMethod.percentile)
             if attempt("percentile calibration", lambda: quantize_int8(fp32, variant, calibration)):
                 return
-        if attempt("16-bit activations x int8 weights", lambda: quantize_int8(fp32, profile, calibration, wide_activations=True)):
-            return
         if b.onnx.calibration_method is not CalibrationMethod.entropy:
             variant = _with_onnx(profile, calibration_method=CalibrationMethod.entropy)
-            attempt("entropy calibration", lambda: quantize_int8(fp32, variant, calibration))
+            if attempt("entropy calibration", lambda: quantize_int8(fp32, variant, calibration)):
+                return
+        if b.io_dtype is IoDtype.float32:
+            if attempt(WEIGHT_ONLY, lambda: int8_weights(fp32)):
+                return
+            if outcome.attempts[-1].error is None:
+                outcome.attempts.append(Attempt(SIXTEEN_BIT, error=WEIGHT_ONLY_MISSED))
+                return
+        attempt(SIXTEEN_BIT, lambda: quantize_int8(fp32, profile, calibration, wide_activations=True))
     elif b.precision is Precision.fp16:
-        over, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
+        # The plain fp16 export already keeps in fp32 what passes float16's range (`fp16_with_checks`);
+        # what still misses the gate is precision: the worst node, one at a time.
+        _, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
         current = to_fp16(fp32, b.io_dtype, kept)
-        if kept and attempt(f"fp16 with {len(kept)} node(s) in fp32 (past float16's range: {', '.join(over[:4])})", lambda c=current: c, list(kept)):
-            return
         for _ in range(MAX_FLOAT_LAYERS):
             candidates = [e for e in worst_first(_tensor_errors(fp32, current, sample)) if e.layer not in kept]
             if not candidates or candidates[0].error == 0:

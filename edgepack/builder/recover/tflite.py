@@ -5,8 +5,9 @@ inputs, so a layer's error is its own, not the sum of the layers before it; the 
 over the quantization step (about 0.29 for plain rounding, much more where a layer's range is
 dominated by outliers). Selective quantization goes through the debugger's `denylisted_nodes`
 (TensorFlow's own per-node float fallback: no flatbuffer pass; ai-edge-quantizer's regex-scoped
-recipes would do the same from a float .tflite). Where no few layers explain the error, 16-bit
-activations with int8 weights come next, still about int8's size.
+recipes would do the same from a float .tflite). Where no few layers explain the error, int8
+weights with float activations come next (`tflite_mixed.int8_weights_except`), then 16-bit
+activations with int8 weights, both still about int8's size.
 fp16 is compared tensor by tensor against the fp32 artifact.
 """
 
@@ -20,8 +21,8 @@ import numpy as np
 from edgepack.builder.convert import Artifact
 from edgepack.builder.layers import layer_names
 from edgepack.builder.recover.common import (
-    EXPLAIN_SAMPLES, INT16_ACTIVATIONS, MAX_FLOAT_LAYERS, Check, LayerError, Outcome, layers_worth_trying, record_attempt, short_layer, stalled, try_variant,
-    worst_first,
+    EXPLAIN_SAMPLES, INT16_ACTIVATIONS, MAX_FLOAT_LAYERS, WEIGHT_ONLY, WEIGHT_ONLY_MISSED, Attempt, Check, LayerError, Outcome, layers_worth_trying,
+    record_attempt, short_layer, stalled, try_variant, worst_first,
 )
 from edgepack.model.data import Dataset
 from edgepack.model.source import SourceModel
@@ -132,7 +133,9 @@ def _tensor_errors(reference: bytes, candidate: bytes, sample: Dataset) -> list[
 
 def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check, outcome: Outcome) -> None:
     """Cheapest first, within int8's family: per-tensor weights; the few layers that dominate the
-    error kept in float; 16-bit activations with int8 weights. The precision ladder comes after."""
+    error kept in float; on the CPU, int8 weights with float activations (fp32's speed, int8's
+    size); 16-bit activations with int8 weights (reference kernels) only where that is not an
+    option or could not be built. The precision ladder comes after."""
     from edgepack.builder.convert.tflite import int8_converter, run_converter, tflite_artifact
 
     io_dtype = profile.build.io_dtype
@@ -147,8 +150,24 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
     except Exception as exc:  # the debugger raising is a failed attempt; 16x8 is still worth a try
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         outcome.attempts.append(record_attempt("layer fallback", None, None, error=message))
+    if on_cpu(profile):
+        from edgepack.builder.convert.tflite import convert_tflite
+        from edgepack.builder.convert.tflite_mixed import int8_weights_except
+
+        fp32 = lambda: convert_tflite(model, Precision.fp32, IoDtype.float32, None)  # noqa: E731
+        if try_variant(outcome, check, WEIGHT_ONLY, lambda: tflite_artifact(int8_weights_except(fp32(), set()))):
+            return
+        if outcome.attempts[-1].error is None:
+            outcome.attempts.append(Attempt(INT16_ACTIVATIONS, error=WEIGHT_ONLY_MISSED))
+            return
     sixteen = int8_converter(model, calibration, io_dtype, activations16=True)
     try_variant(outcome, check, INT16_ACTIVATIONS, lambda: tflite_artifact(run_converter(sixteen, Precision.int8)))
+
+
+def on_cpu(profile: Profile) -> bool:
+    """Whether the profile runs TFLite on the CPU (no delegate, or XNNPACK): there a constant's
+    DEQUANTIZE runs once at load; a GPU or NPU delegate may not take int8 weights behind one."""
+    return all(d.lower() == "xnnpack" for d in profile.runtime.delegates)
 
 
 def _layers_in_float(model, calibration, evaluation, check: Check, outcome: Outcome) -> bool:
