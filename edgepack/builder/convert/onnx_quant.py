@@ -3,7 +3,9 @@
 
 Static int8 runs `quant_pre_process` (shape inference, including the symbolic one that needs
 sympy, and graph optimisation) and then `quantize_static` fed by the calibration data through a
-`CalibrationDataReader`.
+`CalibrationDataReader`; entropy and percentile calibration, whose onnxruntime calibrators hold
+every activation of every sample, run a batch at a time in `onnx_calibration` and reach
+`quantize_static` as a calibration cache.
 Before that, weights written as `Constant` nodes (as some exporters do) become initializers, so that
 they are quantized, and an opset older than 13 is upgraded for per-channel QDQ (per-tensor weights
 where onnx cannot convert it). onnxruntime's tools write scratch files into the working
@@ -30,6 +32,7 @@ CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension 
 CALIBRATION_VALUES = 1 << 20  # ... and at most about this many input values per run
 # Dynamic quantization pays where weights dominate: MatMul/attention/recurrent graphs. Conv is left
 # in float: ConvInteger has uint8-only CPU kernels and is slower than the float Conv it replaces.
+HISTOGRAM_METHODS = (CalibrationMethod.entropy, CalibrationMethod.percentile)  # calibrated by `onnx_calibration`
 DYNAMIC_OPS = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 
 
@@ -173,6 +176,9 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
     x int8 weights (onnxruntime's QDQ with 16-bit Q/DQ, com.microsoft ops below opset 21)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod as OrtMethod, QuantFormat, QuantType as OrtType
     from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from edgepack.builder.convert.onnx_calibration import histogram_ranges
 
     q = profile.build.onnx
     activation, weight, symmetric, why = int8_types(profile)
@@ -211,14 +217,20 @@ def quantize_int8(proto, profile: Profile, calibration: Dataset, keep_float: Seq
              "activation_symmetric": symmetric, "per_channel": per_channel, "reduce_range": q.reduce_range,
              "calibration_method": q.calibration_method.value, "quant_format": "QDQ", "why_types": why, "float_nodes": list(keep_float), **prepared}
     with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp, working_directory(tmp):
-        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        pre, out, cache = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx", Path(tmp) / "calibration.json"
         _save(pre_proto, pre)
         del pre_proto
         try:
+            if q.calibration_method in HISTOGRAM_METHODS:
+                # onnxruntime's histogram calibrators hold every activation of every sample: the
+                # same ranges in bounded memory, handed over as a calibration cache.
+                ranges = histogram_ranges(pre, method[q.calibration_method], lambda: iter(Reader()), Path(tmp) / "augmented.onnx")
+                save_tensors_data(ranges, cache)
+                del ranges
             quantize_static(
                 str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel, nodes_to_exclude=list(keep_float),
                 reduce_range=q.reduce_range, activation_type=activation_ort, weight_type=ort_type[weight],
-                calibrate_method=method[q.calibration_method],
+                calibrate_method=method[q.calibration_method], calibration_cache_path=str(cache) if cache.exists() else None,
                 extra_options={
                     "ActivationSymmetric": symmetric,
                     "WeightSymmetric": weight is QuantType.int8,

@@ -220,7 +220,7 @@ def test_a_calibrator_that_raises_is_an_attempt_and_recovery_goes_on(isolated_us
     def ambiguous(self, *args, **kwargs):
         raise ValueError("The truth value of an array with more than one element is ambiguous. Use a.any() or a.all()")
 
-    monkeypatch.setattr(calibrate.EntropyCalibrater, "collect_data", ambiguous)
+    monkeypatch.setattr(calibrate.EntropyCalibrater, "compute_data", ambiguous)
     model, data = integer_input_onnx_model(tmp_path)
     name = write_target(isolated_user_dirs, "ids", "extends: raspberry-pi-5-onnx\nbuild: {onnx: {calibration_method: entropy}}\n")
     result = build(model, name, data=data)
