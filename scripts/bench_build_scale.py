@@ -2,7 +2,9 @@
 """Benchmark builds at real model sizes: edgepack's build beside the plain converter / quantizer.
 
 Models of growing size (the digits CNN, MobileNetV2 at 224x224, the detector-shaped model of
-tests/detectors.py at 320x320 and 640x640, a 1-D convolutional classifier) x targets
+tests/detectors.py at 320x320 and 640x640, a 1-D convolutional classifier, and a real trained text
+detector — PaddleOCR's PP-OCRv4 detection model, 4.7 MB of ONNX with `Constant` weights, as the
+rapidocr-onnxruntime wheel ships it (downloaded once with pip) — at 320 and 640 on rendered text) x targets
 (raspberry-pi-4: TFLite int8; raspberry-pi-5-onnx: ONNX int8; jetson-orin-nano: ONNX fp16;
 jetson-orin-nano with `precision: int8`). For each pair, edgepack's build and the plain tool on
 the same model and data (tf.lite.TFLiteConverter; onnxruntime.quantization.quantize_static;
@@ -15,6 +17,8 @@ verify on the evaluation split for both: worst dense output's SQNR (dB), or top-
 
     python scripts/bench_build_scale.py [--models digits,mnv2,det320,det640,conv1d]
         [--targets pi4,pi5-onnx,jetson-fp16,jetson-int8] [--cap-gb 8] [--out table.md] [--work DIR]
+
+    python scripts/bench_build_scale.py --models ppocr320,ppocr640 --targets pi5-onnx,jetson-fp16,jetson-int8
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-MODELS = ("digits", "mnv2", "det320", "det640", "conv1d")
+MODELS = ("digits", "mnv2", "det320", "det640", "conv1d", "ppocr320", "ppocr640")
+PPOCR_WHEEL = "rapidocr_onnxruntime==1.4.4"  # ships models/ch_PP-OCRv4_det_infer.onnx
+PPOCR_MODEL = "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
 TARGETS = {  # short name -> (profile, format, precision)
     "pi4": ("raspberry-pi-4", "tflite", "int8"),
     "pi5-onnx": ("raspberry-pi-5-onnx", "onnx", "int8"),
@@ -54,6 +60,8 @@ def make_model(name: str, work: Path) -> tuple[Path, Path]:
     keras.utils.set_random_seed(0)
     if name.startswith("det"):
         return write_detector(work, int(name[3:]), n=48)
+    if name.startswith("ppocr"):
+        return ppocr(work, int(name[5:]))
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -89,6 +97,42 @@ def make_model(name: str, work: Path) -> tuple[Path, Path]:
     return work / f"{name}.keras", work / f"{name}.npz"
 
 
+def ppocr(work: Path, size: int, n: int = 48) -> tuple[Path, Path]:
+    """PP-OCRv4's text detector (from the rapidocr-onnxruntime wheel) and N rendered text images at SIZE."""
+    import zipfile
+
+    model = work / "ppocr.onnx"
+    if not model.exists():
+        wheels = work / "wheels"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), PPOCR_WHEEL], check=True)
+        with zipfile.ZipFile(next(wheels.glob("rapidocr_onnxruntime-*.whl"))) as wheel:
+            model.write_bytes(wheel.read(PPOCR_MODEL))
+    data = work / f"ppocr{size}.npz"
+    np.savez(data, x=text_images(size, n))
+    return model, data
+
+
+def text_images(size: int, n: int, seed: int = 0) -> np.ndarray:
+    """N images of dark words on light backgrounds, normalised as PaddleOCR does (ImageNet mean and
+    std), NCHW float32. Pillow draws them with its own font."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    words = "edge pack model device jetson raspberry quantize latency memory tensor invoice total amount date 2026 receipt".split()
+    out = np.empty((n, 3, size, size), np.float32)
+    for k in range(n):
+        image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(150, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(3, 9))):
+            height = int(rng.integers(size // 24, size // 8))
+            text = " ".join(rng.choice(words, int(rng.integers(1, 4))))
+            at = (int(rng.integers(0, size // 2)), int(rng.integers(0, size - height)))
+            draw.text(at, text, fill=tuple(int(v) for v in rng.integers(0, 100, 3)), font=ImageFont.load_default(size=height))
+        pixels = (np.asarray(image, np.float32) / 255.0 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+        out[k] = pixels.transpose(2, 0, 1)
+    return out
+
+
 def peak_mb() -> float:
     from edgepack.builder.memory import peak_rss_mb
 
@@ -103,8 +147,14 @@ def one_edgepack(model: Path, data: Path, target: str, out: Path) -> dict:
     m = result.manifest
     return {
         "status": "ok" if m.passed else "failed", "precision": m.build.get("precision_used", m.precision.value),
-        "bytes": result.size_bytes, "fp32_bytes": 4 * (m.source.params or 0), "fidelity": fidelity_text(m.fidelity), "strategy": m.facts.quantization.strategy if m.facts.quantization else "",
+        "bytes": result.size_bytes, "fp32_bytes": fp32_bytes(model, m.source.params), "fidelity": fidelity_text(m.fidelity),
+        "strategy": m.facts.quantization.strategy if m.facts.quantization else "",
     }
+
+
+def fp32_bytes(model: Path, params: int | None) -> int:
+    """The float32 model's size: its parameters x 4, or an ONNX file's own size."""
+    return 4 * params if params else model.stat().st_size
 
 
 def splits(model_path: Path, data: Path, profile_name: str):
@@ -124,6 +174,8 @@ def one_plain(model_path: Path, data: Path, target: str, fmt: str, precision: st
 
     model, profile, calibration, evaluation = splits(model_path, data, target)
     names = [s.name for s in model.inputs]
+    if fmt == "tflite" and model_path.suffix == ".onnx":
+        return {"status": "no plain tool (ONNX to TFLite takes onnx2tf)", "precision": precision}
     if fmt == "tflite":
         import tensorflow as tf
 
@@ -139,10 +191,13 @@ def one_plain(model_path: Path, data: Path, target: str, fmt: str, precision: st
 
         from edgepack.builder.convert.onnx_from_tf import tf_to_onnx
 
-        proto = tf_to_onnx(model, profile.build.onnx.opset)
         float_path, out_path = work / "float.onnx", work / "plain.onnx"
-        onnx.save(proto, str(float_path))
-        del proto
+        if model_path.suffix == ".onnx":
+            float_path = model_path  # as the user has it
+        else:
+            proto = tf_to_onnx(model, profile.build.onnx.opset)
+            onnx.save(proto, str(float_path))
+            del proto
         if precision == "fp16":
             from onnxconverter_common import float16
 
@@ -160,7 +215,8 @@ def one_plain(model_path: Path, data: Path, target: str, fmt: str, precision: st
             quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ)
         artifact = onnx_artifact(out_path)
     fidelity = verify(model, artifact, evaluation, profile)
-    return {"status": "ok" if fidelity.passed else "failed", "precision": precision, "bytes": artifact.size_bytes, "fp32_bytes": 4 * (model.params or 0), "fidelity": fidelity_text(fidelity), "strategy": "plain tool"}
+    return {"status": "ok" if fidelity.passed else "failed", "precision": precision, "bytes": artifact.size_bytes,
+            "fp32_bytes": fp32_bytes(model_path, model.params), "fidelity": fidelity_text(fidelity), "strategy": "plain tool"}
 
 
 def onnx_artifact(path: Path):
@@ -247,7 +303,7 @@ def main() -> None:
         child(argparse.Namespace(tool=tool, model=model, data=data, target=target, work=work))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepack-scale-"))
-    header = "| model | .keras MB | target | tool | result | precision | size ratio | fidelity | peak RSS MB | wall s |"
+    header = "| model | model MB | target | tool | result | precision | size ratio | fidelity | peak RSS MB | wall s |"
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     print("\n".join(lines), flush=True)
     for name in args.models.split(","):
@@ -275,6 +331,8 @@ def main() -> None:
 
 def made(name: str, work: Path) -> tuple[Path, Path]:
     """The model and data for NAME under WORK, made once (in a subprocess: this process stays small)."""
+    if name.startswith("ppocr") and (work / f"{name}.npz").exists():
+        return work / "ppocr.onnx", work / f"{name}.npz"
     existing = sorted(work.glob(f"{'detector' + name[3:] if name.startswith('det') else name}.keras"))
     if existing:
         return existing[0], existing[0].with_suffix(".npz")

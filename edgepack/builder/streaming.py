@@ -17,7 +17,7 @@ import numpy as np
 
 from edgepack.model.data import Dataset
 
-BATCH = 2  # samples per run: activations of a 640x640 detector are about 100 MB a sample
+BATCH = 1  # samples per run: every activation of two graphs is held per run (a 320x320 detector: about 300 MB a sample)
 FLOAT_TYPES = (1, 10)  # TensorProto.FLOAT, FLOAT16
 DQ_SUFFIX = "_DequantizeLinear_Output"  # onnxruntime's QDQ quantizer names a dequantized tensor so
 SQNR_CAP_DB = 150.0  # about float32's own noise floor; identical tensors measure infinite

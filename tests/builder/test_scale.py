@@ -62,3 +62,26 @@ def test_build_peak_stays_bounded_where_every_activation_would_not_fit(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     assert figures["peak"] is not None and figures["peak"] < BOUND_MB, figures
+
+
+def test_a_profile_whose_fallback_excludes_fp32_fails_instead_of_shipping_fp32(isolated_user_dirs, tmp_path):
+    # A gate no quantized variant meets (SQNR 100 dB): with `fallback: auto` the build ends at fp32;
+    # with `fallback: [fp16]` it fails, exit 1, with what it tried, and no fp32 among the attempts.
+    from typer.testing import CliRunner
+
+    from edgepack.cli.app import app
+    from tests.conftest import write_target
+
+    model, data = write_detector(tmp_path, 64, n=32, backbone="tiny")
+    strict = "verify: {min_sqnr_db: 100}\n"
+    auto = write_target(isolated_user_dirs, "pi4-exact", "extends: raspberry-pi-4\n" + strict)
+    shipped = build(model, auto, data=data, out=tmp_path / "auto")
+    assert shipped.passed and shipped.manifest.precision.value == "fp32"
+
+    no_fp32 = write_target(isolated_user_dirs, "pi4-exact-no-fp32", "extends: raspberry-pi-4\nbuild: {fallback: [fp16]}\n" + strict)
+    result = CliRunner().invoke(app, ["build", str(model), "--target", no_fp32, "--data", str(data), "--out", str(tmp_path / "strict"), "--json"])
+    assert result.exit_code == 1, result.output
+    manifest = json.loads((tmp_path / "strict" / "manifest.json").read_text())
+    tried = [a["strategy"] for a in manifest["facts"]["quantization"]["attempts"]]
+    assert manifest["status"] == "failed" and manifest["precision"] != "fp32"
+    assert "fp16 (precision ladder)" in tried and not any(s.startswith("fp32") for s in tried), tried

@@ -29,7 +29,7 @@ from edgepack.profile.schema import CalibrationMethod, Engine, IoDtype, OnnxBuil
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 CALIBRATION_BATCH = 16  # samples per calibration run where the batch dimension is dynamic
-CALIBRATION_VALUES = 1 << 20  # ... and at most about this many input values per run
+CALIBRATION_VALUES = 1 << 18  # ... and at most about this many input values per run (one 320x320 image: each run holds every activation of its batch)
 # Dynamic quantization pays where weights dominate: MatMul/attention/recurrent graphs. Conv is left
 # in float: ConvInteger has uint8-only CPU kernels and is slower than the float Conv it replaces.
 HISTOGRAM_METHODS = (CalibrationMethod.entropy, CalibrationMethod.percentile)  # calibrated by `onnx_calibration`
