@@ -28,14 +28,14 @@ def export_onnx(model: SourceModel, profile: Profile, calibration: Dataset | Non
     Raises:
         BuildError: int8 without calibration data, or a conversion or quantization that fails.
     """
-    from edgepack.builder.convert import onnx_quant
+    from edgepack.builder.convert import onnx_fp16, onnx_quant
 
     b = profile.build
     proto, facts = fp32_graph(model, b.onnx.opset)
     precision = b.precision
     quant: dict[str, tuple[float, int]] = {}
     if precision is Precision.fp16:
-        proto, kept = onnx_quant.fp16_with_checks(proto, b.io_dtype, calibration)
+        proto, kept = onnx_fp16.fp16_with_checks(proto, b.io_dtype, calibration)
         facts["fp16"] = {"converter": f"onnxconverter-common {_version('onnxconverter-common')}", "io_dtype": b.io_dtype.value, **kept}
         if not any(p in onnx_quant.GPU_PROVIDERS for p in profile.runtime.providers) and profile.runtime.engine.value != "tensorrt":
             facts["fp16"]["note"] = "onnxruntime's CPU provider has few fp16 kernels: on CPU it casts back to float32"

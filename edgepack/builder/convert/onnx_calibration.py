@@ -82,5 +82,4 @@ def histogram_ranges(model: Path, method, feeds: Callable[[], Iterable[dict]], a
     collector.histogram_dict = histograms
     calibrator.collector = collector
     ranges = calibrator.compute_data()
-    del calibrator, session
     return ranges

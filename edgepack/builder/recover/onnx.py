@@ -12,7 +12,7 @@ fp32's arithmetic), and 16-bit activations x int8 weights (onnxruntime's QDQ wit
 only where that could not be built: with the same weights and coarser activations it cannot do better.
 
 fp16: the export itself keeps in fp32 the nodes that read weights or make or read activations past
-float16's range (`onnx_quant.fp16_with_checks`); where the gate still fails, the worst nodes one at
+float16's range (`onnx_fp16.fp16_with_checks`); where the gate still fails, the worst nodes one at
 a time, re-measured after each.
 """
 
@@ -145,7 +145,8 @@ def _tensor_errors(fp32, candidate, sample: Dataset) -> list[LayerError]:
 def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, evaluation: Dataset, check: Check, outcome: Outcome) -> None:
     """Try the ONNX variants in order of cost; keep the first that meets every budget."""
     from edgepack.builder.convert.onnx import fp32_graph, onnx_artifact
-    from edgepack.builder.convert.onnx_quant import overflowing_nodes, quantize_int8, to_fp16
+    from edgepack.builder.convert.onnx_fp16 import overflowing_nodes, to_fp16
+    from edgepack.builder.convert.onnx_quant import quantize_int8
     from edgepack.builder.convert.onnx_weights import int8_weights
 
     b = profile.build

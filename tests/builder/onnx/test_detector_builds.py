@@ -89,7 +89,7 @@ def test_fp16_keeps_in_fp32_the_nodes_whose_activations_pass_its_range_on_the_da
     # Every weight is within float16's range; a gain makes one channel reach about 3e5 on the
     # data. onnxruntime's CPU provider computes these ops in fp32, so only the float model's own
     # ranges show it: the nodes that make and read that tensor stay in fp32.
-    from edgepack.builder.convert.onnx_quant import fp16_with_checks, past_fp16_range
+    from edgepack.builder.convert.onnx_fp16 import fp16_with_checks, past_fp16_range
     from edgepack.model.data import Dataset
     from edgepack.profile.schema import IoDtype
 
@@ -140,7 +140,7 @@ PEAK_SCRIPT = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from edgepack.builder.convert.onnx_quant import to_fp16
+    from edgepack.builder.convert.onnx_fp16 import to_fp16
     from edgepack.builder.memory import peak_rss_mb
     from edgepack.builder.streaming import compare_graphs, float_tensors
     from edgepack.model.data import Dataset

@@ -7,9 +7,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from edgepack.builder.convert.onnx_quant import past_fp16_range, to_fp16
+from edgepack.builder.convert.onnx_fp16 import past_fp16_range, to_fp16
 from edgepack.profile.schema import IoDtype
-from tests.conftest import write_target
 from tests.onnx_detectors import blob_images, detector
 
 
