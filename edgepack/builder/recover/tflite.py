@@ -147,15 +147,17 @@ def _recover_int8(model, profile: Profile, calibration, evaluation, check: Check
     try:
         if _layers_in_float(model, calibration, evaluation, check, outcome):
             return
-    except Exception as exc:  # the debugger raising is a failed attempt; 16x8 is still worth a try
+    except Exception as exc:  # the debugger raising is a failed attempt; the variants below are still worth a try
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
         outcome.attempts.append(record_attempt("layer fallback", None, None, error=message))
     if on_cpu(profile):
         from edgepack.builder.convert.tflite import convert_tflite
         from edgepack.builder.convert.tflite_mixed import int8_weights_except
 
-        fp32 = lambda: convert_tflite(model, Precision.fp32, IoDtype.float32, None)  # noqa: E731
-        if try_variant(outcome, check, WEIGHT_ONLY, lambda: tflite_artifact(int8_weights_except(fp32(), set()))):
+        def weight_only():
+            return tflite_artifact(int8_weights_except(convert_tflite(model, Precision.fp32, IoDtype.float32, None), set()))
+
+        if try_variant(outcome, check, WEIGHT_ONLY, weight_only):
             return
         if outcome.attempts[-1].error is None:
             outcome.attempts.append(Attempt(INT16_ACTIVATIONS, error=WEIGHT_ONLY_MISSED))
