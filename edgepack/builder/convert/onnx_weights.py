@@ -18,8 +18,9 @@ from edgepack.builder.convert.onnx_quant import MIN_PER_CHANNEL_OPSET, constants
 from edgepack.builder.convert.tflite_mixed import symmetric_int8
 from edgepack.model.onnx_graph import ai_onnx_opset
 
-# The weight's input position, and its output-channel axis (Gemm's depends on transB).
-WEIGHT_INPUTS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gemm": (1, 1), "MatMul": (1, 1)}
+# The weight's input position, and its output-channel axis (Gemm's depends on transB; MatMul's is
+# the last, -1). Any axis dequantizes correctly: the output channel's gives each its own scale.
+WEIGHT_INPUTS = {"Conv": (1, 0), "ConvTranspose": (1, 1), "Gemm": (1, 1), "MatMul": (1, -1)}
 
 
 def int8_weights(proto, keep_float: Sequence[str] = ()) -> tuple[object, dict]:
@@ -35,6 +36,7 @@ def int8_weights(proto, keep_float: Sequence[str] = ()) -> tuple[object, dict]:
     graph = out.graph
     initializers = {t.name: t for t in graph.initializer}
     kept_reads = {name for node in graph.node if node.name in keep_float for name in node.input}
+    kept_reads |= {i.name for i in graph.input}  # an initializer listed as an input too (IR < 4) stays as it is
     dequantize, count = [], 0  # DequantizeLinear nodes, first in the graph: before every reader
     for node in graph.node:
         position, axis = WEIGHT_INPUTS.get(node.op_type, (None, 0))
@@ -47,6 +49,7 @@ def int8_weights(proto, keep_float: Sequence[str] = ()) -> tuple[object, dict]:
             continue
         if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
             axis = 0
+        axis %= array.ndim
         q, scale = symmetric_int8(array, axis) if per_channel else _per_tensor(array)
         graph.initializer.remove(weights)
         graph.initializer.extend([
