@@ -21,6 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepack.errors import ModelError, first_line
+from edgepack.ondevice.common import sha256_file
 
 PIP_HINT = "pip install 'edgepack[torch]'"
 FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
@@ -81,7 +82,7 @@ def load_torch(model: str | Path, data: Path | None = None) -> TorchModel:
             program = torch.export.load(str(path))
         except Exception as exc:
             raise ModelError(f"{path}: cannot load it as a torch.export program: {first_line(exc)}", hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
-        digest = _file_sha(path)
+        digest = sha256_file(path)
         fixed = _fixed_batch(program)
         if fixed is not None:
             notes.append(
@@ -97,14 +98,6 @@ def load_torch(model: str | Path, data: Path | None = None) -> TorchModel:
 def factory_sha256(spec: str) -> str:
     """The identity of a factory's model: its spec and the bytes of its weights."""
     return _call_factory(spec, require_torch())[1]
-
-
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _call_factory(spec: str, torch):

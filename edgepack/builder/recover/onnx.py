@@ -183,9 +183,13 @@ def recover(model: SourceModel, profile: Profile, calibration: Dataset | None, e
         attempt(SIXTEEN_BIT, lambda: quantize_int8(fp32, profile, calibration, wide_activations=True))
     elif b.precision is Precision.fp16:
         # The plain fp16 export already keeps in fp32 what passes float16's range (`fp16_with_checks`);
-        # what still misses the gate is precision: the worst node, one at a time.
-        _, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
-        current = to_fp16(fp32, b.io_dtype, kept)
+        # what still misses the gate is precision: the worst node, one at a time, from that graph on.
+        if outcome.artifact is not None:
+            kept = list((outcome.artifact.facts.get("fp16") or {}).get("fp32_for_activations", []))
+            current = _proto(outcome.artifact)
+        else:  # the plain export raised: check the ranges here
+            _, kept = overflowing_nodes(fp32, calibration if calibration is not None and len(calibration) else sample)
+            current = to_fp16(fp32, b.io_dtype, kept)
         for _ in range(MAX_FLOAT_LAYERS):
             candidates = [e for e in worst_first(_tensor_errors(fp32, current, sample)) if e.layer not in kept]
             if not candidates or candidates[0].error == 0:
